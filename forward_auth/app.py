@@ -1,0 +1,105 @@
+"""The application factory and the one place where errors become HTTP answers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+
+from .cookies import clearing_headers
+from .core import CoreClient
+from .errors import (
+    BadRequest,
+    CoreError,
+    ForwardAuthError,
+    InvalidClaims,
+    ServiceUnavailable,
+    TryRefreshToken,
+    Unauthorised,
+)
+from .gate import Gate
+from .jwks import JwksFetcher
+from .resources import HealthResource, ReadyResource, SessionsResource, VerifyResource, apply_headers
+from .settings import Settings
+from .transport import PooledTransport, Transport
+
+log = logging.getLogger("forward_auth")
+
+
+def build_gate(settings: Settings, transport: Transport | None = None) -> Gate:
+    """Wire the gate to its network edges (one shared connection pool)."""
+    transport = transport or PooledTransport()
+    keys = JwksFetcher(
+        settings.core_url,
+        transport,
+        cache_seconds=settings.jwks_cache_seconds,
+        cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
+        max_stale_seconds=settings.jwks_max_stale_seconds,
+        timeout_seconds=settings.core_timeout_seconds,
+    )
+    core = CoreClient(
+        settings.core_url,
+        transport,
+        api_key=settings.core_api_key,
+        timeout_seconds=settings.core_timeout_seconds,
+        revocation_cache_seconds=settings.revocation_cache_seconds,
+    )
+    return Gate(settings, keys, core)
+
+
+class ErrorAnswers:
+    """Maps the error hierarchy to SuperTokens' statuses and bodies."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def status_and_body(self, ex: ForwardAuthError) -> tuple[int, dict[str, Any]]:
+        if isinstance(ex, Unauthorised):
+            return self._settings.session_expired_status, {"message": "unauthorised"}
+        if isinstance(ex, TryRefreshToken):
+            return self._settings.session_expired_status, {"message": "try refresh token"}
+        if isinstance(ex, InvalidClaims):
+            return self._settings.invalid_claim_status, {"message": "invalid claim", "claimValidationErrors": ex.errors}
+        if isinstance(ex, BadRequest):
+            return 400, {"message": ex.detail}
+        if isinstance(ex, ServiceUnavailable):
+            return 503, {"message": ex.detail}
+        if isinstance(ex, CoreError):
+            return 502, {"message": ex.detail}
+        return 500, {"message": "internal error"}
+
+    def handle(self, req: falcon.Request, resp: falcon.Response, ex: ForwardAuthError, params: Any) -> None:
+        status, body = self.status_and_body(ex)
+        resp.status = status
+        resp.media = body
+        resp.set_header("Cache-Control", "no-store")
+        resp.set_header("X-Forward-Auth-Reason", ex.reason)
+        if isinstance(ex, Unauthorised) and ex.clear_tokens:
+            apply_headers(resp, clearing_headers(self._settings))
+        if isinstance(ex, ServiceUnavailable):
+            resp.set_header("Retry-After", "1")
+        level = logging.WARNING if status >= 500 else logging.INFO
+        log.log(level, "deny %s %s: %s (%s)", status, getattr(req.context, "original", req.path), ex.reason, ex.detail)
+
+    def crash(self, req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
+        """Our own bug: fail closed with a 500, log the traceback (never a token)."""
+        log.exception("internal error on %s", req.path)
+        resp.status = 500
+        resp.media = {"message": "internal error"}
+        resp.set_header("X-Forward-Auth-Reason", "internal-error")
+
+
+def create_app(settings: Settings, gate: Gate | None = None) -> falcon.App:
+    """The WSGI app: ``/verify``, ``/sessions/verify``, ``/healthz``, ``/readyz``."""
+    gate = gate or build_gate(settings)
+    app = falcon.App()
+    app.req_options.strip_url_path_trailing_slash = True
+    answers = ErrorAnswers(settings)
+    app.add_error_handler(Exception, answers.crash)
+    app.add_error_handler(ForwardAuthError, answers.handle)
+    app.add_route("/verify", VerifyResource(gate))
+    app.add_route("/sessions/verify", SessionsResource(gate))
+    app.add_route("/healthz", HealthResource())
+    app.add_route("/readyz", ReadyResource(gate))
+    return app

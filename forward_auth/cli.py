@@ -1,0 +1,196 @@
+"""``forward-auth``: serve, dev-core, demo, inspect. A thin shell over the same functions."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import settings as settings_module
+from . import token as tokens
+from .errors import ForwardAuthError
+from .jwks import JwksFetcher
+from .transport import PooledTransport, TransportError
+
+#: Settings that also have a flag on ``serve`` (flag name = setting name with dashes).
+SERVE_FLAGS: dict[str, str] = {
+    "bind": "HOST:PORT to listen on",
+    "workers": "gunicorn worker processes",
+    "core_url": "SuperTokens core URL(s), ';'-separated",
+    "core_api_key": "core API key",
+    "anti_csrf": "NONE | VIA_CUSTOM_HEADER | VIA_TOKEN",
+    "session_expired_status": "401 (default) or 440",
+    "check_database": "true/false: ask the core about revocation on every request",
+    "legacy": "true/false: the legacy v1.0.X profile",
+    "log_level": "debug | info | warning | error",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="forward-auth", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the verifier service under gunicorn")
+    serve.add_argument("--config", help="YAML config file (keys are setting names)")
+    for name, help_text in SERVE_FLAGS.items():
+        serve.add_argument("--" + name.replace("_", "-"), dest=name, help=help_text)
+    serve.add_argument("--check-config", action="store_true", help="validate the settings, print them, exit")
+
+    core = commands.add_parser("dev-core", help="run the in-memory development SuperTokens core")
+    core.add_argument("--bind", default="127.0.0.1:3567")
+    core.add_argument("--access-token-validity", type=int, default=3600, help="seconds")
+    core.add_argument("--api-key")
+    core.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+
+    demo = commands.add_parser("demo", help="dev core + service on free ports, with ready-to-paste curls")
+    demo.add_argument("--host", default="127.0.0.1")
+
+    inspect = commands.add_parser("inspect", help="decode a token; with --core-url, verify it")
+    inspect.add_argument("token")
+    inspect.add_argument("--core-url", help="core whose JWKS verifies the token")
+    return parser
+
+
+def _split_bind(bind: str) -> tuple[str, int]:
+    host, _, port = bind.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import Server
+
+    overrides = {name: getattr(args, name) for name in SERVE_FLAGS}
+    settings = settings_module.load(overrides, config_file=args.config)
+    if args.check_config:
+        print(json.dumps({k: getattr(settings, k) for k in settings_module.SETTING_NAMES}, indent=2))
+        return 0
+    Server(settings).run()
+    return 0
+
+
+def cmd_dev_core(args: argparse.Namespace) -> int:
+    from .devcore import serve_devcore
+
+    host, port = _split_bind(args.bind)
+    serve_devcore(host, port, access_token_validity=args.access_token_validity,
+                  api_key=args.api_key, allow_remote=args.allow_remote)
+    return 0
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for(url: str, timeout: float = 15.0) -> None:
+    transport = PooledTransport()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if transport.request("GET", url, headers={}, timeout=1.0).status < 500:
+                return
+        except TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up within {timeout:.0f} s")
+
+
+def _post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    reply = PooledTransport().request(
+        "POST", url, headers={"content-type": "application/json"}, body=json.dumps(body).encode(), timeout=5.0
+    )
+    return reply.json()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .server import Server
+
+    host = args.host
+    core_bind = f"{host}:{_free_port(host)}"
+    service_bind = f"{host}:{_free_port(host)}"
+    core_url = f"http://{core_bind}"
+    core_proc = subprocess.Popen([sys.executable, "-m", "forward_auth", "dev-core", "--bind", core_bind])
+    try:
+        _wait_for(core_url + "/hello")
+        created = _post_json(core_url + "/dev/sessions", {"userId": "demo-user"})
+        expired = _post_json(core_url + "/dev/tokens", {"version": 5, "claims": {"exp": 1_000_000_000}})
+        valid, stale = created["accessToken"]["token"], expired["token"]
+        verify = f"http://{service_bind}/verify"
+        print(f"""
+forward-auth demo: development core at {core_url}, service at http://{service_bind}
+
+  # a valid session: 200 with X-User-Id: demo-user
+  curl -i {verify} -H 'Cookie: sAccessToken={valid}'
+
+  # an expired access token: 401 {{"message":"try refresh token"}}
+  curl -i {verify} -H 'Cookie: sAccessToken={stale}'
+
+  # no token at all: 401 {{"message":"unauthorised"}}
+  curl -i {verify}
+
+  # the same session in header mode, and an optional-session location
+  curl -i {verify} -H 'Authorization: Bearer {valid}'
+  curl -i '{verify}?sessionRequired=false'
+""", flush=True)
+        settings = settings_module.load({"bind": service_bind, "core_url": core_url, "workers": 1})
+        Server(settings).run()
+    finally:
+        core_proc.terminate()
+        core_proc.wait(timeout=10)
+    return 0
+
+
+def _when(ms: float) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    try:
+        token = tokens.parse(args.token.strip())
+    except tokens.MalformedToken as exc:
+        print(f"not a SuperTokens access token: {exc}")
+        return 1
+    expiry = token.expiry_ms
+    state = "expired" if expiry < time.time() * 1000 else "not expired"
+    print(f"version:  {token.version}")
+    print(f"kid:      {token.kid or '(none: legacy token, any key of the JWKS)'}")
+    print(f"user:     {token.user_id} (recipe user {token.recipe_user_id}, tenant {token.tenant_id})")
+    print(f"session:  {token.session_handle}")
+    print(f"created:  {_when(token.created_ms)}")
+    print(f"expires:  {_when(expiry)} ({state})")
+    print(f"promoted: {'no: the core must be asked (parentRefreshTokenHash1 set)' if token.parent_refresh_token_hash else 'yes'}")
+    print("claims:   " + json.dumps(token.payload, indent=2, sort_keys=True).replace("\n", "\n          "))
+    if not args.core_url:
+        return 0
+    fetcher = JwksFetcher([args.core_url.rstrip("/")], PooledTransport(), cooldown_seconds=0.0)
+    try:
+        keys = [k for k in [fetcher.key_for(token.kid)] if k] if token.kid else fetcher.all_keys()
+        tokens.verify_signature(token, keys, now=time.time())
+    except ForwardAuthError as exc:
+        print(f"verifies: no ({exc.reason}: {exc.detail})")
+        return 1
+    print(f"verifies: yes, against {args.core_url}")
+    return 0
+
+
+COMMANDS = {"serve": cmd_serve, "dev-core": cmd_dev_core, "demo": cmd_demo, "inspect": cmd_inspect}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except settings_module.SettingsError as exc:
+        print(f"forward-auth: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+

@@ -1,0 +1,120 @@
+"""Reading the ``Cookie`` request header and writing the SuperTokens response headers.
+
+Reading mirrors what supertokens-python sees under its FastAPI integration (Starlette's
+cookie parser: last value wins, then URL-unquoting; the SDK's own duplicate detector).
+Writing produces the same ``Set-Cookie`` / ``front-token`` headers the SDK sends when it
+attaches a new access token or clears a session.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.cookies
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import quote, unquote
+
+from .settings import Settings
+
+ACCESS_COOKIE = "sAccessToken"
+REFRESH_COOKIE = "sRefreshToken"
+LEGACY_ID_REFRESH_COOKIE = "sIdRefreshToken"
+ONE_YEAR_MS = 31_536_000_000
+
+
+def parse_cookie_header(header: str | None) -> dict[str, str]:
+    """Cookie name -> value, the last duplicate winning, values URL-unquoted."""
+    cookies: dict[str, str] = {}
+    for chunk in (header or "").split(";"):
+        key, sep, value = chunk.partition("=")
+        if not sep:
+            key, value = "", chunk
+        key, value = key.strip(), value.strip()
+        if key or value:
+            cookies[key] = http.cookies._unquote(value)  # type: ignore[attr-defined]
+    return {name: unquote(value) for name, value in cookies.items()}
+
+
+def has_duplicate(header: str | None, name: str) -> bool:
+    """True when ``name`` appears twice among ``a=b`` pairs holding exactly one ``=``."""
+    count = 0
+    for pair in (header or "").split(";"):
+        parts = pair.split("=")
+        if len(parts) == 2 and unquote(parts[0].strip()) == name:
+            count += 1
+    return count > 1
+
+
+@dataclass(frozen=True)
+class ResponseHeaders:
+    """Headers to add to an answer: (name, value) pairs, ``Set-Cookie`` possibly repeated."""
+
+    items: tuple[tuple[str, str], ...] = ()
+
+    def __add__(self, other: ResponseHeaders) -> ResponseHeaders:
+        return ResponseHeaders(self.items + other.items)
+
+
+def _set_cookie(settings: Settings, name: str, value: str, expires_ms: int, path: str) -> str:
+    morsel: http.cookies.Morsel[str] = http.cookies.Morsel()
+    morsel.set(name, value, http.cookies._quote(value))  # type: ignore[attr-defined]
+    morsel["expires"] = formatdate(expires_ms / 1000, usegmt=True)
+    morsel["httponly"] = True
+    morsel["path"] = path
+    morsel["samesite"] = settings.cookie_samesite
+    if settings.cookie_domain:
+        morsel["domain"] = settings.cookie_domain
+    if settings.cookie_secure:
+        morsel["secure"] = True
+    return morsel.OutputString()
+
+
+def _expose(names: Iterable[str]) -> tuple[str, str]:
+    return ("Access-Control-Expose-Headers", ",".join(names))
+
+
+def clearing_headers(settings: Settings) -> ResponseHeaders:
+    """What the SDK sends to end a session in every transfer method (cookies and headers)."""
+    cookies = [(ACCESS_COOKIE, "/"), (REFRESH_COOKIE, settings.refresh_token_path)]
+    if settings.legacy:
+        cookies.append((LEGACY_ID_REFRESH_COOKIE, "/"))
+    items = [("Set-Cookie", _set_cookie(settings, name, "", 0, path)) for name, path in cookies]
+    items += [
+        ("st-access-token", ""),
+        ("st-refresh-token", ""),
+        ("front-token", "remove"),
+        _expose(["front-token", "st-access-token", "st-refresh-token", "front-token"]),
+    ]
+    return ResponseHeaders(tuple(items))
+
+
+def front_token(user_id: str, expiry_ms: int, payload: dict[str, Any]) -> str:
+    """The ``front-token`` header value: padded standard base64 of sorted compact JSON."""
+    body = json.dumps({"uid": user_id, "ate": expiry_ms, "up": payload}, separators=(",", ":"), sort_keys=True)
+    return base64.b64encode(body.encode("utf-8")).decode("ascii")
+
+
+def new_access_token_headers(
+    settings: Settings,
+    *,
+    transfer_method: str,
+    token: str,
+    user_id: str,
+    expiry_ms: int,
+    payload: dict[str, Any],
+    now: float | None = None,
+) -> ResponseHeaders:
+    """Headers that hand a new access token (from the core) to the browser."""
+    now_ms = int((time.time() if now is None else now) * 1000)
+    items = [("front-token", front_token(user_id, expiry_ms, payload))]
+    if transfer_method == "cookie":
+        items.append(("Set-Cookie", _set_cookie(settings, ACCESS_COOKIE, quote(token), now_ms + ONE_YEAR_MS, "/")))
+        items.append(_expose(["front-token"]))
+    else:
+        items.append(("st-access-token", token))
+        items.append(_expose(["front-token", "st-access-token"]))
+    return ResponseHeaders(tuple(items))

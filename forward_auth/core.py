@@ -1,0 +1,163 @@
+"""The SuperTokens core client: ``POST /recipe/session/verify`` (CDI 5.4), cores tried in order.
+
+Answers are translated at this edge: the core's UNAUTHORISED / TRY_REFRESH_TOKEN become
+:class:`Unauthorised` (clearing cookies) / :class:`TryRefreshToken`; no core reachable is
+:class:`CoreUnavailable` (503); an answer we cannot use is :class:`CoreError` (502).
+OK and UNAUTHORISED answers may be cached briefly, never past the token's expiry.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cachetools
+
+from .errors import CoreError, CoreUnavailable, TryRefreshToken, Unauthorised
+from .transport import Reply, Transport, TransportError
+from .verifier import CoreSession, NewAccessToken
+
+CDI_VERSION = "5.4"
+
+
+def _core_session(answer: dict[str, Any]) -> CoreSession:
+    """The OK answer's session, or CoreError if its shape is wrong."""
+    try:
+        session = answer["session"]
+        fresh = answer.get("accessToken")
+        new = None
+        if fresh is not None:
+            new = NewAccessToken(str(fresh["token"]), int(fresh["expiry"]), int(fresh["createdTime"]))
+        data = session.get("userDataInJWT") or {}
+        if not isinstance(data, dict) or not isinstance(session["handle"], str) or not isinstance(session["userId"], str):
+            raise TypeError("session fields have the wrong type")
+        return CoreSession(
+            handle=session["handle"],
+            user_id=session["userId"],
+            recipe_user_id=str(session.get("recipeUserId") or session["userId"]),
+            user_data_in_jwt=data,
+            tenant_id=session.get("tenantId"),
+            access_token=new,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CoreError(f"core's verify answer is malformed: {exc}", reason="core-bad-answer") from None
+
+
+class CoreClient:
+    """Talks to one or more cores; connection failures move on to the next core."""
+
+    def __init__(
+        self,
+        core_urls: Sequence[str],
+        transport: Transport,
+        *,
+        api_key: str | None = None,
+        timeout_seconds: float = 2.0,
+        revocation_cache_seconds: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._urls = tuple(url.rstrip("/") for url in core_urls)
+        self._transport = transport
+        self._api_key = api_key
+        self._timeout = timeout_seconds
+        self._cache_seconds = revocation_cache_seconds
+        self._clock = clock
+        self._cache: cachetools.TLRUCache[tuple[Any, ...], CoreSession | Unauthorised] = cachetools.TLRUCache(
+            maxsize=10_000, ttu=lambda _k, v, now: now + self._cache_seconds, timer=clock
+        )
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    def verify_session(
+        self,
+        access_token: str,
+        *,
+        anti_csrf_token: str | None,
+        do_anti_csrf_check: bool,
+        enable_anti_csrf: bool,
+        check_database: bool,
+        token_expiry_ms: float,
+    ) -> CoreSession:
+        """Ask the core about a session; raise the session error it reports."""
+        key = (access_token, anti_csrf_token, do_anti_csrf_check, enable_anti_csrf, check_database)
+        cached = self._cached(key)
+        if cached is None:
+            body: dict[str, Any] = {
+                "accessToken": access_token,
+                "doAntiCsrfCheck": do_anti_csrf_check,
+                "enableAntiCsrf": enable_anti_csrf,
+                "checkDatabase": check_database,
+            }
+            if anti_csrf_token is not None:
+                body["antiCsrfToken"] = anti_csrf_token
+            cached = self._interpret(self._post("/recipe/session/verify", body))
+            self._remember(key, cached, token_expiry_ms)
+        if isinstance(cached, Unauthorised):
+            raise cached
+        return cached
+
+    def _cached(self, key: tuple[Any, ...]) -> CoreSession | Unauthorised | None:
+        if self._cache_seconds <= 0:
+            return None
+        with self._lock:
+            return self._cache.get(key)
+
+    def _remember(self, key: tuple[Any, ...], outcome: CoreSession | Unauthorised, token_expiry_ms: float) -> None:
+        # Never cache a promotion (the browser gets a new token) nor past the token's expiry.
+        if self._cache_seconds <= 0 or (isinstance(outcome, CoreSession) and outcome.access_token):
+            return
+        if self._clock() + self._cache_seconds > token_expiry_ms / 1000:
+            return
+        with self._lock:
+            self._cache[key] = outcome
+
+    @staticmethod
+    def _interpret(answer: Any) -> CoreSession | Unauthorised:
+        status = answer.get("status") if isinstance(answer, dict) else None
+        message = str(answer.get("message", "")) if isinstance(answer, dict) else ""
+        if status == "OK":
+            return _core_session(answer)
+        if status == "UNAUTHORISED":
+            return Unauthorised(f"core: {message}", clear_tokens=True, reason="revoked")
+        if status == "TRY_REFRESH_TOKEN":
+            raise TryRefreshToken(f"core: {message}", reason="core-try-refresh")
+        raise CoreError(f"core answered an unknown status {status!r}", reason="core-bad-answer")
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"cdi-version": CDI_VERSION, "rid": "session", "content-type": "application/json; charset=utf-8"}
+        if self._api_key:
+            headers["api-key"] = self._api_key
+        return headers
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        data = json.dumps(body).encode("utf-8")
+        failures = []
+        for base in self._urls:
+            try:
+                self.calls += 1
+                reply = self._transport.request(
+                    "POST", base + path, headers=self._headers(), body=data, timeout=self._timeout
+                )
+            except TransportError as exc:
+                failures.append(str(exc))
+                continue
+            if reply.status >= 500 or reply.status == 429:
+                failures.append(f"{base}: HTTP {reply.status}")
+                continue
+            return self._decode(base, reply)
+        raise CoreUnavailable("no SuperTokens core answered: " + "; ".join(failures))
+
+    @staticmethod
+    def _decode(base: str, reply: Reply) -> Any:
+        if reply.status == 401:
+            raise CoreError(f"{base} refused the API key", reason="core-api-key")
+        if reply.status != 200:
+            text = reply.data[:200].decode("utf-8", "replace")
+            raise CoreError(f"{base} answered HTTP {reply.status}: {text}", reason="core-http-error")
+        try:
+            return reply.json()
+        except (ValueError, UnicodeDecodeError):
+            raise CoreError(f"{base} answered something that is not JSON", reason="core-bad-answer") from None

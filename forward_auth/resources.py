@@ -1,0 +1,184 @@
+"""Thin Falcon resources: HTTP in, a gate call, HTTP out. Errors go to ``app.py``'s handlers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import falcon
+
+from . import credentials, verifier
+from .cookies import ResponseHeaders, new_access_token_headers
+from .errors import BadRequest, ForwardAuthError, TryRefreshToken, Unauthorised
+from .gate import Gate
+from .settings import Settings
+
+_TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no")
+
+
+def header_value(text: str) -> str:
+    """A header-safe rendering: printable ASCII as-is, anything else percent-encoded (UTF-8)."""
+    return "".join(
+        ch if 0x20 <= ord(ch) < 0x7F and ch != "%" else "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
+        for ch in text
+    )
+
+
+def _flag(req: falcon.Request, name: str) -> bool | None:
+    raw = req.get_param(name)
+    if raw is None:
+        return None
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise BadRequest(f"query parameter {name}={raw!r} must be true or false", reason="bad-policy")
+
+
+def policy_from(req: falcon.Request, settings: Settings) -> verifier.Policy:
+    """The per-request policy: settings, overridden by the location's query parameters."""
+    required = _flag(req, "sessionRequired")
+    check_db = _flag(req, "checkDatabase")
+    return verifier.Policy(
+        session_required=True if required is None else required,
+        anti_csrf_check=_flag(req, "antiCsrf"),
+        check_database=settings.check_database if check_db is None else check_db,
+    )
+
+
+def apply_headers(resp: falcon.Response, headers: ResponseHeaders) -> None:
+    for name, value in headers.items:
+        if name.lower() == "set-cookie":
+            resp.append_header("Set-Cookie", value)
+        else:
+            resp.set_header(name, value)
+
+
+def identity_headers(session: verifier.Session) -> dict[str, str]:
+    """What the token proved, as the headers a proxy copies to the upstream."""
+    return {
+        "X-User-Id": header_value(session.user_id),
+        "X-Session-Handle": header_value(session.handle),
+        "X-Tenant-Id": header_value(session.tenant_id),
+        "X-Recipe-User-Id": header_value(session.recipe_user_id),
+        "X-Session-Expiry": str(session.expiry_ms),
+        "X-Session-Created": str(session.created_ms),
+    }
+
+
+def promotion_headers(settings: Settings, session: verifier.Session) -> ResponseHeaders:
+    """Set-Cookie / st-access-token and front-token for a token the core re-minted."""
+    fresh = session.new_access_token
+    if fresh is None:
+        return ResponseHeaders()
+    return new_access_token_headers(
+        settings,
+        transfer_method=session.transfer_method,
+        token=fresh.token,
+        user_id=session.user_id,
+        expiry_ms=fresh.expiry_ms,
+        payload=session.payload,
+    )
+
+
+class VerifyResource:
+    """``/verify``: any method; the original request comes in the proxy's headers."""
+
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        creds = credentials.from_headers(req.get_header, method=req.method, uri=req.relative_uri)
+        req.context.original = f"{creds.method} {creds.uri}"
+        session = self._gate.verify(creds, policy_from(req, self._gate.settings))
+        resp.set_header("Cache-Control", "no-store")
+        if session is None:
+            resp.media = {"message": "no session"}
+            return
+        req.context.user_id = session.user_id
+        for name, value in identity_headers(session).items():
+            resp.set_header(name, value)
+        apply_headers(resp, promotion_headers(self._gate.settings, session))
+        resp.media = {"message": "ok", "userId": session.user_id, "sessionHandle": session.handle,
+                      "tenantId": session.tenant_id}
+
+    on_post = on_put = on_patch = on_delete = on_head = on_options = on_get
+
+
+class SessionsResource:
+    """``POST /sessions/verify``: the legacy ``getSession(accessToken, antiCsrfToken,
+    doAntiCsrfCheck, idRefreshToken)`` as JSON, for callers that are not proxies."""
+
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = _json_body(req)
+        access = _optional_str(body, "accessToken")
+        id_refresh = _optional_str(body, "idRefreshToken")
+        anti_csrf = _optional_str(body, "antiCsrfToken")
+        do_check = body.get("doAntiCsrfCheck", False)
+        if not isinstance(do_check, bool):
+            raise BadRequest("doAntiCsrfCheck must be a boolean", reason="bad-request")
+        if access is None:
+            raise TryRefreshToken("no access token given", reason="no-access-token")
+        if self._gate.settings.legacy and id_refresh is None:
+            raise Unauthorised("no idRefreshToken given", clear_tokens=True, reason="no-id-refresh-token")
+        cookie = f"sAccessToken={access}"
+        if self._gate.settings.legacy:
+            cookie += f"; sIdRefreshToken={id_refresh}"
+        creds = credentials.Credentials(method="POST", uri=req.relative_uri, cookie_header=cookie,
+                                        anti_csrf=anti_csrf, rid="forward-auth")
+        session = self._gate.verify(creds, verifier.Policy(anti_csrf_check=do_check))
+        assert session is not None  # a required session is never None
+        answer: dict[str, Any] = {
+            "status": "OK",
+            "session": {"handle": session.handle, "userId": session.user_id, "userDataInJWT": session.payload,
+                        "tenantId": session.tenant_id, "recipeUserId": session.recipe_user_id},
+        }
+        fresh = session.new_access_token
+        if fresh is not None:
+            answer["accessToken"] = {"token": fresh.token, "expiry": fresh.expiry_ms, "createdTime": fresh.created_ms}
+        resp.media = answer
+
+
+def _json_body(req: falcon.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(req.bounded_stream.read(1 << 20) or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not JSON", reason="bad-request") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object", reason="bad-request")
+    return body
+
+
+def _optional_str(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string", reason="bad-request")
+    return value
+
+
+class HealthResource:
+    """``/healthz``: the process is alive."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"status": "ok"}
+
+
+class ReadyResource:
+    """``/readyz``: signing keys are loaded and not older than the allowed staleness."""
+
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        try:
+            self._gate.keys.keys()
+        except ForwardAuthError:
+            pass  # reported through status() below
+        status = self._gate.keys.status()
+        resp.media = {"status": "ready" if status["usable"] else "not ready", "jwks": status}
+        if not status["usable"]:
+            resp.status = falcon.HTTP_503

@@ -1,0 +1,277 @@
+"""The frozen settings object, and the one scheme that fills it.
+
+Every setting has three spellings: a YAML key (``session_expired_status``), an environment
+variable (``FORWARD_AUTH_SESSION_EXPIRED_STATUS``) and, for the common ones, a command-line
+flag. Precedence: flag > environment > config file > default. Invalid values stop start-up
+with :class:`SettingsError`, which names the setting, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+ENV_PREFIX = "FORWARD_AUTH_"
+ANTI_CSRF_MODES = ("NONE", "VIA_CUSTOM_HEADER", "VIA_TOKEN")
+SAMESITE_VALUES = ("lax", "strict", "none")
+
+
+class SettingsError(ValueError):
+    """A setting has a value that is not allowed."""
+
+    def __init__(self, name: str, value: object, allowed: str) -> None:
+        super().__init__(f"invalid setting {name}={value!r}: {allowed}")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service is configured with; validated once, at start-up."""
+
+    core_url: tuple[str, ...] = ("http://127.0.0.1:3567",)
+    core_api_key: str | None = None
+    core_timeout_seconds: float = 2.0
+    anti_csrf: str | None = None
+    enable_anti_csrf: bool = True
+    session_expired_status: int = 401
+    invalid_claim_status: int = 403
+    check_database: bool = False
+    revocation_cache_seconds: float = 0.0
+    use_static_signing_key: bool = False
+    jwks_cache_seconds: float = 14400.0
+    jwks_refetch_cooldown_seconds: float = 0.5
+    jwks_max_stale_seconds: float = 86400.0
+    legacy: bool = False
+    cookie_domain: str | None = None
+    cookie_secure: bool = False
+    cookie_samesite: str = "lax"
+    refresh_token_path: str = "/auth/session/refresh"
+    bind: str = "127.0.0.1:8080"
+    workers: int = 2
+    threads: int = 4
+    log_level: str = "info"
+
+    @property
+    def effective_anti_csrf(self) -> str:
+        """The anti-CSRF mode in force, derived as the SDKs do when it is not set."""
+        if not self.enable_anti_csrf:
+            return "NONE"
+        if self.anti_csrf is not None:
+            return self.anti_csrf
+        return "VIA_CUSTOM_HEADER" if self.cookie_samesite == "none" else "NONE"
+
+
+# --- parsers: each turns a raw (YAML or string) value into the typed one or raises ---
+
+def _bool(name: str, raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(name, raw, "must be true or false")
+
+
+def _number(name: str, raw: object) -> float:
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise SettingsError(name, raw, "must be a number of seconds") from None
+    if value < 0 or value != value or value == float("inf"):
+        raise SettingsError(name, raw, "must be a finite number >= 0")
+    return value
+
+
+def _positive_int(name: str, raw: object) -> int:
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise SettingsError(name, raw, "must be a whole number >= 1") from None
+    if value < 1:
+        raise SettingsError(name, raw, "must be a whole number >= 1")
+    return value
+
+
+def _status(name: str, raw: object) -> int:
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise SettingsError(name, raw, "must be an HTTP status code 400-499") from None
+    if not 400 <= value <= 499:
+        raise SettingsError(name, raw, "must be an HTTP status code 400-499")
+    return value
+
+
+def _text(name: str, raw: object) -> str | None:
+    text = str(raw).strip()
+    return text or None
+
+
+def _choice(allowed: tuple[str, ...], *, upper: bool) -> Callable[[str, object], str]:
+    def parse(name: str, raw: object) -> str:
+        text = str(raw).strip()
+        text = text.upper() if upper else text.lower()
+        if text not in allowed:
+            raise SettingsError(name, raw, "must be one of " + ", ".join(allowed))
+        return text
+
+    return parse
+
+
+def _core_urls(name: str, raw: object) -> tuple[str, ...]:
+    parts = raw if isinstance(raw, list) else str(raw).split(";")
+    urls = tuple(str(p).strip().rstrip("/") for p in parts if str(p).strip())
+    if not urls:
+        raise SettingsError(name, raw, "must name at least one core URL")
+    for url in urls:
+        split = urlsplit(url)
+        if split.scheme not in ("http", "https") or not split.hostname:
+            raise SettingsError(name, raw, f"{url!r} is not an http(s) URL")
+    return urls
+
+
+def _bind(name: str, raw: object) -> str:
+    text = str(raw).strip()
+    host, sep, port = text.rpartition(":")
+    if text.startswith("unix:"):
+        return text
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(name, raw, "must be HOST:PORT (or unix:PATH)")
+    return text
+
+
+def _path(name: str, raw: object) -> str:
+    text = str(raw).strip()
+    if not text.startswith("/"):
+        raise SettingsError(name, raw, "must be a path starting with /")
+    return text
+
+
+PARSERS: Mapping[str, Callable[[str, object], Any]] = {
+    "core_url": _core_urls,
+    "core_api_key": _text,
+    "core_timeout_seconds": _number,
+    "anti_csrf": _choice(ANTI_CSRF_MODES, upper=True),
+    "enable_anti_csrf": _bool,
+    "session_expired_status": _status,
+    "invalid_claim_status": _status,
+    "check_database": _bool,
+    "revocation_cache_seconds": _number,
+    "use_static_signing_key": _bool,
+    "jwks_cache_seconds": _number,
+    "jwks_refetch_cooldown_seconds": _number,
+    "jwks_max_stale_seconds": _number,
+    "legacy": _bool,
+    "cookie_domain": _text,
+    "cookie_secure": _bool,
+    "cookie_samesite": _choice(SAMESITE_VALUES, upper=False),
+    "refresh_token_path": _path,
+    "bind": _bind,
+    "workers": _positive_int,
+    "threads": _positive_int,
+    "log_level": _choice(("debug", "info", "warning", "error"), upper=False),
+}
+
+DESCRIPTIONS: Mapping[str, str] = {
+    "core_url": "SuperTokens core URL(s), `;`-separated, tried in order; each may carry a base path such as `/appid-x`",
+    "core_api_key": "API key sent to the core (`api-key` header)",
+    "core_timeout_seconds": "timeout of every request to the core (JWKS and verify)",
+    "anti_csrf": "`NONE`, `VIA_CUSTOM_HEADER` or `VIA_TOKEN`; unset: `VIA_CUSTOM_HEADER` if `cookie_samesite` is `none`, else `NONE` (as the SDKs)",
+    "enable_anti_csrf": "global switch: false turns every anti-CSRF check off (the legacy `enable_anti_csrf`)",
+    "session_expired_status": "status for UNAUTHORISED and TRY_REFRESH_TOKEN (401; 440 in the legacy profile)",
+    "invalid_claim_status": "status for INVALID_CLAIMS",
+    "check_database": "ask the core on every request whether the session was revoked",
+    "revocation_cache_seconds": "cache the core's verify answer this long (never past the token's expiry); 0 = off",
+    "use_static_signing_key": "accept only static (`s-`) signing keys, as the SDK's `use_dynamic_access_token_signing_key=false`",
+    "jwks_cache_seconds": "ceiling on how long the JWKS is cached (the core's `Cache-Control: max-age` may shorten it)",
+    "jwks_refetch_cooldown_seconds": "minimum time between two JWKS fetches caused by unknown `kid`s",
+    "jwks_max_stale_seconds": "how long the last good JWKS keeps serving while every core is unreachable",
+    "legacy": "legacy v1.0.X profile: 440, `sIdRefreshToken` marks a session",
+    "cookie_domain": "`Domain` of the cookies this service sets or clears",
+    "cookie_secure": "`Secure` on the cookies this service sets or clears",
+    "cookie_samesite": "`SameSite` of the cookies this service sets or clears",
+    "refresh_token_path": "`Path` of the `sRefreshToken` cookie (`<apiBasePath>/session/refresh`)",
+    "bind": "address gunicorn listens on",
+    "workers": "gunicorn worker processes",
+    "threads": "threads per worker (gthread)",
+    "log_level": "debug, info, warning or error",
+}
+
+
+def env_name(name: str) -> str:
+    """The environment variable spelling of a setting."""
+    return ENV_PREFIX + name.upper()
+
+
+def read_config_file(path: str) -> dict[str, object]:
+    """Load a YAML config file; its keys are the settings' names."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except OSError as exc:
+        raise SettingsError("config", path, f"cannot be read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError("config", path, f"is not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError("config", path, "must hold a mapping of setting names")
+    return data
+
+
+def load(
+    overrides: Mapping[str, object] | None = None,
+    *,
+    config_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build validated settings from a config file, the environment and overrides."""
+    environ = os.environ if environ is None else environ
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    raw: dict[str, object] = {}
+    if config_file:
+        for key, value in read_config_file(config_file).items():
+            if key not in PARSERS:
+                raise SettingsError(str(key), value, "is not a known setting")
+            raw[key] = value
+    for name in PARSERS:
+        if env_name(name) in environ:
+            raw[name] = environ[env_name(name)]
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            raw[key] = value
+    values = {name: PARSERS[name](name, value) for name, value in raw.items() if value is not None}
+    if values.get("legacy") and "session_expired_status" not in values:
+        values["session_expired_status"] = 440
+    return validate(Settings(**values))
+
+
+def validate(settings: Settings) -> Settings:
+    """Cross-field checks that one setting alone cannot make."""
+    if settings.session_expired_status == settings.invalid_claim_status:
+        raise SettingsError(
+            "invalid_claim_status",
+            settings.invalid_claim_status,
+            "must differ from session_expired_status",
+        )
+    if settings.cookie_samesite == "none" and not settings.cookie_secure:
+        raise SettingsError(
+            "cookie_secure", settings.cookie_secure, "must be true when cookie_samesite is none"
+        )
+    return settings
+
+
+def replace(settings: Settings, **changes: Any) -> Settings:
+    """A copy with some settings changed, validated again."""
+    return validate(dataclasses.replace(settings, **changes))
+
+
+SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))

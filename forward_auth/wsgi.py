@@ -1,0 +1,13 @@
+"""Entry point for running gunicorn directly: ``gunicorn -c gunicorn.conf.py``."""
+
+from __future__ import annotations
+
+import falcon
+
+from .server import worker_app
+from .settings import load
+
+
+def get_app() -> falcon.App:
+    """The app configured from ``FORWARD_AUTH_*`` variables (and ``FORWARD_AUTH_CONFIG``)."""
+    return worker_app(load())

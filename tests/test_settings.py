@@ -1,0 +1,94 @@
+"""Settings: one scheme, three spellings, and a clear refusal of bad values."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from forward_auth import settings as s
+
+
+def test_defaults_match_the_sdk() -> None:
+    settings = s.load(environ={})
+    assert settings.session_expired_status == 401
+    assert settings.invalid_claim_status == 403
+    assert settings.effective_anti_csrf == "NONE"
+    assert settings.jwks_cache_seconds == 14400
+
+
+def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("session_expired_status: 440\nworkers: 3\ncheck_database: true\n")
+    environ = {"FORWARD_AUTH_WORKERS": "5"}
+    settings = s.load({"workers": "7"}, config_file=str(config), environ=environ)
+    assert (settings.session_expired_status, settings.workers, settings.check_database) == (440, 7, True)
+    assert s.load(config_file=str(config), environ=environ).workers == 5
+
+
+def test_core_urls_split_on_semicolons_and_keep_base_paths() -> None:
+    settings = s.load({"core_url": "http://a:1/; http://b:2/appid-x"}, environ={})
+    assert settings.core_url == ("http://a:1", "http://b:2/appid-x")
+
+
+def test_legacy_profile_answers_440_unless_told_otherwise() -> None:
+    assert s.load({"legacy": "true"}, environ={}).session_expired_status == 440
+    assert s.load({"legacy": "true", "session_expired_status": "401"}, environ={}).session_expired_status == 401
+
+
+def test_samesite_none_derives_custom_header_csrf_as_the_sdk() -> None:
+    settings = s.load({"cookie_samesite": "none", "cookie_secure": "true"}, environ={})
+    assert settings.effective_anti_csrf == "VIA_CUSTOM_HEADER"
+    assert s.replace(settings, enable_anti_csrf=False).effective_anti_csrf == "NONE"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [
+        ({"session_expired_status": "abc"}, "session_expired_status"),
+        ({"session_expired_status": "200"}, "session_expired_status"),
+        ({"anti_csrf": "SOMETIMES"}, "anti_csrf"),
+        ({"core_url": "ftp://core"}, "core_url"),
+        ({"core_url": " ; "}, "core_url"),
+        ({"check_database": "perhaps"}, "check_database"),
+        ({"jwks_cache_seconds": "-1"}, "jwks_cache_seconds"),
+        ({"workers": "0"}, "workers"),
+        ({"bind": "nowhere"}, "bind"),
+        ({"cookie_samesite": "none"}, "cookie_secure"),
+        ({"invalid_claim_status": "401"}, "invalid_claim_status"),
+    ],
+)
+def test_invalid_values_name_the_setting(overrides: dict[str, str], name: str) -> None:
+    with pytest.raises(s.SettingsError) as info:
+        s.load(overrides, environ={})
+    assert info.value.name == name
+    assert name in str(info.value)
+
+
+def test_unknown_key_in_config_file_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("sesion_expired_status: 440\n")
+    with pytest.raises(s.SettingsError, match="sesion_expired_status"):
+        s.load(config_file=str(config), environ={})
+
+
+def test_every_setting_has_a_parser_and_a_description() -> None:
+    assert set(s.SETTING_NAMES) == set(s.PARSERS) == set(s.DESCRIPTIONS)
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for name in s.SETTING_NAMES:
+        assert f"`{name}`" in readme and s.env_name(name) in readme, name
+
+
+def test_cli_exits_2_with_one_line_naming_the_setting() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "forward_auth", "serve", "--check-config", "--session-expired-status", "abc"],
+        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "session_expired_status='abc'" in result.stderr
