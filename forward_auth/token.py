@@ -120,7 +120,9 @@ def parse(raw: str) -> AccessToken:
     if not isinstance(payload, dict):
         raise MalformedToken("payload is not a JSON object")
     check_structure(payload, version)
-    return AccessToken(raw=raw, version=version, kid=kid if isinstance(kid, str) else str(kid), payload=payload)
+    if kid is not None and not isinstance(kid, str):
+        kid = str(kid)  # the SDK would crash on it; here it is just an unknown kid
+    return AccessToken(raw=raw, version=version, kid=kid, payload=payload)
 
 
 def check_structure(payload: dict[str, Any], version: int) -> None:

@@ -1,0 +1,294 @@
+"""The Falcon app through falcon.testing: statuses, bodies, cookie clearing, identity headers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+from conftest import FakeCore, v2, v5
+
+from forward_auth.minter import SigningKey
+
+
+def cookie(token: str, **more: str) -> dict[str, str]:
+    pairs = [f"sAccessToken={token}"] + [f"{k}={v}" for k, v in more.items()]
+    return {"Cookie": "; ".join(pairs)}
+
+
+def test_valid_cookie_session_gets_200_and_identity_headers(client, key: SigningKey) -> None:
+    result = client.simulate_get("/verify", headers=cookie(v5(key, tId="t1", rsub="r1")))
+    assert result.status_code == 200
+    assert result.headers["X-User-Id"] == "user-1"
+    assert result.headers["X-Recipe-User-Id"] == "r1"
+    assert result.headers["X-Tenant-Id"] == "t1"
+    assert result.headers["X-Session-Handle"] == "handle-1"
+    assert int(result.headers["X-Session-Expiry"]) > time.time() * 1000
+    assert int(result.headers["X-Session-Created"]) < time.time() * 1000
+    assert "set-cookie" not in result.headers
+
+
+def test_bearer_header_session(client, key: SigningKey) -> None:
+    result = client.simulate_get("/verify", headers={"Authorization": "Bearer " + v5(key)})
+    assert result.status_code == 200 and result.headers["X-User-Id"] == "user-1"
+
+
+def test_header_token_wins_over_cookie(client, key: SigningKey) -> None:
+    headers = {"Authorization": "Bearer " + v5(key, sub="from-header"), **cookie(v5(key, sub="from-cookie"))}
+    assert client.simulate_get("/verify", headers=headers).headers["X-User-Id"] == "from-header"
+
+
+@pytest.mark.parametrize("authorization", ["bearer x", "Bearer\tx", "Basic abc"])
+def test_other_authorization_schemes_are_not_tokens(client, authorization: str) -> None:
+    result = client.simulate_get("/verify", headers={"Authorization": authorization})
+    assert result.status_code == 401 and result.json == {"message": "unauthorised"}
+
+
+def test_no_token_is_unauthorised_without_clearing(client) -> None:
+    result = client.simulate_get("/verify")
+    assert (result.status_code, result.json) == (401, {"message": "unauthorised"})
+    assert "set-cookie" not in result.headers and "front-token" not in result.headers
+    assert result.headers["X-Forward-Auth-Reason"] == "no-token"
+
+
+def test_malformed_token_is_unauthorised_without_clearing(client) -> None:
+    result = client.simulate_get("/verify", headers=cookie("not.a.jwt"))
+    assert (result.status_code, result.json) == (401, {"message": "unauthorised"})
+    assert result.headers["X-Forward-Auth-Reason"] == "malformed-token"
+
+
+def test_expired_token_is_try_refresh(client, key: SigningKey) -> None:
+    result = client.simulate_get("/verify", headers=cookie(v5(key, exp=int(time.time()) - 1)))
+    assert (result.status_code, result.json) == (401, {"message": "try refresh token"})
+    assert result.headers["X-Forward-Auth-Reason"] == "expired"
+    assert "set-cookie" not in result.headers
+
+
+def test_unknown_kid_refetches_once_then_try_refresh(client, fake_core: FakeCore, foreign_key: SigningKey,
+                                                     key: SigningKey) -> None:
+    assert client.simulate_get("/verify", headers=cookie(v5(key))).status_code == 200
+    fetched = fake_core.count("jwks.json")
+    time.sleep(0.6)
+    result = client.simulate_get("/verify", headers=cookie(v5(foreign_key)))
+    assert (result.status_code, result.headers["X-Forward-Auth-Reason"]) == (401, "unknown-kid")
+    assert fake_core.count("jwks.json") == fetched + 1
+    client.simulate_get("/verify", headers=cookie(v5(foreign_key)))
+    assert fake_core.count("jwks.json") == fetched + 1  # within the cooldown: no refetch
+
+
+def test_static_key_is_refused_unless_configured(make_client, static_key: SigningKey, key: SigningKey) -> None:
+    assert make_client().simulate_get("/verify", headers=cookie(v5(static_key))).json == {"message": "try refresh token"}
+    static_only = make_client(use_static_signing_key="true")
+    assert static_only.simulate_get("/verify", headers=cookie(v5(static_key))).status_code == 200
+    assert static_only.simulate_get("/verify", headers=cookie(v5(key))).status_code == 401
+
+
+def test_duplicate_access_cookie_is_try_refresh(client, key: SigningKey) -> None:
+    headers = {"Cookie": f"sAccessToken={v5(key)}; sAccessToken={v5(key, sub='other')}"}
+    result = client.simulate_get("/verify", headers=headers)
+    assert (result.status_code, result.json) == (401, {"message": "try refresh token"})
+
+
+def test_legacy_id_refresh_cookie_is_try_refresh_even_with_a_valid_header(client, key: SigningKey) -> None:
+    headers = {"Authorization": "Bearer " + v5(key), "Cookie": "sIdRefreshToken=abc"}
+    assert client.simulate_get("/verify", headers=headers).json == {"message": "try refresh token"}
+
+
+def test_optional_session(client, key: SigningKey) -> None:
+    result = client.simulate_get("/verify", params={"sessionRequired": "false"})
+    assert (result.status_code, result.json) == (200, {"message": "no session"})
+    assert "X-User-Id" not in result.headers
+    with_session = client.simulate_get("/verify", params={"sessionRequired": "false"}, headers=cookie(v5(key)))
+    assert with_session.headers["X-User-Id"] == "user-1"
+    expired = client.simulate_get("/verify", params={"sessionRequired": "false"},
+                                  headers=cookie(v5(key, exp=int(time.time()) - 1)))
+    assert expired.status_code == 401  # an optional session still refreshes a bad token, as the SDK
+
+
+def test_bad_policy_parameter_is_400(client) -> None:
+    result = client.simulate_get("/verify", params={"sessionRequired": "maybe"})
+    assert result.status_code == 400 and "sessionRequired" in result.json["message"]
+
+
+class TestAntiCsrf:
+    def test_custom_header_mode_uses_the_original_method(self, make_client, key: SigningKey) -> None:
+        client = make_client(anti_csrf="VIA_CUSTOM_HEADER")
+        post = {"X-Forwarded-Method": "POST", **cookie(v5(key))}
+        assert client.simulate_get("/verify", headers=post).json == {"message": "try refresh token"}
+        assert client.simulate_get("/verify", headers={**post, "rid": "anti-csrf"}).status_code == 200
+        assert client.simulate_get("/verify", headers=cookie(v5(key))).status_code == 200  # GET is exempt
+        nginx = {"X-Original-Method": "DELETE", **cookie(v5(key))}
+        assert client.simulate_get("/verify", headers=nginx).status_code == 401
+        assert client.simulate_post("/verify", headers=cookie(v5(key))).status_code == 401  # direct curl -X POST
+
+    def test_header_mode_tokens_are_exempt(self, make_client, key: SigningKey) -> None:
+        client = make_client(anti_csrf="VIA_CUSTOM_HEADER")
+        headers = {"X-Forwarded-Method": "POST", "Authorization": "Bearer " + v5(key)}
+        assert client.simulate_get("/verify", headers=headers).status_code == 200
+
+    def test_via_token(self, make_client, key: SigningKey) -> None:
+        client = make_client(anti_csrf="VIA_TOKEN")
+        token = v5(key, antiCsrfToken="csrf-1")
+        post = {"X-Forwarded-Method": "POST", **cookie(token)}
+        assert client.simulate_get("/verify", headers=post).headers["X-Forward-Auth-Reason"] == "csrf-header-missing"
+        assert client.simulate_get("/verify", headers={**post, "anti-csrf": "wrong"}).status_code == 401
+        assert client.simulate_get("/verify", headers={**post, "anti-csrf": "csrf-1"}).status_code == 200
+        no_claim = {"X-Forwarded-Method": "POST", "anti-csrf": "x", **cookie(v5(key))}
+        assert client.simulate_get("/verify", headers=no_claim).headers["X-Forward-Auth-Reason"] == "csrf-no-claim"
+
+    def test_query_parameter_forces_or_skips_the_check(self, make_client, key: SigningKey) -> None:
+        client = make_client(anti_csrf="VIA_CUSTOM_HEADER")
+        assert client.simulate_get("/verify", params={"antiCsrf": "true"}, headers=cookie(v5(key))).status_code == 401
+        skip = {"X-Forwarded-Method": "POST", **cookie(v5(key))}
+        assert client.simulate_get("/verify", params={"antiCsrf": "false"}, headers=skip).status_code == 200
+
+    def test_global_switch_turns_every_check_off(self, make_client, key: SigningKey) -> None:
+        client = make_client(anti_csrf="VIA_TOKEN", enable_anti_csrf="false")
+        assert client.simulate_get("/verify", headers={"X-Forwarded-Method": "POST", **cookie(v5(key))}).status_code == 200
+
+
+class TestCore:
+    def test_parent_hash_goes_to_the_core_and_the_new_token_reaches_the_browser(
+        self, client, fake_core: FakeCore, key: SigningKey
+    ) -> None:
+        fresh = v5(key, parentRefreshTokenHash1=None)
+        fake_core.verify_answer = {
+            "status": "OK",
+            "session": {"handle": "handle-1", "userId": "user-1", "recipeUserId": "user-1", "userDataInJWT": {},
+                        "tenantId": "public"},
+            "accessToken": {"token": fresh, "expiry": 4102444800000, "createdTime": 1700000000000},
+        }
+        result = client.simulate_get("/verify", headers=cookie(v5(key, parentRefreshTokenHash1="abc")))
+        assert result.status_code == 200
+        assert result.cookies["sAccessToken"].value == fresh
+        front = json.loads(base64.b64decode(result.headers["front-token"]))
+        assert front["uid"] == "user-1" and front["ate"] == 4102444800000 and front["up"]["sub"] == "user-1"
+        assert result.headers["X-Session-Expiry"] == "4102444800000"
+        sent = fake_core.requests[-1][2]
+        assert sent["checkDatabase"] is False and sent["doAntiCsrfCheck"] is False
+
+    def test_promotion_in_header_mode_uses_st_access_token(self, client, fake_core: FakeCore, key: SigningKey) -> None:
+        fresh = v5(key)
+        fake_core.verify_answer = {
+            "status": "OK", "session": {"handle": "h", "userId": "user-1", "recipeUserId": "user-1",
+                                        "userDataInJWT": {}, "tenantId": "public"},
+            "accessToken": {"token": fresh, "expiry": 1, "createdTime": 1},
+        }
+        result = client.simulate_get("/verify", headers={"Authorization": "Bearer " + v5(key, parentRefreshTokenHash1="p")})
+        assert result.headers["st-access-token"] == fresh and "set-cookie" not in result.headers
+
+    def test_revoked_session_is_unauthorised_with_clearing(self, make_client, fake_core: FakeCore,
+                                                           key: SigningKey) -> None:
+        fake_core.verify_answer = {"status": "UNAUTHORISED", "message": "Either the session has ended or has been blacklisted"}
+        result = make_client(check_database="true").simulate_get("/verify", headers=cookie(v5(key)))
+        assert (result.status_code, result.json) == (401, {"message": "unauthorised"})
+        assert result.cookies["sAccessToken"].value == "" and result.cookies["sRefreshToken"].value == ""
+        assert result.cookies["sRefreshToken"].path == "/auth/session/refresh"
+        assert result.headers["front-token"] == "remove"
+        assert result.headers["st-access-token"] == "" and result.headers["st-refresh-token"] == ""
+        assert "1970" in result.headers["set-cookie"]
+
+    def test_check_database_query_parameter(self, client, fake_core: FakeCore, key: SigningKey) -> None:
+        fake_core.verify_answer = {"status": "UNAUTHORISED", "message": "gone"}
+        assert client.simulate_get("/verify", headers=cookie(v5(key))).status_code == 200
+        assert client.simulate_get("/verify", params={"checkDatabase": "true"}, headers=cookie(v5(key))).status_code == 401
+
+    def test_core_try_refresh(self, make_client, fake_core: FakeCore, key: SigningKey) -> None:
+        fake_core.verify_answer = {"status": "TRY_REFRESH_TOKEN", "message": "x"}
+        result = make_client(check_database="true").simulate_get("/verify", headers=cookie(v5(key)))
+        assert result.json == {"message": "try refresh token"} and "set-cookie" not in result.headers
+
+    def test_core_down_is_503_never_401(self, make_client, fake_core: FakeCore, key: SigningKey) -> None:
+        client = make_client(check_database="true")
+        fake_core.down = True
+        result = client.simulate_get("/verify", headers=cookie(v5(key)))
+        assert result.status_code == 503 and result.headers["Retry-After"] == "1"
+
+    def test_core_garbage_is_502(self, make_client, fake_core: FakeCore, key: SigningKey) -> None:
+        fake_core.verify_answer = {"status": "OK", "session": "nope"}
+        assert make_client(check_database="true").simulate_get("/verify", headers=cookie(v5(key))).status_code == 502
+
+
+def test_keys_unavailable_is_503_not_401(client, fake_core: FakeCore, key: SigningKey) -> None:
+    fake_core.down = True
+    result = client.simulate_get("/verify", headers=cookie(v5(key)))
+    assert result.status_code == 503 and result.headers["X-Forward-Auth-Reason"] == "keys-unavailable"
+
+
+def test_v2_token_verifies_locally_without_the_core(client, fake_core: FakeCore, key: SigningKey) -> None:
+    result = client.simulate_get("/verify", headers=cookie(v2(key)))
+    assert result.status_code == 200 and result.headers["X-User-Id"] == "legacy-user"
+    assert fake_core.count("/recipe/session/verify") == 0
+
+
+class TestLegacyProfile:
+    def test_no_id_refresh_token_is_440_with_clearing(self, make_client, key: SigningKey) -> None:
+        result = make_client(legacy="true").simulate_get("/verify", headers=cookie(v5(key)))
+        assert (result.status_code, result.json) == (440, {"message": "unauthorised"})
+        assert {"sAccessToken", "sRefreshToken", "sIdRefreshToken"} <= set(result.cookies)
+
+    def test_id_refresh_without_access_token_is_try_refresh(self, make_client) -> None:
+        result = make_client(legacy="true").simulate_get("/verify", headers={"Cookie": "sIdRefreshToken=x"})
+        assert (result.status_code, result.json) == (440, {"message": "try refresh token"})
+
+    def test_both_present_verifies(self, make_client, key: SigningKey) -> None:
+        result = make_client(legacy="true").simulate_get("/verify", headers=cookie(v5(key), sIdRefreshToken="x"))
+        assert result.status_code == 200
+
+
+class TestJsonApi:
+    def test_get_session_with_legacy_arguments(self, client, key: SigningKey) -> None:
+        result = client.simulate_post("/sessions/verify", json={"accessToken": v2(key), "doAntiCsrfCheck": False})
+        assert result.status_code == 200
+        assert result.json["session"]["userId"] == "legacy-user"
+        assert result.json["session"]["userDataInJWT"] == {"role": "admin"}
+
+    def test_missing_access_token_is_try_refresh(self, client) -> None:
+        assert client.simulate_post("/sessions/verify", json={}).json == {"message": "try refresh token"}
+
+    def test_legacy_profile_needs_id_refresh_token(self, make_client, key: SigningKey) -> None:
+        result = make_client(legacy="true").simulate_post("/sessions/verify", json={"accessToken": v5(key)})
+        assert result.status_code == 440 and result.json == {"message": "unauthorised"}
+
+    def test_anti_csrf_arguments(self, make_client, key: SigningKey) -> None:
+        client = make_client(anti_csrf="VIA_TOKEN")
+        token = v5(key, antiCsrfToken="c")
+        ok = {"accessToken": token, "antiCsrfToken": "c", "doAntiCsrfCheck": True}
+        assert client.simulate_post("/sessions/verify", json=ok).status_code == 200
+        assert client.simulate_post("/sessions/verify", json={**ok, "antiCsrfToken": "d"}).status_code == 401
+
+    @pytest.mark.parametrize("body", [b"not json", b"[1]", b'{"accessToken": 5}', b'{"doAntiCsrfCheck": "yes"}'])
+    def test_bad_bodies_are_400(self, client, body: bytes) -> None:
+        assert client.simulate_post("/sessions/verify", body=body).status_code == 400
+
+
+class TestBadInput:
+    def test_huge_cookie(self, client) -> None:
+        result = client.simulate_get("/verify", headers={"Cookie": "sAccessToken=" + "a" * 16384})
+        assert result.status_code == 401 and result.json == {"message": "unauthorised"}
+
+    def test_non_utf8_cookie(self, client) -> None:
+        result = client.simulate_get("/verify", headers={"Cookie": "sAccessToken=\xff\xfe.\xff.\xff"})
+        assert result.status_code == 401
+
+    def test_duplicated_authorization_headers_are_joined_and_ignored(self, client, key: SigningKey) -> None:
+        result = client.simulate_get("/verify", headers=[("Authorization", "Bearer " + v5(key)),
+                                                         ("Authorization", "Bearer " + v5(key))])
+        assert result.status_code in (200, 401) and result.status_code != 500
+
+    def test_control_characters_never_reach_identity_headers(self, client, key: SigningKey) -> None:
+        result = client.simulate_get("/verify", headers=cookie(v5(key, sub="evil\r\nX-Admin: 1", rsub="é")))
+        assert result.headers["X-User-Id"] == "evil%0D%0AX-Admin: 1"
+        assert result.headers["X-Recipe-User-Id"] == "%C3%A9"
+
+
+def test_health_and_readiness(client, fake_core: FakeCore) -> None:
+    assert client.simulate_get("/healthz").json == {"status": "ok"}
+    ready = client.simulate_get("/readyz")
+    assert ready.status_code == 200 and ready.json["jwks"]["loaded"] is True
+
+
+def test_not_ready_without_keys(client, fake_core: FakeCore) -> None:
+    fake_core.down = True
+    assert client.simulate_get("/readyz").status_code == 503
