@@ -78,8 +78,12 @@ def cmd_dev_core(args: argparse.Namespace) -> int:
     from .devcore import serve_devcore
 
     host, port = _split_bind(args.bind)
-    serve_devcore(host, port, access_token_validity=args.access_token_validity,
-                  api_key=args.api_key, allow_remote=args.allow_remote)
+    try:
+        serve_devcore(host, port, access_token_validity=args.access_token_validity,
+                      api_key=args.api_key, allow_remote=args.allow_remote)
+    except ValueError as exc:
+        print(f"forward-auth dev-core: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

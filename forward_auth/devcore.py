@@ -1,0 +1,892 @@
+"""An in-memory SuperTokens core for development and tests.
+
+It speaks the CDI 5.4 subset that supertokens-python 0.31.4 uses for sessions
+(create, verify, refresh with rotation and theft detection, revoke, session data,
+access token payload updates, JWKS), closely enough that the official SDK works
+against it unchanged. Test-only endpoints under ``/dev/`` rotate keys, mint odd
+tokens and create sessions without an SDK.
+
+Nothing is persisted and there is no user store: every user id is unknown to
+``/user/id``, so a session's user id is its recipe user id. The ``/appid-<id>``
+path prefix is accepted and ignored (one app per :class:`DevCore`). Keys rotate
+only on request (``/dev/keys/rotate``), never on a timer. It is a development
+tool, not a security boundary: it refuses non-loopback addresses unless told
+otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+import json
+import logging
+import secrets
+import socket
+import socketserver
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import falcon
+
+from .devcore_resources import (
+    PUBLIC_TENANT,
+    CoreMiddleware,
+    add_routes,
+    reject_bad_input,
+    serialize_error,
+)
+from .minter import (
+    REQUIRED_CLAIMS,
+    V2_HEADER,
+    SigningKey,
+    b64url_decode,
+    mint_v2,
+    mint_v5,
+    sha256_hex,
+    v2_payload,
+    v5_claims,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_REFRESH_TOKEN_VALIDITY = 100 * 24 * 3600
+"""The core's default refresh token validity (144000 minutes), in seconds."""
+
+_LATEST_VERSION = 5
+_DEV_TOKEN_USER = "dev-user"
+_FOREIGN_KID = "d-foreign"
+_REQUEST_LOG_SIZE = 1000
+
+
+class _InvalidAccessToken(Exception):
+    """The access token is unusable; the core answers TRY_REFRESH_TOKEN (or UNAUTHORISED)."""
+
+
+@dataclass
+class _Session:
+    """A stored session: what the core keeps in its session table."""
+
+    handle: str
+    user_id: str
+    recipe_user_id: str
+    tenant_id: str
+    user_data_in_jwt: dict[str, Any]
+    user_data_in_database: dict[str, Any]
+    refresh_token_hash2: str
+    created_ms: int
+    expiry_ms: int
+    use_static_key: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the ``session`` object of create, refresh and verify answers."""
+        return {
+            "handle": self.handle,
+            "userId": self.user_id,
+            "recipeUserId": self.recipe_user_id,
+            "userDataInJWT": self.user_data_in_jwt,
+            "tenantId": self.tenant_id,
+        }
+
+
+@dataclass(frozen=True)
+class _RefreshToken:
+    """What the real core encrypts into a refresh token; kept server-side here."""
+
+    session_handle: str
+    parent_hash2: str | None
+    anti_csrf_token: str | None
+
+
+@dataclass(frozen=True)
+class _AccessToken:
+    """The fields the core reads from a signature-checked access token."""
+
+    version: int
+    session_handle: str
+    user_id: str
+    recipe_user_id: str
+    tenant_id: str
+    refresh_token_hash1: str
+    parent_refresh_token_hash1: str | None
+    anti_csrf_token: str | None
+    expiry_ms: float
+    custom_claims: dict[str, Any]
+
+    def session_json(self) -> dict[str, Any]:
+        """Return the ``session`` object built from the token alone."""
+        return {
+            "handle": self.session_handle,
+            "userId": self.user_id,
+            "recipeUserId": self.recipe_user_id,
+            "userDataInJWT": self.custom_claims,
+            "tenantId": self.tenant_id,
+        }
+
+
+class DevCore:
+    """In-memory core state and the CDI 5.4 session operations.
+
+    Public methods return the JSON bodies the real core sends and raise
+    ``ValueError`` for input the real core rejects with HTTP 400. One lock
+    guards all state, so a threaded server can share the instance.
+
+    Args:
+        access_token_validity: Access token lifetime in seconds.
+        refresh_token_validity: Refresh token (session) lifetime in seconds.
+        api_key: When set, every endpoint but the JWKS and ``/hello`` needs it.
+        clock: Returns the current time in seconds since the epoch.
+    """
+
+    def __init__(
+        self,
+        access_token_validity: int = 3600,
+        refresh_token_validity: int = DEFAULT_REFRESH_TOKEN_VALIDITY,
+        api_key: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if access_token_validity <= 0 or refresh_token_validity <= 0:
+            raise ValueError("token validities must be positive numbers of seconds")
+        self.access_token_validity = access_token_validity
+        self.refresh_token_validity = refresh_token_validity
+        self._api_key = api_key
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sessions: dict[str, _Session] = {}
+        self._refresh_tokens: dict[str, _RefreshToken] = {}  # keyed by refreshTokenHash2
+        self._static_key = SigningKey.generate(f"s-{uuid.uuid4()}")
+        self._dynamic_keys: list[SigningKey] = []
+        self._keys: dict[str, SigningKey] = {self._static_key.kid: self._static_key}
+        self._foreign_key: SigningKey | None = None
+        self._requests: deque[tuple[str, str]] = deque(maxlen=_REQUEST_LOG_SIZE)
+        self._add_dynamic_key()
+
+    # -- keys, API key, request log -------------------------------------------------
+
+    def jwks(self) -> list[dict[str, str]]:
+        """Return every verification key: dynamic keys newest first, then the static key."""
+        with self._lock:
+            keys = [*reversed(self._dynamic_keys), self._static_key]
+        return [key.public_jwk() for key in keys]
+
+    def rotate_keys(self) -> str:
+        """Add a dynamic key that signs from now on; older keys keep verifying. Returns its kid."""
+        with self._lock:
+            return self._add_dynamic_key()
+
+    def accepts_api_key(self, presented: str | None) -> bool:
+        """Return whether a request presenting ``presented`` may use the core."""
+        if self._api_key is None:
+            return True
+        return presented is not None and hmac.compare_digest(
+            presented.encode("utf-8"), self._api_key.encode("utf-8")
+        )
+
+    def record_request(self, method: str, path: str) -> None:
+        """Remember a request (the last 1000 are kept) for tests to inspect."""
+        with self._lock:
+            self._requests.append((method, path))
+
+    def request_log(self) -> list[tuple[str, str]]:
+        """Return the remembered ``(method, path)`` pairs, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    # -- session lifecycle ----------------------------------------------------------
+
+    def create_session(
+        self,
+        tenant_id: str,
+        user_id: str,
+        user_data_in_jwt: Mapping[str, Any],
+        user_data_in_database: Mapping[str, Any],
+        *,
+        use_dynamic_key: bool = True,
+        enable_anti_csrf: bool = False,
+    ) -> dict[str, Any]:
+        """Create a session (``POST /<tenant>/recipe/session``)."""
+        _check_user_payload(user_data_in_jwt)
+        suffix = "" if tenant_id == PUBLIC_TENANT else f"_{tenant_id}"
+        anti_csrf_token = str(uuid.uuid4()) if enable_anti_csrf else None
+        with self._lock:
+            now = self._now_ms()
+            handle = f"{uuid.uuid4()}{suffix}"
+            refresh_token = self._new_refresh_token(handle, None, anti_csrf_token)
+            session = _Session(
+                handle=handle,
+                user_id=user_id,
+                recipe_user_id=user_id,
+                tenant_id=tenant_id,
+                user_data_in_jwt=dict(user_data_in_jwt),
+                user_data_in_database=dict(user_data_in_database),
+                refresh_token_hash2=_hash2(refresh_token),
+                created_ms=now,
+                expiry_ms=now + self.refresh_token_validity * 1000,
+                use_static_key=not use_dynamic_key,
+            )
+            self._sessions[handle] = session
+            return self._new_tokens_answer(session, refresh_token, None, anti_csrf_token)
+
+    def verify_session(
+        self,
+        access_token: str,
+        *,
+        anti_csrf_token: str | None,
+        do_anti_csrf_check: bool,
+        enable_anti_csrf: bool,
+        check_database: bool,
+    ) -> dict[str, Any]:
+        """Verify an access token with the CDI <= 5.4 rules (``POST /recipe/session/verify``).
+
+        A token minted by a refresh (``parentRefreshTokenHash1`` set) promotes its
+        refresh token to the current one; a promoted token, or one whose payload is
+        older than the stored payload, is answered with a fresh access token.
+        """
+        with self._lock:
+            try:
+                token = self._read_access_token(access_token)
+            except _InvalidAccessToken as exc:
+                return _failure("TRY_REFRESH_TOKEN", str(exc))
+            if token.expiry_ms < self._now_ms():
+                return _failure("TRY_REFRESH_TOKEN", "Access token expired")
+            if enable_anti_csrf and do_anti_csrf_check and (
+                token.anti_csrf_token is None or token.anti_csrf_token != anti_csrf_token
+            ):
+                return _failure("TRY_REFRESH_TOKEN", "anti-csrf check failed")
+            session = self._live_session(token.session_handle)
+            payload_outdated = False
+            if check_database:
+                if session is None:
+                    return _failure(
+                        "UNAUTHORISED", "Either the session has ended or has been blacklisted"
+                    )
+                payload_outdated = session.user_data_in_jwt != token.custom_claims
+            if token.parent_refresh_token_hash1 is None and not payload_outdated:
+                return {"status": "OK", "session": token.session_json()}
+            if session is None:
+                return _failure("UNAUTHORISED", "Session missing in db")
+            return self._promote(session, token, payload_outdated)
+
+    def refresh_session(
+        self,
+        refresh_token: str,
+        *,
+        anti_csrf_token: str | None = None,
+        enable_anti_csrf: bool = False,
+        use_dynamic_key: bool | None = None,
+    ) -> dict[str, Any]:
+        """Rotate a refresh token with the CDI <= 5.4 rules (``POST /recipe/session/refresh``).
+
+        The stored hash moves to a new refresh token lazily: when the new access token
+        is verified, or when the new refresh token is used. Presenting a refresh token
+        that is neither the stored one nor its child is token theft.
+        """
+        presented_hash2 = _hash2(refresh_token)
+        with self._lock:
+            record = self._refresh_tokens.get(presented_hash2)
+            if record is None:
+                return _failure("UNAUTHORISED", "Invalid refresh token")
+            if (
+                enable_anti_csrf
+                and record.anti_csrf_token is not None
+                and record.anti_csrf_token != anti_csrf_token
+            ):
+                return _failure("UNAUTHORISED", "Anti CSRF token missing, or not matching")
+            session = self._live_session(record.session_handle)
+            if session is None:
+                return _failure("UNAUTHORISED", "Session missing in db or has expired")
+            if use_dynamic_key is not None:
+                session.use_static_key = not use_dynamic_key
+            if record.parent_hash2 is not None and record.parent_hash2 == session.refresh_token_hash2:
+                self._make_current(session, presented_hash2)
+            if session.refresh_token_hash2 != presented_hash2:
+                return {
+                    "status": "TOKEN_THEFT_DETECTED",
+                    "message": "Token theft detected",
+                    "session": {
+                        "handle": session.handle,
+                        "userId": session.user_id,
+                        "recipeUserId": session.recipe_user_id,
+                    },
+                }
+            new_anti_csrf_token = str(uuid.uuid4()) if enable_anti_csrf else None
+            child = self._new_refresh_token(session.handle, presented_hash2, new_anti_csrf_token)
+            return self._new_tokens_answer(
+                session, child, sha256_hex(refresh_token), new_anti_csrf_token
+            )
+
+    def regenerate_access_token(
+        self, access_token: str, user_data_in_jwt: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """Store a new payload and re-sign the token with it (``POST /recipe/session/regenerate``).
+
+        The new token keeps the old one's expiry and refresh hashes; an expired
+        token only updates the stored payload.
+        """
+        if user_data_in_jwt is not None:
+            _check_user_payload(user_data_in_jwt)
+        with self._lock:
+            try:
+                token = self._read_access_token(access_token)
+            except _InvalidAccessToken as exc:
+                return _failure("UNAUTHORISED", str(exc))
+            session = self._live_session(token.session_handle)
+            if session is None:
+                return _failure("UNAUTHORISED", "Session does not exist.")
+            if user_data_in_jwt is not None:
+                session.user_data_in_jwt = dict(user_data_in_jwt)
+            answer: dict[str, Any] = {"status": "OK", "session": session.to_json()}
+            if token.expiry_ms >= self._now_ms():
+                answer["accessToken"] = self._issue_access_token(
+                    session,
+                    version=token.version,
+                    refresh_token_hash1=token.refresh_token_hash1,
+                    parent_refresh_token_hash1=token.parent_refresh_token_hash1,
+                    anti_csrf_token=token.anti_csrf_token,
+                    expiry_ms=int(token.expiry_ms),
+                )
+            return answer
+
+    def remove_sessions(self, session_handles: Iterable[str]) -> dict[str, Any]:
+        """Revoke sessions by handle; answers with the handles that existed."""
+        with self._lock:
+            revoked = [
+                handle
+                for handle in dict.fromkeys(session_handles)
+                if self._live_session(handle) is not None
+            ]
+            self._drop_sessions(revoked)
+        return {"status": "OK", "sessionHandlesRevoked": revoked}
+
+    def remove_user_sessions(self, user_id: str, tenant_id: str | None) -> dict[str, Any]:
+        """Revoke a user's sessions in one tenant, or in all tenants when ``tenant_id`` is None."""
+        with self._lock:
+            revoked = self._handles_for_user(user_id, tenant_id)
+            self._drop_sessions(revoked)
+        return {"status": "OK", "sessionHandlesRevoked": revoked}
+
+    def session_handles_for_user(self, user_id: str, tenant_id: str | None) -> dict[str, Any]:
+        """List a user's live session handles in one tenant, or in all when ``tenant_id`` is None."""
+        with self._lock:
+            return {"status": "OK", "sessionHandles": self._handles_for_user(user_id, tenant_id)}
+
+    def session_information(self, session_handle: str) -> dict[str, Any]:
+        """Describe a live session (``GET /recipe/session``)."""
+        with self._lock:
+            session = self._live_session(session_handle)
+            if session is None:
+                return _failure("UNAUTHORISED", "Session does not exist.")
+            return {
+                "status": "OK",
+                "sessionHandle": session.handle,
+                "userId": session.user_id,
+                "recipeUserId": session.recipe_user_id,
+                "userDataInDatabase": session.user_data_in_database,
+                "expiry": session.expiry_ms,
+                "userDataInJWT": session.user_data_in_jwt,
+                "timeCreated": session.created_ms,
+                "tenantId": session.tenant_id,
+            }
+
+    def update_session_data(self, session_handle: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace a session's database data (``PUT /recipe/session/data``)."""
+        with self._lock:
+            session = self._live_session(session_handle)
+            if session is None:
+                return _failure("UNAUTHORISED", "Session does not exist.")
+            session.user_data_in_database = dict(data)
+            return {"status": "OK"}
+
+    def update_access_token_payload(
+        self, session_handle: str, payload: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Replace a session's stored access token payload (``PUT /recipe/jwt/data``).
+
+        Tokens already issued keep their payload until a ``checkDatabase`` verify,
+        a regenerate or a refresh replaces them.
+        """
+        _check_user_payload(payload)
+        with self._lock:
+            session = self._live_session(session_handle)
+            if session is None:
+                return _failure("UNAUTHORISED", "Session does not exist.")
+            session.user_data_in_jwt = dict(payload)
+            return {"status": "OK"}
+
+    def mint_token(
+        self,
+        *,
+        version: int = _LATEST_VERSION,
+        claim_overrides: Mapping[str, Any] | None = None,
+        key: str = "dynamic",
+        header_overrides: Mapping[str, Any] | None = None,
+        session_handle: str | None = None,
+    ) -> str:
+        """Mint an arbitrary access token for tests (``POST /dev/tokens``).
+
+        Args:
+            version: Token version, 2 to 5.
+            claim_overrides: Claims (or v2 payload fields) to set; ``None`` removes one.
+            key: "dynamic" (the current signing key), "static" (the ``s-`` key in the
+                JWKS) or "foreign" (a key absent from the JWKS).
+            header_overrides: JWT header entries to set or (with ``None``) remove; not
+                allowed for v2 tokens, whose header is a fixed string.
+            session_handle: Take user, tenant and payload from this live session.
+                Otherwise the token names user ``dev-user`` and an unstored handle.
+        """
+        if version not in (2, 3, 4, 5):
+            raise ValueError("version must be 2, 3, 4 or 5")
+        if version == 2 and header_overrides:
+            raise ValueError("header overrides do not apply to v2 tokens")
+        with self._lock:
+            signing_key = self._dev_key(key)
+            session = None
+            if session_handle is not None:
+                session = self._live_session(session_handle)
+                if session is None:
+                    raise ValueError(f"unknown session handle {session_handle!r}")
+            claims = self._dev_claims(version, session)
+        for name, value in (claim_overrides or {}).items():
+            if value is None:
+                claims.pop(name, None)
+            else:
+                claims[name] = value
+        if version == 2:
+            return mint_v2(signing_key, claims)
+        return mint_v5(signing_key, claims, version=str(version), header_overrides=header_overrides)
+
+    # -- internals (callers hold the lock) ------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _add_dynamic_key(self) -> str:
+        created_ms = self._now_ms()
+        while f"d-{created_ms}" in self._keys:
+            created_ms += 1
+        key = SigningKey.generate(f"d-{created_ms}")
+        self._dynamic_keys.append(key)
+        self._keys[key.kid] = key
+        return key.kid
+
+    def _dev_key(self, kind: str) -> SigningKey:
+        if kind == "dynamic":
+            return self._dynamic_keys[-1]
+        if kind == "static":
+            return self._static_key
+        if kind == "foreign":
+            if self._foreign_key is None:
+                self._foreign_key = SigningKey.generate(_FOREIGN_KID)
+            return self._foreign_key
+        raise ValueError('key must be "dynamic", "static" or "foreign"')
+
+    def _dev_claims(self, version: int, session: _Session | None) -> dict[str, Any]:
+        """Claims of a fresh dev token for ``session``, or for an unstored ``dev-user`` one."""
+        now = self._now_ms()
+        if session is None:
+            session = _Session(
+                handle=str(uuid.uuid4()),
+                user_id=_DEV_TOKEN_USER,
+                recipe_user_id=_DEV_TOKEN_USER,
+                tenant_id=PUBLIC_TENANT,
+                user_data_in_jwt={},
+                user_data_in_database={},
+                refresh_token_hash2="",
+                created_ms=now,
+                expiry_ms=now,
+                use_static_key=False,
+            )
+        return _token_claims(
+            session,
+            version=version,
+            refresh_token_hash1=secrets.token_hex(32),
+            parent_refresh_token_hash1=None,
+            anti_csrf_token=None,
+            created_ms=now,
+            expiry_ms=now + self.access_token_validity * 1000,
+        )
+
+    def _live_session(self, handle: str) -> _Session | None:
+        session = self._sessions.get(handle)
+        if session is not None and session.expiry_ms < self._now_ms():
+            self._drop_sessions([handle])
+            return None
+        return session
+
+    def _handles_for_user(self, user_id: str, tenant_id: str | None) -> list[str]:
+        return [
+            session.handle
+            for session in list(self._sessions.values())
+            if user_id in (session.user_id, session.recipe_user_id)
+            and tenant_id in (None, session.tenant_id)
+            and self._live_session(session.handle) is not None
+        ]
+
+    def _drop_sessions(self, handles: Iterable[str]) -> None:
+        gone = set(handles)
+        if not gone:
+            return
+        for handle in gone:
+            self._sessions.pop(handle, None)
+        self._refresh_tokens = {
+            hash2: record
+            for hash2, record in self._refresh_tokens.items()
+            if record.session_handle not in gone
+        }
+
+    def _make_current(self, session: _Session, refresh_token_hash2: str) -> None:
+        session.refresh_token_hash2 = refresh_token_hash2
+        session.expiry_ms = self._now_ms() + self.refresh_token_validity * 1000
+
+    def _new_refresh_token(
+        self, session_handle: str, parent_hash2: str | None, anti_csrf_token: str | None
+    ) -> str:
+        token = secrets.token_urlsafe(48)
+        self._refresh_tokens[_hash2(token)] = _RefreshToken(
+            session_handle, parent_hash2, anti_csrf_token
+        )
+        return token
+
+    def _promote(
+        self, session: _Session, token: _AccessToken, payload_outdated: bool
+    ) -> dict[str, Any]:
+        """Finish a verify that needs the session table (step 5 of spec §6.3)."""
+        parent = token.parent_refresh_token_hash1
+        promoted = parent is not None and sha256_hex(parent) == session.refresh_token_hash2
+        if promoted:
+            self._make_current(session, sha256_hex(token.refresh_token_hash1))
+        is_current = session.refresh_token_hash2 == sha256_hex(token.refresh_token_hash1)
+        if not (promoted or is_current or payload_outdated):
+            return {"status": "OK", "session": token.session_json()}
+        access_token = self._issue_access_token(
+            session,
+            version=token.version,
+            refresh_token_hash1=token.refresh_token_hash1,
+            parent_refresh_token_hash1=None,
+            anti_csrf_token=token.anti_csrf_token,
+        )
+        return {"status": "OK", "session": session.to_json(), "accessToken": access_token}
+
+    def _new_tokens_answer(
+        self,
+        session: _Session,
+        refresh_token: str,
+        parent_refresh_token_hash1: str | None,
+        anti_csrf_token: str | None,
+    ) -> dict[str, Any]:
+        """Build the answer of create and refresh, with a v5 token for ``refresh_token``."""
+        now = self._now_ms()
+        answer: dict[str, Any] = {
+            "status": "OK",
+            "session": session.to_json(),
+            "accessToken": self._issue_access_token(
+                session,
+                version=_LATEST_VERSION,
+                refresh_token_hash1=sha256_hex(refresh_token),
+                parent_refresh_token_hash1=parent_refresh_token_hash1,
+                anti_csrf_token=anti_csrf_token,
+            ),
+            "refreshToken": {
+                "token": refresh_token,
+                "expiry": now + self.refresh_token_validity * 1000,
+                "createdTime": now,
+            },
+        }
+        if anti_csrf_token is not None:
+            answer["antiCsrfToken"] = anti_csrf_token
+        return answer
+
+    def _issue_access_token(
+        self,
+        session: _Session,
+        *,
+        version: int,
+        refresh_token_hash1: str,
+        parent_refresh_token_hash1: str | None,
+        anti_csrf_token: str | None,
+        expiry_ms: int | None = None,
+    ) -> dict[str, Any]:
+        """Sign a token for ``session`` with its key kind; returns the core's TokenInfo."""
+        now = self._now_ms()
+        expiry = expiry_ms if expiry_ms is not None else now + self.access_token_validity * 1000
+        key = self._static_key if session.use_static_key else self._dynamic_keys[-1]
+        claims = _token_claims(
+            session,
+            version=version,
+            refresh_token_hash1=refresh_token_hash1,
+            parent_refresh_token_hash1=parent_refresh_token_hash1,
+            anti_csrf_token=anti_csrf_token,
+            created_ms=now,
+            expiry_ms=expiry,
+        )
+        if version == 2:
+            token = mint_v2(key, claims)
+        else:
+            token = mint_v5(key, claims, version=str(version))
+        return {"token": token, "expiry": expiry, "createdTime": now}
+
+    def _read_access_token(self, token: str) -> _AccessToken:
+        """Parse a token and check its signature (kid lookup, or every key for v2)."""
+        header, payload, signature = _split_token(token)
+        try:
+            if header == V2_HEADER:
+                version, kid = 2, None
+                claims = json.loads(base64.b64decode(payload, validate=True))
+                signature_bytes = base64.b64decode(signature, validate=True)
+            else:
+                version, kid = _read_header(json.loads(b64url_decode(header)))
+                claims = json.loads(b64url_decode(payload))
+                signature_bytes = b64url_decode(signature)
+        except (binascii.Error, ValueError) as exc:
+            raise _InvalidAccessToken("Invalid JWT") from exc
+        if kid is None:
+            candidates = list(self._keys.values())
+        elif kid in self._keys:
+            candidates = [self._keys[kid]]
+        else:
+            raise _InvalidAccessToken("Key not found")
+        signing_input = f"{header}.{payload}".encode("ascii")
+        if not any(key.verify(signature_bytes, signing_input) for key in candidates):
+            raise _InvalidAccessToken("JWT verification failed")
+        if not isinstance(claims, dict):
+            raise _InvalidAccessToken("Invalid JWT")
+        return _read_claims(version, claims)
+
+
+def _split_token(token: str) -> tuple[str, str, str]:
+    parts = token.split(".")
+    if len(parts) != 3 or not token.isascii():
+        raise _InvalidAccessToken("Invalid JWT")
+    return parts[0], parts[1], parts[2]
+
+
+def _read_header(header: Any) -> tuple[int, str]:
+    """Apply the core's header rules: RS256 JWT, string version 3-5 (default 5), a kid."""
+    if not isinstance(header, dict) or header.get("typ") != "JWT" or header.get("alg") != "RS256":
+        raise _InvalidAccessToken("JWT header mismatch")
+    version = header.get("version", str(_LATEST_VERSION))
+    kid = header.get("kid")
+    if version not in ("3", "4", "5") or not isinstance(kid, str):
+        raise _InvalidAccessToken("JWT header mismatch")
+    return int(version), kid
+
+
+def _read_claims(version: int, claims: dict[str, Any]) -> _AccessToken:
+    """Read the session fields of a verified payload, checking presence and types."""
+    if version == 2:
+        user_id = _claim(claims, "userId", str)
+        return _AccessToken(
+            version=2,
+            session_handle=_claim(claims, "sessionHandle", str),
+            user_id=user_id,
+            recipe_user_id=user_id,
+            tenant_id=PUBLIC_TENANT,
+            refresh_token_hash1=_claim(claims, "refreshTokenHash1", str),
+            parent_refresh_token_hash1=_claim(claims, "parentRefreshTokenHash1", (str, type(None))),
+            anti_csrf_token=_claim(claims, "antiCsrfToken", (str, type(None))),
+            expiry_ms=_claim(claims, "expiryTime", (int, float)),
+            custom_claims=_claim(claims, "userData", dict),
+        )
+    required = REQUIRED_CLAIMS[version]
+    if not required <= claims.keys():
+        raise _InvalidAccessToken("Access token does not contain all the required claims")
+    user_id = _claim(claims, "sub", str)
+    return _AccessToken(
+        version=version,
+        session_handle=_claim(claims, "sessionHandle", str),
+        user_id=user_id,
+        recipe_user_id=_claim(claims, "rsub", str) if version >= 5 else user_id,
+        tenant_id=_claim(claims, "tId", str) if version >= 4 else PUBLIC_TENANT,
+        refresh_token_hash1=_claim(claims, "refreshTokenHash1", str),
+        parent_refresh_token_hash1=_claim(claims, "parentRefreshTokenHash1", (str, type(None))),
+        anti_csrf_token=_claim(claims, "antiCsrfToken", (str, type(None))),
+        expiry_ms=_claim(claims, "exp", (int, float)) * 1000,
+        custom_claims={name: value for name, value in claims.items() if name not in required},
+    )
+
+
+def _claim(claims: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise _InvalidAccessToken(f"Access token claim {name!r} is missing or has the wrong type")
+    return value
+
+
+def _token_claims(
+    session: _Session,
+    *,
+    version: int,
+    refresh_token_hash1: str,
+    parent_refresh_token_hash1: str | None,
+    anti_csrf_token: str | None,
+    created_ms: int,
+    expiry_ms: int,
+) -> dict[str, Any]:
+    """Build the payload of a ``version`` token for ``session``."""
+    if version == 2:
+        return v2_payload(
+            user_id=session.user_id,
+            session_handle=session.handle,
+            refresh_token_hash1=refresh_token_hash1,
+            created_ms=created_ms,
+            expiry_ms=expiry_ms,
+            parent_refresh_token_hash1=parent_refresh_token_hash1,
+            anti_csrf_token=anti_csrf_token,
+            user_data=session.user_data_in_jwt,
+        )
+    claims = v5_claims(
+        user_id=session.user_id,
+        session_handle=session.handle,
+        refresh_token_hash1=refresh_token_hash1,
+        created_ms=created_ms,
+        expiry_ms=expiry_ms,
+        parent_refresh_token_hash1=parent_refresh_token_hash1,
+        anti_csrf_token=anti_csrf_token,
+        tenant_id=session.tenant_id,
+        recipe_user_id=session.recipe_user_id,
+        custom=session.user_data_in_jwt,
+    )
+    for name in REQUIRED_CLAIMS[_LATEST_VERSION] - REQUIRED_CLAIMS[version]:
+        del claims[name]
+    return claims
+
+
+def _check_user_payload(payload: Mapping[str, Any]) -> None:
+    clashing = sorted(payload.keys() & REQUIRED_CLAIMS[_LATEST_VERSION])
+    if clashing:
+        raise ValueError(f"The user payload contains protected fields: {', '.join(clashing)}")
+
+
+def _hash2(refresh_token: str) -> str:
+    return sha256_hex(sha256_hex(refresh_token))
+
+
+def _failure(status: str, message: str) -> dict[str, Any]:
+    return {"status": status, "message": message}
+
+
+# -- HTTP app and servers -------------------------------------------------------------
+
+
+def create_devcore_app(core: DevCore) -> falcon.App:
+    """Build the WSGI app serving ``core`` (see :mod:`forward_auth.devcore_resources`)."""
+    app = falcon.App(middleware=[CoreMiddleware(core)])
+    app.set_error_serializer(serialize_error)
+    app.add_error_handler(ValueError, reject_bad_input)
+    add_routes(app, core)
+    return app
+
+
+class _QuietRequestHandler(WSGIRequestHandler):
+    """A wsgiref request handler that does not log every request."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base class name)
+        """Drop the access log line."""
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """A wsgiref server that handles each request in a daemon thread."""
+
+    daemon_threads = True
+
+
+class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
+    """The same server on an IPv6 socket."""
+
+    address_family = socket.AF_INET6
+
+
+def serve_devcore(
+    host: str,
+    port: int,
+    *,
+    access_token_validity: int = 3600,
+    api_key: str | None = None,
+    allow_remote: bool = False,
+) -> None:
+    """Serve a fresh dev core on ``host:port`` until interrupted (Ctrl-C).
+
+    Raises:
+        ValueError: ``host`` is not a loopback address and ``allow_remote`` is false.
+    """
+    _require_loopback(host, allow_remote)
+    core = DevCore(access_token_validity=access_token_validity, api_key=api_key)
+    with _make_server(host, port, core) as server:
+        logger.info("SuperTokens dev core listening on %s", _base_url(host, server.server_port))
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            logger.info("SuperTokens dev core stopped")
+
+
+def start_in_thread(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    allow_remote: bool = False,
+    **core_options: Any,
+) -> tuple[DevCore, str, Callable[[], None]]:
+    """Serve a fresh dev core from a background thread.
+
+    Args:
+        host: Address to bind; loopback only unless ``allow_remote``.
+        port: Port to bind; 0 picks a free one.
+        allow_remote: Allow a non-loopback ``host``.
+        **core_options: Passed to :class:`DevCore`.
+
+    Returns:
+        The core, its base URL (e.g. ``http://127.0.0.1:41234``) and a callable
+        that stops the server and waits for its thread.
+    """
+    _require_loopback(host, allow_remote)
+    core = DevCore(**core_options)
+    server = _make_server(host, port, core)
+    thread = threading.Thread(target=server.serve_forever, name="devcore", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    return core, _base_url(host, server.server_port), stop
+
+
+def _make_server(host: str, port: int, core: DevCore) -> WSGIServer:
+    server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
+    return make_server(
+        host,
+        port,
+        create_devcore_app(core),
+        server_class=server_class,
+        handler_class=_QuietRequestHandler,
+    )
+
+
+def _require_loopback(host: str, allow_remote: bool) -> None:
+    if allow_remote or _is_loopback(host):
+        return
+    raise ValueError(
+        f"refusing to serve the dev core on non-loopback address {host!r}: it is a "
+        "development tool with no hardening; pass allow_remote=True (--allow-remote) to override"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _base_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -1,0 +1,134 @@
+"""Real processes: ``forward-auth dev-core`` and ``forward-auth serve`` (gunicorn), driven with curl."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+CLI = [sys.executable, "-m", "forward_auth"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} never answered 200")
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
+API_KEY = "secret-key"
+
+
+def post_json(url: str, body: dict) -> dict:
+    headers = {"content-type": "application/json", "api-key": API_KEY}
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        return json.loads(reply.read())
+
+
+def curl(*args: str) -> tuple[int, dict[str, str], str]:
+    """Run real curl; return status, lower-cased headers (last value wins), body."""
+    out = subprocess.run(["curl", "-sS", "-i", *args], capture_output=True, text=True, timeout=30, check=True).stdout
+    head, _, body = out.partition("\n\n")  # text mode has turned CRLF into LF
+    lines = head.split("\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.fixture(scope="module")
+def core_url() -> Iterator[str]:
+    port = free_port()
+    with process([*CLI, "dev-core", "--bind", f"127.0.0.1:{port}", "--api-key", API_KEY]):
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/.well-known/jwks.json")
+        yield url
+
+
+def test_serve_as_a_process_answers_curl(core_url: str) -> None:
+    port = free_port()
+    env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_CHECK_DATABASE": "true"}
+    with process([*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--core-url", core_url], env):
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        created = post_json(core_url + "/dev/sessions", {"userId": "curl-user"})
+        token = created["accessToken"]["token"]
+        status, headers, _ = curl(f"http://127.0.0.1:{port}/verify", "-H", f"Cookie: sAccessToken={token}")
+        assert status == 200 and headers["x-user-id"] == "curl-user"
+        status, headers, body = curl(f"http://127.0.0.1:{port}/verify")
+        assert (status, json.loads(body)) == (401, {"message": "unauthorised"})
+        # a 16 KB cookie passes gunicorn's header limits and gets a session answer, not a 400
+        status, _, body = curl(f"http://127.0.0.1:{port}/verify", "-H", "Cookie: sAccessToken=" + "a" * 16384)
+        assert (status, json.loads(body)) == (401, {"message": "unauthorised"})
+
+
+def test_core_going_down_gives_503_not_401(core_url: str) -> None:
+    port, dead = free_port(), free_port()
+    with process([*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                  "--core-url", f"http://127.0.0.1:{dead}"]):
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        token = post_json(core_url + "/dev/sessions", {"userId": "u"})["accessToken"]["token"]
+        status, headers, _ = curl(f"http://127.0.0.1:{port}/verify", "-H", f"Cookie: sAccessToken={token}")
+        assert status == 503 and headers["x-forward-auth-reason"] == "keys-unavailable"
+        assert curl(f"http://127.0.0.1:{port}/readyz")[0] == 503
+
+
+def test_invalid_setting_stops_start_up_with_exit_2() -> None:
+    result = subprocess.run([*CLI, "serve", "--anti-csrf", "SOMETIMES"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "forward-auth: invalid setting anti_csrf='SOMETIMES': must be one of NONE, VIA_CUSTOM_HEADER, VIA_TOKEN")
+
+
+def test_dev_core_refuses_remote_bind() -> None:
+    result = subprocess.run([*CLI, "dev-core", "--bind", "0.0.0.0:0"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "--allow-remote" in result.stderr
+
+
+def test_demo_prints_curls_that_show_each_outcome() -> None:
+    with process([*CLI, "demo"]) as proc:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len([x for x in lines if x.strip().startswith("curl")]) < 5:
+            lines.append(proc.stdout.readline())
+        commands = [shlex.split(x.strip())[1:] for x in lines if x.strip().startswith("curl")]
+        verify_url = next(a for a in commands[0] if a.startswith("http"))
+        wait_http(verify_url.replace("/verify", "/readyz"))
+        outcomes = [curl(*[a for a in args if a != "-i"]) for args in commands]
+    assert [o[0] for o in outcomes] == [200, 401, 401, 200, 200]
+    assert outcomes[0][1]["x-user-id"] == "demo-user"
+    assert json.loads(outcomes[1][2]) == {"message": "try refresh token"}
+    assert json.loads(outcomes[2][2]) == {"message": "unauthorised"}
+    assert re.search(r"no session", outcomes[4][2])
