@@ -17,20 +17,11 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI, Request
 from fastapi.testclient import TestClient
-from supertokens_python import InputAppInfo, Supertokens, SupertokensConfig, init
+from sdk_oracle import init_sdk, reset_sdk
 from supertokens_python.framework.fastapi import get_middleware
-from supertokens_python.post_init_callbacks import PostSTInitCallbacks
-from supertokens_python.process_state import ProcessState
-from supertokens_python.recipe import session
-from supertokens_python.recipe.accountlinking.recipe import AccountLinkingRecipe
-from supertokens_python.recipe.jwt.recipe import JWTRecipe
-from supertokens_python.recipe.multitenancy.recipe import MultitenancyRecipe
-from supertokens_python.recipe.oauth2provider.recipe import OAuth2ProviderRecipe
-from supertokens_python.recipe.openid.recipe import OpenIdRecipe
 from supertokens_python.recipe.session import SessionContainer
 from supertokens_python.recipe.session import asyncio as session_api
 from supertokens_python.recipe.session.framework.fastapi import verify_session
-from supertokens_python.recipe.session.recipe import SessionRecipe
 from supertokens_python.types import RecipeUserId
 
 from forward_auth.devcore import DevCore, start_in_thread
@@ -60,47 +51,18 @@ def sdk(devcore: tuple[DevCore, str], monkeypatch: pytest.MonkeyPatch) -> Iterat
     drop its process-wide JWKS cache.
     """
     monkeypatch.setenv("SUPERTOKENS_ENV", "testing")
-    _reset_sdk()
 
     def start(**session_options: Any) -> None:
-        init(
-            app_info=InputAppInfo(
-                app_name="devcore-tests",
-                api_domain="http://testserver",
-                website_domain="http://testserver",
-                api_base_path="/auth",
-            ),
-            supertokens_config=SupertokensConfig(connection_uri=devcore[1], api_key=API_KEY),
-            framework="fastapi",
-            recipe_list=[session.init(**{"anti_csrf": "NONE", **session_options})],
-            mode="asgi",
-            telemetry=False,
-        )
+        init_sdk(devcore[1], API_KEY, **{"anti_csrf": "NONE", **session_options})
 
     yield start
-    _reset_sdk()
+    reset_sdk()
 
 
 @pytest.fixture
 def client(sdk: Any) -> TestClient:
     sdk()
     return TestClient(_make_app())
-
-
-def _reset_sdk() -> None:
-    """Forget every SDK singleton, like the SDK's own test suite does between tests."""
-    Supertokens.reset()
-    for recipe in (
-        SessionRecipe,
-        AccountLinkingRecipe,
-        JWTRecipe,
-        OpenIdRecipe,
-        MultitenancyRecipe,
-        OAuth2ProviderRecipe,
-    ):
-        recipe.reset()
-    PostSTInitCallbacks.reset()
-    ProcessState.get_instance().reset()
 
 
 def _make_app() -> FastAPI:

@@ -1,0 +1,78 @@
+"""supertokens-python 0.31.4 as the behavioural oracle: init/reset, and a FastAPI app whose
+routes are ``verify_session`` with each per-route option the service offers as a query parameter."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from supertokens_python import InputAppInfo, Supertokens, SupertokensConfig, init
+from supertokens_python.framework.fastapi import get_middleware
+from supertokens_python.post_init_callbacks import PostSTInitCallbacks
+from supertokens_python.process_state import ProcessState
+from supertokens_python.recipe import session
+from supertokens_python.recipe.accountlinking.recipe import AccountLinkingRecipe
+from supertokens_python.recipe.jwt.recipe import JWTRecipe
+from supertokens_python.recipe.multitenancy.recipe import MultitenancyRecipe
+from supertokens_python.recipe.oauth2provider.recipe import OAuth2ProviderRecipe
+from supertokens_python.recipe.openid.recipe import OpenIdRecipe
+from supertokens_python.recipe.session import SessionContainer
+from supertokens_python.recipe.session.framework.fastapi import verify_session
+from supertokens_python.recipe.session.recipe import SessionRecipe
+
+#: Oracle route -> the service's query parameters for the same policy.
+ROUTES: dict[str, dict[str, str]] = {
+    "required": {},
+    "optional": {"sessionRequired": "false"},
+    "checkdb": {"checkDatabase": "true"},
+    "csrf_on": {"antiCsrf": "true"},
+    "csrf_off": {"antiCsrf": "false"},
+}
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+
+
+def reset_sdk() -> None:
+    """Forget every SDK singleton, as the SDK's own test suite does between tests."""
+    os.environ["SUPERTOKENS_ENV"] = "testing"
+    Supertokens.reset()
+    for recipe in (SessionRecipe, AccountLinkingRecipe, JWTRecipe, OpenIdRecipe, MultitenancyRecipe,
+                   OAuth2ProviderRecipe):
+        recipe.reset()
+    PostSTInitCallbacks.reset()
+    ProcessState.get_instance().reset()
+
+
+def init_sdk(core_url: str, api_key: str | None, **session_options: Any) -> None:
+    """A fresh SDK on the given core, same-site http app (cookies: SameSite=lax, not Secure)."""
+    reset_sdk()
+    init(
+        app_info=InputAppInfo(app_name="oracle", api_domain="http://testserver",
+                              website_domain="http://testserver", api_base_path="/auth"),
+        supertokens_config=SupertokensConfig(connection_uri=core_url, api_key=api_key),
+        framework="fastapi",
+        recipe_list=[session.init(**session_options)],
+        mode="asgi",
+        telemetry=False,
+    )
+
+
+def oracle_app() -> FastAPI:
+    """One route per policy, each answering the verified user (or null for no session)."""
+    app = FastAPI()
+    app.add_middleware(get_middleware())
+    options: dict[str, dict[str, Any]] = {
+        "required": {},
+        "optional": {"session_required": False},
+        "checkdb": {"check_database": True},
+        "csrf_on": {"anti_csrf_check": True},
+        "csrf_off": {"anti_csrf_check": False},
+    }
+    for name, kwargs in options.items():
+        async def handler(s: SessionContainer | None = Depends(verify_session(**kwargs))) -> dict[str, Any]:
+            if s is None:
+                return {"userId": None}
+            return {"userId": s.get_user_id(), "tenantId": s.get_tenant_id()}
+
+        app.add_api_route("/" + name, handler, methods=METHODS)
+    return app
