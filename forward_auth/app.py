@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -90,11 +91,40 @@ class ErrorAnswers:
         resp.set_header("X-Forward-Auth-Reason", "internal-error")
 
 
+def compact_json(media: Any) -> str:
+    """JSON as supertokens-python writes it: no spaces."""
+    return json.dumps(media, separators=(",", ":"), ensure_ascii=False)
+
+
+class NginxCompat:
+    """``?proxy=nginx``: what nginx ``auth_request`` cannot pass on, said in headers.
+
+    nginx turns an auth status other than 2xx/401/403 into a 500, drops the body and copies
+    only the first ``Set-Cookie``; its config re-emits these headers (see nginx.conf.example).
+    """
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
+                         req_succeeded: bool) -> None:
+        if req.get_param("proxy") != "nginx":
+            return
+        status = resp.status_code
+        resp.set_header("X-Forward-Auth-Status", str(status))
+        if status >= 400 and resp.media is not None:
+            resp.set_header("X-Forward-Auth-Body", compact_json(resp.media).encode("utf-8").decode("latin-1"))
+        if 400 <= status < 500 and status not in (401, 403):
+            resp.status = 401
+        for index, cookie in enumerate(resp.context.get("set_cookies", []), start=1):
+            resp.set_header(f"X-Forward-Auth-Set-Cookie-{index}", cookie)
+
+
 def create_app(settings: Settings, gate: Gate | None = None) -> falcon.App:
     """The WSGI app: ``/verify``, ``/sessions/verify``, ``/healthz``, ``/readyz``."""
     gate = gate or build_gate(settings)
-    app = falcon.App()
+    app = falcon.App(middleware=[NginxCompat()])
     app.req_options.strip_url_path_trailing_slash = True
+    handler = falcon.media.JSONHandler(dumps=compact_json)
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = handler
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = handler
     answers = ErrorAnswers(settings)
     app.add_error_handler(Exception, answers.crash)
     app.add_error_handler(ForwardAuthError, answers.handle)

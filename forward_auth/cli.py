@@ -18,19 +18,6 @@ from .errors import ForwardAuthError
 from .jwks import JwksFetcher
 from .transport import PooledTransport, TransportError
 
-#: Settings that also have a flag on ``serve`` (flag name = setting name with dashes).
-SERVE_FLAGS: dict[str, str] = {
-    "bind": "HOST:PORT to listen on",
-    "workers": "gunicorn worker processes",
-    "core_url": "SuperTokens core URL(s), ';'-separated",
-    "core_api_key": "core API key",
-    "anti_csrf": "NONE | VIA_CUSTOM_HEADER | VIA_TOKEN",
-    "session_expired_status": "401 (default) or 440",
-    "check_database": "true/false: ask the core about revocation on every request",
-    "legacy": "true/false: the legacy v1.0.X profile",
-    "log_level": "debug | info | warning | error",
-}
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forward-auth", description=__doc__)
@@ -38,8 +25,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the verifier service under gunicorn")
     serve.add_argument("--config", help="YAML config file (keys are setting names)")
-    for name, help_text in SERVE_FLAGS.items():
-        serve.add_argument("--" + name.replace("_", "-"), dest=name, help=help_text)
+    for name in settings_module.FLAGS:
+        serve.add_argument(settings_module.flag_name(name), dest=name, help=settings_module.DESCRIPTIONS[name])
     serve.add_argument("--check-config", action="store_true", help="validate the settings, print them, exit")
 
     core = commands.add_parser("dev-core", help="run the in-memory development SuperTokens core")
@@ -65,10 +52,10 @@ def _split_bind(bind: str) -> tuple[str, int]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import Server
 
-    overrides = {name: getattr(args, name) for name in SERVE_FLAGS}
+    overrides = {name: getattr(args, name) for name in settings_module.FLAGS}
     settings = settings_module.load(overrides, config_file=args.config)
     if args.check_config:
-        print(json.dumps({k: getattr(settings, k) for k in settings_module.SETTING_NAMES}, indent=2))
+        print(json.dumps({k: getattr(settings, k) for k in settings_module.SETTING_NAMES}, indent=2, default=str))
         return 0
     Server(settings).run()
     return 0

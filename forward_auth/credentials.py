@@ -68,11 +68,20 @@ def original_uri(get: HeaderGetter, fallback: str) -> str:
     return fallback
 
 
-def from_headers(get: HeaderGetter, *, method: str, uri: str) -> Credentials:
-    """Collect credentials through a case-insensitive header getter."""
+def _untrusted(_: str) -> str | None:
+    return None
+
+
+def from_headers(get: HeaderGetter, *, method: str, uri: str, trusted: bool) -> Credentials:
+    """Collect credentials through a case-insensitive header getter.
+
+    The original method and URI come from the proxy's headers only when the peer is a trusted
+    proxy; anybody else could forge them (say, GET to dodge the anti-CSRF check).
+    """
+    forwarded = get if trusted else _untrusted
     return Credentials(
-        method=original_method(get, method),
-        uri=original_uri(get, uri),
+        method=original_method(forwarded, method),
+        uri=original_uri(forwarded, uri),
         cookie_header=get("Cookie"),
         authorization=get("Authorization"),
         anti_csrf=get("anti-csrf"),

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from . import claims, verifier
 from . import token as tokens
-from . import verifier
 from .core import CoreClient
 from .credentials import Credentials
-from .errors import CoreError
+from .errors import CoreError, InvalidClaims
 from .jwks import JwksFetcher
 from .settings import Settings
 
@@ -41,9 +41,10 @@ class Gate:
             candidates = [key] if key is not None else []
         else:
             candidates = self.keys.all_keys()
-        verifier.check_local(selection, candidates, creds, self.settings, now=self._now())
+        now = self._now()
+        verifier.check_local(selection, candidates, creds, self.settings, now=now)
         if not verifier.needs_core(token, policy):
-            return verifier.session_from_token(selection)
+            return self._with_claims(verifier.session_from_token(selection), policy, now)
         mode = self.settings.effective_anti_csrf
         core_session = self.core.verify_session(
             token.raw,
@@ -59,4 +60,12 @@ class Gate:
                 new_payload = tokens.parse(core_session.access_token.token).payload
             except tokens.MalformedToken:
                 raise CoreError("core returned an unparsable access token", reason="core-bad-answer") from None
-        return verifier.session_from_core(selection, core_session, new_payload)
+        return self._with_claims(verifier.session_from_core(selection, core_session, new_payload), policy, now)
+
+    @staticmethod
+    def _with_claims(session: verifier.Session, policy: verifier.Policy, now: float) -> verifier.Session:
+        """The session, once its claims satisfy the policy's validators (else INVALID_CLAIMS)."""
+        errors = claims.failures(policy.claims, session.payload, now * 1000)
+        if errors:
+            raise InvalidClaims(errors)
+        return session

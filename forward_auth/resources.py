@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from ipaddress import ip_address
 from typing import Any
 
 import falcon
 
-from . import credentials, verifier
+from . import claims, credentials, verifier
 from .cookies import ResponseHeaders, new_access_token_headers
 from .errors import BadRequest, ForwardAuthError, TryRefreshToken, Unauthorised
 from .gate import Gate
@@ -36,6 +37,20 @@ def _flag(req: falcon.Request, name: str) -> bool | None:
     raise BadRequest(f"query parameter {name}={raw!r} must be true or false", reason="bad-policy")
 
 
+def _values(req: falcon.Request, name: str) -> list[str]:
+    """A repeatable, comma-separable query parameter (``?requireRole=a,b`` or ``?requireRole=a&requireRole=b``)."""
+    return [item.strip() for value in req.get_param_as_list(name) or [] for item in value.split(",") if item.strip()]
+
+
+def _claim_validators(req: falcon.Request) -> tuple[claims.Validator, ...]:
+    """One SDK ``includes`` validator per required role or permission, as ``verify_session`` would run."""
+    validators = [claims.Validator(claims.ROLE, "includes", role) for role in _values(req, "requireRole")]
+    validators += [claims.Validator(claims.PERMISSION, "includes", perm) for perm in _values(req, "requirePermission")]
+    if _flag(req, "requireEmailVerified"):
+        validators.append(claims.Validator(claims.EMAIL_VERIFIED, "has_value", True))
+    return tuple(validators)
+
+
 def policy_from(req: falcon.Request, settings: Settings) -> verifier.Policy:
     """The per-request policy: settings, overridden by the location's query parameters."""
     required = _flag(req, "sessionRequired")
@@ -44,13 +59,27 @@ def policy_from(req: falcon.Request, settings: Settings) -> verifier.Policy:
         session_required=True if required is None else required,
         anti_csrf_check=_flag(req, "antiCsrf"),
         check_database=settings.check_database if check_db is None else check_db,
+        claims=_claim_validators(req),
     )
 
 
+def trusted_peer(req: falcon.Request, settings: Settings) -> bool:
+    """Whether the TCP peer may tell us the original request (a unix socket is local)."""
+    if not req.remote_addr:
+        return True
+    try:
+        peer = ip_address(req.remote_addr)
+    except ValueError:
+        return False
+    return any(peer in network for network in settings.trusted_proxies)
+
+
 def apply_headers(resp: falcon.Response, headers: ResponseHeaders) -> None:
+    """Add the headers; Set-Cookie values are also kept in ``resp.context.set_cookies``."""
     for name, value in headers.items:
         if name.lower() == "set-cookie":
             resp.append_header("Set-Cookie", value)
+            resp.context.setdefault("set_cookies", []).append(value)
         else:
             resp.set_header(name, value)
 
@@ -89,10 +118,15 @@ class VerifyResource:
         self._gate = gate
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        creds = credentials.from_headers(req.get_header, method=req.method, uri=req.relative_uri)
+        settings = self._gate.settings
+        creds = credentials.from_headers(req.get_header, method=req.method, uri=req.relative_uri,
+                                         trusted=trusted_peer(req, settings))
         req.context.original = f"{creds.method} {creds.uri}"
-        session = self._gate.verify(creds, policy_from(req, self._gate.settings))
         resp.set_header("Cache-Control", "no-store")
+        if settings.cors_preflight and creds.method == "OPTIONS" and req.get_header("Access-Control-Request-Method"):
+            resp.media = {"message": "preflight"}
+            return
+        session = self._gate.verify(creds, policy_from(req, settings))
         if session is None:
             resp.media = {"message": "no session"}
             return

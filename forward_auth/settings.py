@@ -12,6 +12,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ import yaml
 ENV_PREFIX = "FORWARD_AUTH_"
 ANTI_CSRF_MODES = ("NONE", "VIA_CUSTOM_HEADER", "VIA_TOKEN")
 SAMESITE_VALUES = ("lax", "strict", "none")
+IPNetwork = IPv4Network | IPv6Network
 
 
 class SettingsError(ValueError):
@@ -52,6 +54,8 @@ class Settings:
     cookie_secure: bool = False
     cookie_samesite: str = "lax"
     refresh_token_path: str = "/auth/session/refresh"
+    trusted_proxies: tuple[IPNetwork, ...] = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
+    cors_preflight: bool = False
     bind: str = "127.0.0.1:8080"
     workers: int = 2
     threads: int = 4
@@ -155,6 +159,14 @@ def _path(name: str, raw: object) -> str:
     return text
 
 
+def _networks(name: str, raw: object) -> tuple[IPNetwork, ...]:
+    parts = raw if isinstance(raw, list) else str(raw).split(",")
+    try:
+        return tuple(ip_network(str(p).strip(), strict=False) for p in parts if str(p).strip())
+    except ValueError as exc:
+        raise SettingsError(name, raw, f"must be comma-separated CIDRs ({exc})") from None
+
+
 PARSERS: Mapping[str, Callable[[str, object], Any]] = {
     "core_url": _core_urls,
     "core_api_key": _text,
@@ -174,6 +186,8 @@ PARSERS: Mapping[str, Callable[[str, object], Any]] = {
     "cookie_secure": _bool,
     "cookie_samesite": _choice(SAMESITE_VALUES, upper=False),
     "refresh_token_path": _path,
+    "trusted_proxies": _networks,
+    "cors_preflight": _bool,
     "bind": _bind,
     "workers": _positive_int,
     "threads": _positive_int,
@@ -199,11 +213,23 @@ DESCRIPTIONS: Mapping[str, str] = {
     "cookie_secure": "`Secure` on the cookies this service sets or clears",
     "cookie_samesite": "`SameSite` of the cookies this service sets or clears",
     "refresh_token_path": "`Path` of the `sRefreshToken` cookie (`<apiBasePath>/session/refresh`)",
+    "trusted_proxies": "CIDRs whose `X-Forwarded-*` / `X-Original-*` headers are believed (empty: none)",
+    "cors_preflight": "let an `OPTIONS` request with `Access-Control-Request-Method` pass without a session",
     "bind": "address gunicorn listens on",
     "workers": "gunicorn worker processes",
     "threads": "threads per worker (gthread)",
     "log_level": "debug, info, warning or error",
 }
+
+
+#: Settings that also have a ``forward-auth serve`` flag (``--core-url`` for ``core_url``).
+FLAGS: tuple[str, ...] = ("bind", "workers", "core_url", "core_api_key", "anti_csrf", "session_expired_status",
+                          "check_database", "legacy", "log_level")
+
+
+def flag_name(name: str) -> str:
+    """The command-line spelling of a setting."""
+    return "--" + name.replace("_", "-")
 
 
 def env_name(name: str) -> str:
@@ -275,3 +301,18 @@ def replace(settings: Settings, **changes: Any) -> Settings:
 
 
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
+
+
+def markdown_table() -> str:
+    """The README's table of every setting, its three spellings and its default."""
+    defaults = Settings()
+    rows = ["| setting (YAML key) | environment variable | flag | default | meaning |", "|---|---|---|---|---|"]
+    for name in SETTING_NAMES:
+        value = getattr(defaults, name)
+        if isinstance(value, tuple):
+            value = (";" if name == "core_url" else ",").join(str(v) for v in value)
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        flag = f"`{flag_name(name)}`" if name in FLAGS else ""
+        rows.append(f"| `{name}` | `{env_name(name)}` | {flag} | `{value}` | {DESCRIPTIONS[name]} |")
+    return "\n".join(rows) + "\n"

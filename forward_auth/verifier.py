@@ -14,6 +14,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from . import token as tokens
+from .claims import Validator
 from .credentials import Credentials
 from .errors import TryRefreshToken, Unauthorised
 from .settings import Settings
@@ -21,11 +22,13 @@ from .settings import Settings
 
 @dataclass(frozen=True)
 class Policy:
-    """Per-request choices: the SDK's ``session_required``, ``anti_csrf_check``, ``check_database``."""
+    """Per-request choices: the SDK's ``session_required``, ``anti_csrf_check``, ``check_database``
+    and the claim validators (``override_global_claim_validators``)."""
 
     session_required: bool = True
     anti_csrf_check: bool | None = None
     check_database: bool = False
+    claims: tuple[Validator, ...] = ()
 
 
 @dataclass(frozen=True)

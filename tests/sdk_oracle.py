@@ -13,13 +13,16 @@ from supertokens_python.post_init_callbacks import PostSTInitCallbacks
 from supertokens_python.process_state import ProcessState
 from supertokens_python.recipe import session
 from supertokens_python.recipe.accountlinking.recipe import AccountLinkingRecipe
+from supertokens_python.recipe.emailverification import EmailVerificationClaim
 from supertokens_python.recipe.jwt.recipe import JWTRecipe
 from supertokens_python.recipe.multitenancy.recipe import MultitenancyRecipe
 from supertokens_python.recipe.oauth2provider.recipe import OAuth2ProviderRecipe
 from supertokens_python.recipe.openid.recipe import OpenIdRecipe
 from supertokens_python.recipe.session import SessionContainer
 from supertokens_python.recipe.session.framework.fastapi import verify_session
+from supertokens_python.recipe.session.interfaces import SessionClaimValidator
 from supertokens_python.recipe.session.recipe import SessionRecipe
+from supertokens_python.recipe.userroles import PermissionClaim, UserRoleClaim
 
 #: Oracle route -> the service's query parameters for the same policy.
 ROUTES: dict[str, dict[str, str]] = {
@@ -28,6 +31,10 @@ ROUTES: dict[str, dict[str, str]] = {
     "checkdb": {"checkDatabase": "true"},
     "csrf_on": {"antiCsrf": "true"},
     "csrf_off": {"antiCsrf": "false"},
+    "role_admin": {"requireRole": "admin"},
+    "roles_admin_editor": {"requireRole": "admin,editor"},
+    "perm_edit": {"requirePermission": "edit"},
+    "email_verified": {"requireEmailVerified": "true"},
 }
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 
@@ -57,6 +64,11 @@ def init_sdk(core_url: str, api_key: str | None, **session_options: Any) -> None
     )
 
 
+def claims(*validators: SessionClaimValidator) -> dict[str, Any]:
+    """verify_session options that replace the global claim validators with these."""
+    return {"override_global_claim_validators": lambda _globals, _session, _context: list(validators)}
+
+
 def oracle_app() -> FastAPI:
     """One route per policy, each answering the verified user (or null for no session)."""
     app = FastAPI()
@@ -67,6 +79,11 @@ def oracle_app() -> FastAPI:
         "checkdb": {"check_database": True},
         "csrf_on": {"anti_csrf_check": True},
         "csrf_off": {"anti_csrf_check": False},
+        "role_admin": claims(UserRoleClaim.validators.includes("admin")),
+        "roles_admin_editor": claims(UserRoleClaim.validators.includes("admin"),
+                                     UserRoleClaim.validators.includes("editor")),
+        "perm_edit": claims(PermissionClaim.validators.includes("edit")),
+        "email_verified": claims(EmailVerificationClaim.validators.is_verified()),
     }
     for name, kwargs in options.items():
         async def handler(s: SessionContainer | None = Depends(verify_session(**kwargs))) -> dict[str, Any]:

@@ -292,3 +292,79 @@ def test_health_and_readiness(client, fake_core: FakeCore) -> None:
 def test_not_ready_without_keys(client, fake_core: FakeCore) -> None:
     fake_core.down = True
     assert client.simulate_get("/readyz").status_code == 503
+
+
+class TestTrustedProxies:
+    def test_forwarded_method_is_ignored_from_an_untrusted_peer(self, make_client, key: SigningKey) -> None:
+        client = make_client(anti_csrf="VIA_CUSTOM_HEADER")
+        forged = {"X-Forwarded-Method": "GET", **cookie(v5(key))}
+        assert client.simulate_post("/verify", headers=forged, remote_addr="203.0.113.9").status_code == 401
+        assert client.simulate_post("/verify", headers=forged, remote_addr="127.0.0.1").status_code == 200
+
+    def test_configured_ranges(self, make_client, key: SigningKey) -> None:
+        client = make_client(anti_csrf="VIA_CUSTOM_HEADER", trusted_proxies="10.0.0.0/8")
+        post = {"X-Forwarded-Method": "POST", **cookie(v5(key))}
+        assert client.simulate_get("/verify", headers=post, remote_addr="10.1.2.3").status_code == 401
+        assert client.simulate_get("/verify", headers=post, remote_addr="127.0.0.1").status_code == 200
+
+
+class TestPreflight:
+    preflight = {"X-Forwarded-Method": "OPTIONS", "Access-Control-Request-Method": "POST"}
+
+    def test_passes_without_a_session_when_enabled(self, make_client) -> None:
+        result = make_client(cors_preflight="true").simulate_get("/verify", headers=self.preflight)
+        assert (result.status_code, result.json) == (200, {"message": "preflight"})
+        assert "X-User-Id" not in result.headers
+
+    def test_is_verified_like_any_request_by_default(self, client) -> None:
+        assert client.simulate_get("/verify", headers=self.preflight).status_code == 401
+
+    def test_options_without_the_preflight_header_is_verified(self, make_client) -> None:
+        result = make_client(cors_preflight="true").simulate_get("/verify", headers={"X-Forwarded-Method": "OPTIONS"})
+        assert result.status_code == 401
+
+
+class TestClaims:
+    def test_required_role(self, client, key: SigningKey) -> None:
+        assert client.simulate_get("/verify", params={"requireRole": "admin"}, headers=cookie(v5(key))).status_code == 200
+        result = client.simulate_get("/verify", params={"requireRole": "root"}, headers=cookie(v5(key)))
+        assert result.status_code == 403
+        assert result.json == {"message": "invalid claim", "claimValidationErrors": [
+            {"id": "st-role", "reason": {"message": "wrong value", "expectedToInclude": "root",
+                                         "actualValue": ["admin"]}}]}
+
+    def test_invalid_claim_status_is_configurable(self, make_client, key: SigningKey) -> None:
+        result = make_client(invalid_claim_status="404").simulate_get("/verify", params={"requirePermission": "x"},
+                                                                      headers=cookie(v5(key)))
+        assert result.status_code == 404 and result.json["claimValidationErrors"][0]["id"] == "st-perm"
+
+    def test_email_verified(self, client, key: SigningKey) -> None:
+        verified = v5(key, **{"st-ev": {"v": True, "t": 1}})
+        assert client.simulate_get("/verify", params={"requireEmailVerified": "true"},
+                                   headers=cookie(verified)).status_code == 200
+        assert client.simulate_get("/verify", params={"requireEmailVerified": "true"},
+                                   headers=cookie(v5(key))).status_code == 403
+
+
+class TestNginxCompat:
+    def test_440_travels_as_401_with_the_status_and_body_in_headers(self, make_client, key: SigningKey) -> None:
+        result = make_client(legacy="true").simulate_get("/verify", params={"proxy": "nginx"}, headers=cookie(v5(key)))
+        assert result.status_code == 401
+        assert result.headers["X-Forward-Auth-Status"] == "440"
+        assert result.headers["X-Forward-Auth-Body"] == '{"message":"unauthorised"}'
+        numbered = [result.headers[f"X-Forward-Auth-Set-Cookie-{i}"] for i in (1, 2, 3)]
+        assert [c.split("=")[0] for c in numbered] == ["sAccessToken", "sRefreshToken", "sIdRefreshToken"]
+
+    def test_403_body_and_200_status(self, client, key: SigningKey) -> None:
+        denied = client.simulate_get("/verify", params={"proxy": "nginx", "requireRole": "root"}, headers=cookie(v5(key)))
+        assert denied.status_code == 403 and "claimValidationErrors" in denied.headers["X-Forward-Auth-Body"]
+        ok = client.simulate_get("/verify", params={"proxy": "nginx"}, headers=cookie(v5(key)))
+        assert ok.headers["X-Forward-Auth-Status"] == "200" and "X-Forward-Auth-Body" not in ok.headers
+
+    def test_other_proxies_get_the_plain_answer(self, make_client, key: SigningKey) -> None:
+        result = make_client(legacy="true").simulate_get("/verify", headers=cookie(v5(key)))
+        assert result.status_code == 440 and "X-Forward-Auth-Status" not in result.headers
+
+
+def test_bodies_are_compact_json_as_the_sdk_writes_them(client) -> None:
+    assert client.simulate_get("/verify").text == '{"message":"unauthorised"}'

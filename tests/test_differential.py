@@ -259,6 +259,23 @@ CASES: list[Case] = [
     Case("440: no token", fixed({}), config=LEGACY_440),
     Case("440: revoked, database check", revoked(), route="checkdb", config=LEGACY_440),
     Case("440: valid", live(), config=LEGACY_440),
+    # claim validators (values present: the SDK would otherwise refetch them through the core)
+    *[Case(f"claims: {route}, {label}", live(jwt=payload), route=route) for route, label, payload in [
+        ("role_admin", "has admin", {"st-role": {"v": ["admin", "user"], "t": 1}}),
+        ("role_admin", "has user only", {"st-role": {"v": ["user"], "t": 1}}),
+        ("role_admin", "empty roles", {"st-role": {"v": [], "t": 1}}),
+        ("roles_admin_editor", "has admin only", {"st-role": {"v": ["admin"], "t": 1}}),
+        ("roles_admin_editor", "has neither", {"st-role": {"v": ["user"], "t": 1}}),
+        ("roles_admin_editor", "has both", {"st-role": {"v": ["editor", "admin"], "t": 1}}),
+        ("perm_edit", "has read", {"st-perm": {"v": ["read"], "t": 1}}),
+        ("perm_edit", "has edit", {"st-perm": {"v": ["read", "edit"], "t": 1}}),
+        ("email_verified", "verified", {"st-ev": {"v": True, "t": 1}}),
+        ("email_verified", "not verified, fresh", {"st-ev": {"v": False, "t": 4102444800000}}),
+    ]],
+    Case("claims: role_admin, expired token", minted(exp=now_s(-1)), route="role_admin"),
+    Case("claims: role_admin, v2 token without roles claim", minted(version=2, userData={"st-role": {"v": ["x"],
+                                                                                                     "t": 1}}),
+         route="role_admin"),
 ]
 CASES.sort(key=lambda case: (case.config.anti_csrf, case.config.static_key, case.config.expired_status))
 
@@ -306,7 +323,7 @@ def outcome(status: int, set_cookies: list[str], headers: dict[str, str], body: 
     elif status == 200:
         message = ("user", body.get("userId"))
     else:
-        message = body.get("message")
+        message = body.get("message"), body.get("claimValidationErrors")
     return {
         "status": status,
         "message": message,
