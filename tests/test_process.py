@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,15 @@ def test_demo_prints_curls_that_show_each_outcome() -> None:
     assert json.loads(outcomes[1][2]) == {"message": "try refresh token"}
     assert json.loads(outcomes[2][2]) == {"message": "unauthorised"}
     assert re.search(r"no session", outcomes[4][2])
+
+
+def test_gunicorn_directly_with_the_shipped_config(core_url: str) -> None:
+    port = free_port()
+    root = Path(__file__).resolve().parent.parent
+    env = {"FORWARD_AUTH_BIND": f"127.0.0.1:{port}", "FORWARD_AUTH_CORE_URL": core_url, "FORWARD_AUTH_WORKERS": "1",
+           "FORWARD_AUTH_CORE_API_KEY": API_KEY}
+    with process([sys.executable, "-m", "gunicorn", "-c", str(root / "gunicorn.conf.py")], env):
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        token = post_json(core_url + "/dev/sessions", {"userId": "direct"})["accessToken"]["token"]
+        status, headers, _ = curl(f"http://127.0.0.1:{port}/verify", "-H", f"Cookie: sAccessToken={token}")
+        assert status == 200 and headers["x-user-id"] == "direct"

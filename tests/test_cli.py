@@ -1,0 +1,60 @@
+"""The command line: inspect (offline and against a core), flags and settings errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from conftest import v2, v5
+
+from forward_auth.cli import main
+from forward_auth.devcore import DevCore, start_in_thread
+from forward_auth.minter import SigningKey
+
+
+@pytest.fixture(scope="module")
+def devcore() -> Iterator[tuple[DevCore, str]]:
+    core, url, stop = start_in_thread()
+    yield core, url
+    stop()
+
+
+def test_inspect_decodes_offline(capsys: pytest.CaptureFixture[str], key: SigningKey) -> None:
+    assert main(["inspect", v5(key, parentRefreshTokenHash1="p")]) == 0
+    out = capsys.readouterr().out
+    assert "version:  5" in out and f"kid:      {key.kid}" in out and "user-1" in out
+    assert "(not expired)" in out and "the core must be asked" in out
+
+
+def test_inspect_legacy_token(capsys: pytest.CaptureFixture[str], key: SigningKey) -> None:
+    assert main(["inspect", v2(key)]) == 0
+    assert "version:  2" in capsys.readouterr().out
+
+
+def test_inspect_garbage_says_why(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", "not-a-token"]) == 1
+    assert "not a SuperTokens access token" in capsys.readouterr().out
+
+
+def test_inspect_against_a_core(capsys: pytest.CaptureFixture[str], devcore: tuple[DevCore, str]) -> None:
+    core, url = devcore
+    good = core.create_session("public", "ann", {}, {})["accessToken"]["token"]
+    assert main(["inspect", good, "--core-url", url]) == 0
+    assert "verifies: yes" in capsys.readouterr().out
+    assert main(["inspect", core.mint_token(key="foreign"), "--core-url", url]) == 1
+    assert "verifies: no (unknown-kid" in capsys.readouterr().out
+    assert main(["inspect", core.mint_token(claim_overrides={"exp": 1}), "--core-url", url]) == 1
+    assert "verifies: no (expired" in capsys.readouterr().out
+
+
+def test_inspect_with_an_unreachable_core(capsys: pytest.CaptureFixture[str], key: SigningKey) -> None:
+    assert main(["inspect", v5(key), "--core-url", "http://127.0.0.1:9"]) == 1
+    assert "verifies: no (keys-unavailable" in capsys.readouterr().out
+
+
+def test_check_config_prints_the_effective_settings(capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORWARD_AUTH_CHECK_DATABASE", "true")
+    assert main(["serve", "--check-config", "--legacy", "true", "--core-url", "http://a:1;http://b:2"]) == 0
+    out = capsys.readouterr().out
+    assert '"session_expired_status": 440' in out and '"check_database": true' in out and '"http://b:2"' in out
