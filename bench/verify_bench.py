@@ -5,7 +5,8 @@ Measures, against one in-memory development core over real HTTP on 127.0.0.1:
 - supertokens-python 0.31.4's verify_session on a FastAPI route (its TestClient, in-process);
 - both again with checkDatabase (one core round trip per request), and the service with its
   revocation cache on;
-- the gate alone (no HTTP framework) and /healthz, to show where the time goes.
+- the gate alone (no HTTP framework), with its verified-signature cache and without, and
+  /healthz, to show where the time goes.
 
 Run: ``.venv/bin/python bench/verify_bench.py [--seconds 1.0]`` (needs the test extras).
 """
@@ -73,12 +74,15 @@ def main() -> None:
         service = falcon.testing.TestClient(create_app(settings))
         service_cached = falcon.testing.TestClient(create_app(cached))
         gate = build_gate(settings)
+        gate_uncached = build_gate(load({"core_url": url, "verified_cache_size": "0"}, environ={}))
         creds = credentials.Credentials(method="GET", uri="/", cookie_header=cookie["Cookie"])
         init_sdk(url, API_KEY, anti_csrf="NONE")
         sdk = TestClient(oracle_app())
 
         results = [
-            measure("gate.verify (no HTTP framework)", lambda: gate.verify(creds, verifier.Policy()), args.seconds),
+            measure("gate.verify, signature remembered", lambda: gate.verify(creds, verifier.Policy()), args.seconds),
+            measure("gate.verify, signature checked (cache off)",
+                    lambda: gate_uncached.verify(creds, verifier.Policy()), args.seconds),
             measure("service /healthz", expect(200, lambda: service.simulate_get("/healthz").status_code),
                     args.seconds),
             measure("service /verify", expect(200, lambda: service.simulate_get("/verify", headers=cookie).status_code),
@@ -104,6 +108,8 @@ def main() -> None:
     print(f"SDK / service, local verification:  {timings['SDK verify_session'] / base:.2f}x")
     print(f"SDK / service, checkDatabase:       "
           f"{timings['SDK verify_session(check_database=True)'] / timings['service /verify?checkDatabase=true']:.2f}x")
+    print(f"verified-signature cache speed-up:  "
+          f"{timings['gate.verify, signature checked (cache off)'] / timings['gate.verify, signature remembered']:.2f}x")
     print(f"revocation cache speed-up:          "
           f"{timings['service /verify?checkDatabase=true'] / timings['service checkDatabase, revocation cache 5 s']:.2f}x")
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
 from collections.abc import Callable
+
+import cachetools
 
 from . import claims, verifier
 from . import token as tokens
@@ -12,6 +16,9 @@ from .credentials import Credentials
 from .errors import CoreError, InvalidClaims
 from .jwks import JwksFetcher
 from .settings import Settings
+
+#: Seconds a verified signature is trusted without checking it again (and never past ``exp``).
+VERIFIED_TTL_CAP = 300.0
 
 
 class Gate:
@@ -29,6 +36,13 @@ class Gate:
         self.keys = keys
         self.core = core
         self._now = now
+        # Entries live until the token's exp (wall clock), at most VERIFIED_TTL_CAP seconds.
+        self._verified: cachetools.TLRUCache[bytes, float] = cachetools.TLRUCache(
+            maxsize=settings.verified_cache_size,
+            ttu=lambda _digest, exp, at: min(exp, at + VERIFIED_TTL_CAP),
+            timer=now,
+        )
+        self._lock = threading.Lock()
 
     def verify(self, creds: Credentials, policy: verifier.Policy) -> verifier.Session | None:
         """The verified session, ``None`` for "no session" (optional), or a SessionError."""
@@ -36,13 +50,9 @@ class Gate:
         if selection is None:
             return None
         token = selection.token
-        if token.version >= 3:
-            key = self.keys.key_for(token.kid or "")
-            candidates = [key] if key is not None else []
-        else:
-            candidates = self.keys.all_keys()
         now = self._now()
-        verifier.check_local(selection, candidates, creds, self.settings, now=now)
+        self._check_signature(token, now)
+        verifier.check_local(selection, creds, self.settings, now=now)
         if not verifier.needs_core(token, policy):
             return self._with_claims(verifier.session_from_token(selection), policy, now)
         mode = self.settings.effective_anti_csrf
@@ -61,6 +71,22 @@ class Gate:
             except tokens.MalformedToken:
                 raise CoreError("core returned an unparsable access token", reason="core-bad-answer") from None
         return self._with_claims(verifier.session_from_core(selection, core_session, new_payload), policy, now)
+
+    def _check_signature(self, token: tokens.AccessToken, now: float) -> None:
+        """Verify once per token: a verified signature is remembered until the token expires."""
+        digest = hashlib.sha256(token.raw.encode("utf-8", "surrogatepass")).digest()
+        with self._lock:
+            if self._verified.get(digest) is not None:
+                return
+        if token.version >= 3:
+            key = self.keys.key_for(token.kid or "")
+            candidates = [key] if key is not None else []
+        else:
+            candidates = self.keys.all_keys()
+        tokens.verify_signature(token, candidates, now=now)
+        if self._verified.maxsize:
+            with self._lock:
+                self._verified[digest] = token.expiry_ms / 1000
 
     @staticmethod
     def _with_claims(session: verifier.Session, policy: verifier.Policy, now: float) -> verifier.Session:

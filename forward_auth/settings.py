@@ -45,6 +45,7 @@ class Settings:
     invalid_claim_status: int = 403
     check_database: bool = False
     revocation_cache_seconds: float = 0.0
+    verified_cache_size: int = 10000
     use_static_signing_key: bool = False
     jwks_cache_seconds: float = 14400.0
     jwks_refetch_cooldown_seconds: float = 0.5
@@ -101,6 +102,16 @@ def _positive_int(name: str, raw: object) -> int:
         raise SettingsError(name, raw, "must be a whole number >= 1") from None
     if value < 1:
         raise SettingsError(name, raw, "must be a whole number >= 1")
+    return value
+
+
+def _count(name: str, raw: object) -> int:
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise SettingsError(name, raw, "must be a whole number >= 0") from None
+    if value < 0:
+        raise SettingsError(name, raw, "must be a whole number >= 0")
     return value
 
 
@@ -177,6 +188,7 @@ PARSERS: Mapping[str, Callable[[str, object], Any]] = {
     "invalid_claim_status": _status,
     "check_database": _bool,
     "revocation_cache_seconds": _number,
+    "verified_cache_size": _count,
     "use_static_signing_key": _bool,
     "jwks_cache_seconds": _number,
     "jwks_refetch_cooldown_seconds": _number,
@@ -204,6 +216,7 @@ DESCRIPTIONS: Mapping[str, str] = {
     "invalid_claim_status": "status for INVALID_CLAIMS",
     "check_database": "ask the core on every request whether the session was revoked",
     "revocation_cache_seconds": "cache the core's verify answer this long (never past the token's expiry); 0 = off",
+    "verified_cache_size": "tokens whose verified signature is remembered (until exp, at most 300 s); 0 = off",
     "use_static_signing_key": "accept only static (`s-`) signing keys, as the SDK's `use_dynamic_access_token_signing_key=false`",
     "jwks_cache_seconds": "ceiling on how long the JWKS is cached (the core's `Cache-Control: max-age` may shorten it)",
     "jwks_refetch_cooldown_seconds": "minimum time between two JWKS fetches caused by unknown `kid`s",

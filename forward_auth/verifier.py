@@ -2,16 +2,14 @@
 
 No I/O here: keys arrive as arguments, the core's answer arrives as a
 :class:`CoreSession`. :mod:`forward_auth.gate` does the fetching and calls these in order:
-:func:`select` -> :func:`check_local` -> (maybe the core) -> a :class:`Session`.
+:func:`select` -> signature (:mod:`forward_auth.token`) -> :func:`check_local` -> (maybe the
+core) -> a :class:`Session`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from . import token as tokens
 from .claims import Validator
@@ -129,17 +127,11 @@ def select(creds: Credentials, policy: Policy, settings: Settings) -> Selection 
     return Selection(token=chosen, transfer_method=method, anti_csrf_check=check)
 
 
-def check_local(
-    selection: Selection,
-    keys: Sequence[RSAPublicKey],
-    creds: Credentials,
-    settings: Settings,
-    *,
-    now: float,
-) -> None:
-    """Signature, times, signing-key kind and VIA_TOKEN anti-CSRF; raises TryRefreshToken."""
+def check_local(selection: Selection, creds: Credentials, settings: Settings, *, now: float) -> None:
+    """After the signature: expiry, signing-key kind and VIA_TOKEN anti-CSRF; raises TryRefreshToken."""
     token = selection.token
-    tokens.verify_signature(token, keys, now=now)
+    if token.expiry_ms < now * 1000:
+        raise TryRefreshToken("access token expired", reason="expired")
     if token.version >= 3:
         dynamic = token.kid is not None and token.kid.startswith("d-")
         if dynamic == settings.use_static_signing_key:

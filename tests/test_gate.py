@@ -1,0 +1,79 @@
+"""The gate's verified-signature cache: verify once, never past exp, off when size is 0."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import CORE, FakeCore, v5
+
+from forward_auth import credentials, settings, token, verifier
+from forward_auth.app import build_gate
+from forward_auth.errors import TryRefreshToken
+from forward_auth.gate import Gate
+from forward_auth.minter import SigningKey
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def gate(fake_core: FakeCore, clock: Clock, **overrides: str) -> Gate:
+    built = build_gate(settings.load({"core_url": CORE, **overrides}, environ={}), transport=fake_core)
+    return Gate(built.settings, built.keys, built.core, now=clock)
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = token.verify_signature
+
+    def counting(tok: token.AccessToken, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        calls.append(tok.raw)
+        real(tok, *args, **kwargs)
+
+    monkeypatch.setattr(token, "verify_signature", counting)
+    return calls
+
+
+def creds(raw: str) -> credentials.Credentials:
+    return credentials.Credentials(method="GET", uri="/", cookie_header=f"sAccessToken={raw}")
+
+
+def test_a_token_is_verified_once(fake_core: FakeCore, key: SigningKey, counted: list[str]) -> None:
+    clock = Clock()
+    subject = gate(fake_core, clock)
+    raw = v5(key)
+    for _ in range(3):
+        assert subject.verify(creds(raw), verifier.Policy()).user_id == "user-1"
+    assert len(counted) == 1
+
+
+def test_a_remembered_token_still_expires(fake_core: FakeCore, key: SigningKey, counted: list[str]) -> None:
+    clock = Clock()
+    subject = gate(fake_core, clock)
+    raw = v5(key, exp=int(clock.now) + 60)
+    subject.verify(creds(raw), verifier.Policy())
+    clock.now += 61
+    with pytest.raises(TryRefreshToken, match="expired"):
+        subject.verify(creds(raw), verifier.Policy())
+
+
+def test_bad_signatures_are_never_remembered(fake_core: FakeCore, foreign_key: SigningKey, counted: list[str]) -> None:
+    subject = gate(fake_core, Clock(), jwks_refetch_cooldown_seconds="3600")
+    for _ in range(2):
+        with pytest.raises(TryRefreshToken):
+            subject.verify(creds(v5(foreign_key)), verifier.Policy())
+    assert len(counted) == 2
+
+
+def test_the_cache_can_be_turned_off(fake_core: FakeCore, key: SigningKey, counted: list[str]) -> None:
+    subject = gate(fake_core, Clock(), verified_cache_size="0")
+    raw = v5(key)
+    subject.verify(creds(raw), verifier.Policy())
+    subject.verify(creds(raw), verifier.Policy())
+    assert len(counted) == 2
