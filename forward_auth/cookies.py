@@ -55,9 +55,6 @@ class ResponseHeaders:
 
     items: tuple[tuple[str, str], ...] = ()
 
-    def __add__(self, other: ResponseHeaders) -> ResponseHeaders:
-        return ResponseHeaders(self.items + other.items)
-
 
 def _set_cookie(settings: Settings, name: str, value: str, expires_ms: int, path: str) -> str:
     morsel: http.cookies.Morsel[str] = http.cookies.Morsel()
