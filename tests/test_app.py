@@ -368,3 +368,22 @@ class TestNginxCompat:
 
 def test_bodies_are_compact_json_as_the_sdk_writes_them(client) -> None:
     assert client.simulate_get("/verify").text == '{"message":"unauthorised"}'
+
+
+def test_no_token_or_cookie_value_reaches_the_logs(make_client, fake_core: FakeCore, key: SigningKey,
+                                                   foreign_key: SigningKey, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    client = make_client(anti_csrf="VIA_TOKEN", log_level="debug")
+    tokens = [v5(key), v5(key, exp=int(time.time()) - 5), v5(foreign_key), v2(key), "garbage.tok.en",
+              v5(key, aud="x"), v5(key, antiCsrfToken="secret-csrf")]
+    for raw in tokens:
+        client.simulate_get("/verify", headers={"X-Forwarded-Method": "POST", "anti-csrf": "secret-csrf", **cookie(raw)})
+        client.simulate_get("/verify", headers={"Authorization": "Bearer " + raw})
+    fake_core.down = True
+    client.simulate_get("/verify", params={"checkDatabase": "true"}, headers=cookie(v5(key, sub="z")))
+    logged = caplog.text
+    assert "deny 401" in logged  # the denials are logged...
+    for raw in tokens:
+        for segment in raw.split("."):
+            assert len(segment) < 8 or segment not in logged  # ...without any part of a token
+    assert "secret-csrf" not in logged
