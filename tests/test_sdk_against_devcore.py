@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from http.cookies import Morsel, SimpleCookie
 from typing import Any
 
+import falcon.testing
 import httpx
 import pytest
 from fastapi import Depends, FastAPI, Request
@@ -24,8 +25,10 @@ from supertokens_python.recipe.session import asyncio as session_api
 from supertokens_python.recipe.session.framework.fastapi import verify_session
 from supertokens_python.types import RecipeUserId
 
+from forward_auth.app import create_app
 from forward_auth.devcore import DevCore, start_in_thread
 from forward_auth.minter import b64url_decode, sha256_hex
+from forward_auth.settings import load
 
 API_KEY = "sdk-test-api-key"
 EPOCH_EXPIRY = "Thu, 01 Jan 1970 00:00:00 GMT"
@@ -370,3 +373,30 @@ def test_tenant_scoped_session_listing_and_revocation(client: TestClient) -> Non
     assert in_tenant == [tenant_handle]
     assert revoked == [tenant_handle]
     assert asyncio.run(list_handles("user-mt")) == [public_handle]
+
+
+def test_the_service_verifies_what_the_sdk_issued(client: TestClient, devcore: tuple[DevCore, str]) -> None:
+    """Sessions created, refreshed and revoked through the official SDK, verified by the service."""
+    settings = load({"core_url": devcore[1], "core_api_key": API_KEY}, environ={})
+    service = falcon.testing.TestClient(create_app(settings))
+
+    login = _login(client, "user-svc", mode="cookie", payload={"st-role": {"v": ["admin"], "t": 1}})
+    cookies = _set_cookies(login)
+    access = {"Cookie": f"sAccessToken={cookies['sAccessToken'].value}"}
+    verified = service.simulate_get("/verify", params={"requireRole": "admin"}, headers=access)
+    assert verified.status_code == 200 and verified.headers["X-User-Id"] == "user-svc"
+
+    refreshed = _send(client, "POST", "/auth/session/refresh", cookies={"sRefreshToken": cookies["sRefreshToken"].value})
+    assert refreshed.status_code == 200, refreshed.text
+    child = _set_cookies(refreshed)["sAccessToken"].value
+    promoted = service.simulate_get("/verify", headers={"Cookie": f"sAccessToken={child}"})
+    assert promoted.status_code == 200
+    new_token = promoted.cookies["sAccessToken"].value
+    assert new_token != child and _payload(new_token)["parentRefreshTokenHash1"] is None
+    assert promoted.headers["front-token"]
+
+    assert asyncio.run(session_api.revoke_session(login.json()["handle"])) is True
+    revoked = service.simulate_get("/verify", params={"checkDatabase": "true"},
+                                   headers={"Cookie": f"sAccessToken={new_token}"})
+    assert (revoked.status_code, revoked.json) == (401, {"message": "unauthorised"})
+    assert revoked.cookies["sAccessToken"].value == "" and revoked.headers["front-token"] == "remove"
