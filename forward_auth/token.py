@@ -1,10 +1,11 @@
 """SuperTokens access tokens: parsing, structure checks and signature checks (pure, no I/O).
 
 Parsing follows supertokens-python 0.31.x (``recipe/session/jwt.py``) byte for byte, so a
-token the SDK would ignore is ignored here too. Signatures are checked with RS256 only:
-v3-v5 through PyJWT with the algorithm pinned (never taken from the token header), v2 (the
-legacy padded standard-base64 format, which PyJWT >= 2.14 refuses to parse) directly with
-``cryptography``.
+token the SDK would ignore is ignored here too. Signatures are checked with RS256 only, the
+algorithm pinned (never taken from the token header), directly with ``cryptography``: v3-v5
+under the JWS/JWT rules PyJWT 2.15 applies for the SDK (``tests/test_token_vs_pyjwt.py`` holds
+the two to the same answers), v2 in the legacy padded standard-base64 format, which PyJWT >= 2.14
+refuses to parse.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -27,6 +28,7 @@ from .errors import TryRefreshToken
 #: The fixed header of v2 tokens: padded standard base64 of the compact, sorted JSON.
 V2_HEADER = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsInZlcnNpb24iOiIyIn0="
 DEFAULT_TENANT = "public"
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class MalformedToken(ValueError):
@@ -169,21 +171,70 @@ def verify_signature(
         raise TryRefreshToken("access token expired", reason="expired")
 
 
+def _jws_segment(segment: str) -> bytes:
+    """Decode one JWS segment with PyJWT's (>= 2.14) acceptance rules, at C speed.
+
+    Up to two trailing ``=`` (only when the length is a multiple of 4), the base64url
+    alphabet only, and the canonical encoding (no stray bits): what the SDK's PyJWT refuses
+    is refused here too.
+    """
+    stripped = segment.rstrip("=")
+    padding = len(segment) - len(stripped)
+    if padding > 2 or (padding and len(segment) % 4) or len(stripped) % 4 == 1 or not _B64URL.fullmatch(stripped):
+        raise TryRefreshToken("token segment is not base64url", reason="invalid-token")
+    decoded = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=").decode("ascii") != stripped:
+        raise TryRefreshToken("token segment is not canonical base64url", reason="invalid-token")
+    return decoded
+
+
+def _check_jws_header(header: Any) -> None:
+    # PyJWT's header rules for a non-detached JWS verified with algorithms=["RS256"].
+    if not isinstance(header, dict):
+        raise TryRefreshToken("JWS header is not an object", reason="invalid-token")
+    if "kid" in header and not isinstance(header["kid"], str):
+        raise TryRefreshToken("kid is not a string", reason="invalid-token")
+    crit = header.get("crit", None)
+    if "crit" in header and (not isinstance(crit, list) or not crit or any(
+            not isinstance(ext, str) or ext != "b64" or ext not in header for ext in crit)):
+        raise TryRefreshToken("unsupported critical header", reason="invalid-token")
+    if header.get("b64", True) is False:
+        raise TryRefreshToken("detached payloads are not access tokens", reason="invalid-token")
+    if header.get("alg") != "RS256":
+        raise TryRefreshToken("token is not signed with RS256", reason="bad-algorithm")
+
+
 def _verify_jwt(token: AccessToken, key: RSAPublicKey, *, now: float, skew: float) -> None:
+    """RS256 JWS and JWT claim rules as PyJWT 2.15 applies them for the SDK, done directly.
+
+    PyJWT spends most of a decode in a pure-Python alphabet scan; the same rules take a few
+    microseconds here. PyJWT stays in charge of JWK parsing (``jwks.py``), which it does well.
+    """
+    header_segment, payload_segment, signature_segment = token.raw.split(".")
     try:
-        jwt.decode(
-            token.raw,
-            key,
-            algorithms=["RS256"],
-            options={"verify_signature": True, "verify_exp": False, "verify_iat": False, "verify_nbf": False},
-        )
-    except jwt.InvalidAlgorithmError:
-        raise TryRefreshToken("token is not signed with RS256", reason="bad-algorithm") from None
-    except jwt.InvalidSignatureError:
+        header = json.loads(_jws_segment(header_segment))
+        _check_jws_header(header)
+        payload_bytes = _jws_segment(payload_segment)
+        signature = _jws_segment(signature_segment)
+    except (ValueError, RecursionError) as exc:
+        raise TryRefreshToken(f"token rejected: {exc.__class__.__name__}", reason="invalid-token") from None
+    try:
+        key.verify(signature, f"{header_segment}.{payload_segment}".encode("ascii"), padding.PKCS1v15(),
+                   hashes.SHA256())
+    except InvalidSignature:
         raise TryRefreshToken("signature does not verify", reason="bad-signature") from None
-    except jwt.PyJWTError as exc:
-        raise TryRefreshToken(f"token rejected: {exc}", reason="invalid-token") from None
-    _check_times(token.payload, now=now, skew=skew)
+    try:
+        payload = json.loads(payload_bytes)
+    except (ValueError, RecursionError):
+        raise TryRefreshToken("payload is not JSON", reason="invalid-token") from None
+    if not isinstance(payload, dict):
+        raise TryRefreshToken("payload is not a JSON object", reason="invalid-token")
+    _check_times(payload, now=now, skew=skew)
+    if payload.get("aud"):
+        raise TryRefreshToken("an audience is set and none is expected", reason="invalid-token")
+    if "sub" in payload and not isinstance(payload["sub"], str) or "jti" in payload and not isinstance(
+            payload["jti"], str):
+        raise TryRefreshToken("sub and jti must be strings", reason="invalid-token")
 
 
 def _as_int(payload: dict[str, Any], claim: str) -> int:
