@@ -75,7 +75,7 @@ def main() -> None:
         service_cached = falcon.testing.TestClient(create_app(cached))
         gate = build_gate(settings)
         gate_uncached = build_gate(load({"core_url": url, "verified_cache_size": "0"}, environ={}))
-        creds = credentials.Credentials(method="GET", uri="/", cookie_header=cookie["Cookie"])
+        creds = credentials.from_headers({"Cookie": cookie["Cookie"]}.get, method="GET", uri="/", trusted=True)
         init_sdk(url, API_KEY, anti_csrf="NONE")
         sdk = TestClient(oracle_app())
 

@@ -64,10 +64,11 @@ class ErrorAnswers:
             return self._settings.invalid_claim_status, {"message": "invalid claim", "claimValidationErrors": ex.errors}
         if isinstance(ex, BadRequest):
             return 400, {"message": ex.detail}
+        # Our own trouble: the reason only; core addresses and answers stay in the log.
         if isinstance(ex, ServiceUnavailable):
-            return 503, {"message": ex.detail}
+            return 503, {"message": ex.reason}
         if isinstance(ex, CoreError):
-            return 502, {"message": ex.detail}
+            return 502, {"message": ex.reason}
         return 500, {"message": "internal error"}
 
     def handle(self, req: falcon.Request, resp: falcon.Response, ex: ForwardAuthError, params: Any) -> None:

@@ -55,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in settings_module.FLAGS}
     settings = settings_module.load(overrides, config_file=args.config)
     if args.check_config:
-        print(json.dumps({k: getattr(settings, k) for k in settings_module.SETTING_NAMES}, indent=2, default=str))
+        print(json.dumps(settings_module.public_view(settings), indent=2, default=str))
         return 0
     Server(settings).run()
     return 0
@@ -166,6 +166,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         tokens.verify_signature(token, keys, now=time.time())
     except ForwardAuthError as exc:
         print(f"verifies: no ({exc.reason}: {exc.detail})")
+        return 1
+    if state == "expired":
+        print("verifies: no (expired: the signature is good, the token is too old)")
         return 1
     print(f"verifies: yes, against {args.core_url}")
     return 0

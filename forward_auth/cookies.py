@@ -103,15 +103,19 @@ def new_access_token_headers(
     user_id: str,
     expiry_ms: int,
     payload: dict[str, Any],
+    anti_csrf: str | None = None,
     now: float | None = None,
 ) -> ResponseHeaders:
     """Headers that hand a new access token (from the core) to the browser."""
     now_ms = int((time.time() if now is None else now) * 1000)
     items = [("front-token", front_token(user_id, expiry_ms, payload))]
+    exposed = ["front-token"]
     if transfer_method == "cookie":
         items.append(("Set-Cookie", _set_cookie(settings, ACCESS_COOKIE, quote(token), now_ms + ONE_YEAR_MS, "/")))
-        items.append(_expose(["front-token"]))
     else:
         items.append(("st-access-token", token))
-        items.append(_expose(["front-token", "st-access-token"]))
-    return ResponseHeaders(tuple(items))
+        exposed.append("st-access-token")
+    if anti_csrf is not None:
+        items.append(("anti-csrf", anti_csrf))
+        exposed.append("anti-csrf")
+    return ResponseHeaders((*items, _expose(exposed)))

@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cachetools
@@ -32,18 +33,29 @@ def _core_session(answer: dict[str, Any]) -> CoreSession:
         if fresh is not None:
             new = NewAccessToken(str(fresh["token"]), int(fresh["expiry"]), int(fresh["createdTime"]))
         data = session.get("userDataInJWT") or {}
-        if not isinstance(data, dict) or not isinstance(session["handle"], str) or not isinstance(session["userId"], str):
+        tenant = session.get("tenantId")
+        if not isinstance(data, dict) or not isinstance(session["handle"], str) or not isinstance(
+                session["userId"], str) or not isinstance(tenant, (str, type(None))):
             raise TypeError("session fields have the wrong type")
         return CoreSession(
             handle=session["handle"],
             user_id=session["userId"],
             recipe_user_id=str(session.get("recipeUserId") or session["userId"]),
             user_data_in_jwt=data,
-            tenant_id=session.get("tenantId"),
+            tenant_id=tenant,
             access_token=new,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CoreError(f"core's verify answer is malformed: {exc}", reason="core-bad-answer") from None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A cacheable verify answer: a session, or the core's UNAUTHORISED message; valid until ``until`` (s)."""
+
+    until: float
+    session: CoreSession | None = None
+    revoked: str | None = None
 
 
 class CoreClient:
@@ -65,11 +77,11 @@ class CoreClient:
         self._timeout = timeout_seconds
         self._cache_seconds = revocation_cache_seconds
         self._clock = clock
-        self._cache: cachetools.TLRUCache[tuple[Any, ...], CoreSession | Unauthorised] = cachetools.TLRUCache(
-            maxsize=10_000, ttu=lambda _k, v, now: now + self._cache_seconds, timer=clock
+        # Entries live revocation_cache_seconds, never past the token's exp (the value's "until").
+        self._cache: cachetools.TLRUCache[tuple[Any, ...], _Answer] = cachetools.TLRUCache(
+            maxsize=10_000, ttu=lambda _k, answer, now: min(now + self._cache_seconds, answer.until), timer=clock
         )
         self._lock = threading.Lock()
-        self.calls = 0
 
     def verify_session(
         self,
@@ -83,8 +95,8 @@ class CoreClient:
     ) -> CoreSession:
         """Ask the core about a session; raise the session error it reports."""
         key = (access_token, anti_csrf_token, do_anti_csrf_check, enable_anti_csrf, check_database)
-        cached = self._cached(key)
-        if cached is None:
+        answer = self._cached(key)
+        if answer is None:
             body: dict[str, Any] = {
                 "accessToken": access_token,
                 "doAntiCsrfCheck": do_anti_csrf_check,
@@ -93,35 +105,33 @@ class CoreClient:
             }
             if anti_csrf_token is not None:
                 body["antiCsrfToken"] = anti_csrf_token
-            cached = self._interpret(self._post("/recipe/session/verify", body))
-            self._remember(key, cached, token_expiry_ms)
-        if isinstance(cached, Unauthorised):
-            raise cached
-        return cached
+            answer = self._interpret(self._post("/recipe/session/verify", body), token_expiry_ms / 1000)
+            self._remember(key, answer)
+        if answer.session is None:
+            raise Unauthorised(f"core: {answer.revoked}", clear_tokens=True, reason="revoked")
+        return answer.session
 
-    def _cached(self, key: tuple[Any, ...]) -> CoreSession | Unauthorised | None:
+    def _cached(self, key: tuple[Any, ...]) -> _Answer | None:
         if self._cache_seconds <= 0:
             return None
         with self._lock:
             return self._cache.get(key)
 
-    def _remember(self, key: tuple[Any, ...], outcome: CoreSession | Unauthorised, token_expiry_ms: float) -> None:
-        # Never cache a promotion (the browser gets a new token) nor past the token's expiry.
-        if self._cache_seconds <= 0 or (isinstance(outcome, CoreSession) and outcome.access_token):
-            return
-        if self._clock() + self._cache_seconds > token_expiry_ms / 1000:
+    def _remember(self, key: tuple[Any, ...], answer: _Answer) -> None:
+        # Never cache a promotion: the browser gets a new token, and the next request carries it.
+        if self._cache_seconds <= 0 or (answer.session is not None and answer.session.access_token):
             return
         with self._lock:
-            self._cache[key] = outcome
+            self._cache[key] = answer
 
     @staticmethod
-    def _interpret(answer: Any) -> CoreSession | Unauthorised:
+    def _interpret(answer: Any, until: float) -> _Answer:
         status = answer.get("status") if isinstance(answer, dict) else None
         message = str(answer.get("message", "")) if isinstance(answer, dict) else ""
         if status == "OK":
-            return _core_session(answer)
+            return _Answer(session=_core_session(answer), until=until)
         if status == "UNAUTHORISED":
-            return Unauthorised(f"core: {message}", clear_tokens=True, reason="revoked")
+            return _Answer(revoked=message, until=until)
         if status == "TRY_REFRESH_TOKEN":
             raise TryRefreshToken(f"core: {message}", reason="core-try-refresh")
         raise CoreError(f"core answered an unknown status {status!r}", reason="core-bad-answer")
@@ -137,7 +147,6 @@ class CoreClient:
         failures = []
         for base in self._urls:
             try:
-                self.calls += 1
                 reply = self._transport.request(
                     "POST", base + path, headers=self._headers(), body=data, timeout=self._timeout
                 )
@@ -159,5 +168,5 @@ class CoreClient:
             raise CoreError(f"{base} answered HTTP {reply.status}: {text}", reason="core-http-error")
         try:
             return reply.json()
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise CoreError(f"{base} answered something that is not JSON", reason="core-bad-answer") from None

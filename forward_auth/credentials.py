@@ -2,33 +2,34 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from .cookies import ACCESS_COOKIE, LEGACY_ID_REFRESH_COOKIE, has_duplicate, parse_cookie_header
 
 HeaderGetter = Callable[[str], "str | None"]
+log = logging.getLogger(__name__)
+
+#: The method of a request whose proxy we do not trust: not GET, so anti-CSRF checks apply.
+UNKNOWN_METHOD = "UNKNOWN"
+_METHOD_HEADERS = ("X-Forwarded-Method", "X-Original-Method")
+_URI_HEADERS = ("X-Forwarded-Uri", "X-Original-URI", "X-Original-URL")
 
 
 @dataclass(frozen=True)
 class Credentials:
-    """The original request as the session check sees it."""
+    """The original request as the session check sees it (cookies already parsed)."""
 
     method: str
     uri: str
-    cookie_header: str | None = None
+    cookie_token: str | None = None
+    duplicate_access_cookie: bool = False
+    id_refresh_token: str | None = None
     authorization: str | None = None
     anti_csrf: str | None = None
     rid: str | None = None
-
-    @property
-    def cookies(self) -> dict[str, str]:
-        return parse_cookie_header(self.cookie_header)
-
-    @property
-    def cookie_token(self) -> str | None:
-        return self.cookies.get(ACCESS_COOKIE)
 
     @property
     def bearer_token(self) -> str | None:
@@ -37,52 +38,47 @@ class Credentials:
             return None
         return self.authorization[len("Bearer "):].strip()
 
-    @property
-    def has_duplicate_access_cookie(self) -> bool:
-        return has_duplicate(self.cookie_header, ACCESS_COOKIE)
 
-    @property
-    def id_refresh_token(self) -> str | None:
-        return self.cookies.get(LEGACY_ID_REFRESH_COOKIE)
-
-
-def original_method(get: HeaderGetter, fallback: str) -> str:
-    """The proxied request's method (Traefik/Caddy, then nginx), else the request's own."""
-    for name in ("X-Forwarded-Method", "X-Original-Method"):
-        value = (get(name) or "").strip()
-        if value:
-            return value.upper()
-    return fallback.upper()
-
-
-def original_uri(get: HeaderGetter, fallback: str) -> str:
-    """The proxied request's path and query, else the request's own."""
-    for name in ("X-Forwarded-Uri", "X-Original-URI"):
+def _first(get: HeaderGetter, names: tuple[str, ...]) -> str | None:
+    for name in names:
         value = (get(name) or "").strip()
         if value:
             return value
-    url = (get("X-Original-URL") or "").strip()
-    if url:
-        split = urlsplit(url)
-        return (split.path or "/") + (f"?{split.query}" if split.query else "")
-    return fallback
-
-
-def _untrusted(_: str) -> str | None:
     return None
 
 
-def from_headers(get: HeaderGetter, *, method: str, uri: str, trusted: bool) -> Credentials:
-    """Collect credentials through a case-insensitive header getter.
+@functools.cache
+def _warn_untrusted() -> None:
+    log.warning("a forwarded method came from a peer outside trusted_proxies: treated as unknown "
+                "(anti-CSRF checks apply); add the proxy's address to trusted_proxies")
 
-    The original method and URI come from the proxy's headers only when the peer is a trusted
-    proxy; anybody else could forge them (say, GET to dodge the anti-CSRF check).
+
+def original_method(get: HeaderGetter, fallback: str, *, trusted: bool) -> str:
+    """The proxied request's method (Traefik/Caddy, then nginx), else the request's own.
+
+    From a peer that is not a trusted proxy a forwarded method is not believed, and not
+    ignored either: the method is unknown, so the anti-CSRF check runs (fails closed when a
+    proxy is missing from ``trusted_proxies``, which would otherwise turn every POST into a GET).
     """
-    forwarded = get if trusted else _untrusted
+    forwarded = _first(get, _METHOD_HEADERS)
+    if forwarded is None:
+        return fallback.upper()
+    if not trusted:
+        _warn_untrusted()
+        return UNKNOWN_METHOD
+    return forwarded.upper()
+
+
+def from_headers(get: HeaderGetter, *, method: str, uri: str, trusted: bool) -> Credentials:
+    """Collect credentials through a case-insensitive header getter."""
+    cookie_header = get("Cookie")
+    cookies = parse_cookie_header(cookie_header)
     return Credentials(
-        method=original_method(forwarded, method),
-        uri=original_uri(forwarded, uri),
-        cookie_header=get("Cookie"),
+        method=original_method(get, method, trusted=trusted),
+        uri=(_first(get, _URI_HEADERS) if trusted else None) or uri,
+        cookie_token=cookies.get(ACCESS_COOKIE),
+        duplicate_access_cookie=has_duplicate(cookie_header, ACCESS_COOKIE),
+        id_refresh_token=cookies.get(LEGACY_ID_REFRESH_COOKIE),
         authorization=get("Authorization"),
         anti_csrf=get("anti-csrf"),
         rid=get("rid"),

@@ -76,8 +76,9 @@ class Gate:
         """Verify once per token: a verified signature is remembered until the token expires."""
         digest = hashlib.sha256(token.raw.encode("utf-8", "surrogatepass")).digest()
         with self._lock:
-            if self._verified.get(digest) is not None:
-                return
+            until = self._verified.get(digest)
+        if until is not None and now < until:
+            return
         if token.version >= 3:
             key = self.keys.key_for(token.kid or "")
             candidates = [key] if key is not None else []
@@ -86,7 +87,7 @@ class Gate:
         tokens.verify_signature(token, candidates, now=now)
         if self._verified.maxsize:
             with self._lock:
-                self._verified[digest] = token.expiry_ms / 1000
+                self._verified[digest] = token.valid_until
 
     @staticmethod
     def _with_claims(session: verifier.Session, policy: verifier.Policy, now: float) -> verifier.Session:

@@ -98,10 +98,9 @@ class JwksFetcher:
         )
         self._last_good: KeySet | None = None
         self._last_attempt = float("-inf")
-        self._generation = 0
+        self._attempts = 0
         self._fetch_lock = threading.Lock()
         self._cache_lock = threading.Lock()
-        self.fetch_count = 0
         self.last_error: str | None = None
 
     def keys(self) -> KeySet:
@@ -142,22 +141,20 @@ class JwksFetcher:
         }
 
     def _refresh(self, *, forced: bool) -> KeySet:
-        generation = self._generation
+        attempts = self._attempts
         with self._fetch_lock:
-            if self._generation != generation and self._last_good is not None:
-                return self._last_good  # another thread fetched while we waited
+            if self._attempts != attempts:
+                return self._stale_or_fail()  # a fetch ran while we waited: use its outcome
             cached = self._cached()
             if cached is not None and not forced:
                 return cached
-            fetched = None
             if self._clock() - self._last_attempt >= self._cooldown:
                 fetched = self._fetch()
-            if fetched is not None:
-                with self._cache_lock:
-                    self._fresh["jwks"] = fetched
-                self._last_good = fetched
-                self._generation += 1
-                return fetched
+                if fetched is not None:
+                    with self._cache_lock:
+                        self._fresh["jwks"] = fetched
+                    self._last_good = fetched
+                    return fetched
             return self._stale_or_fail()
 
     def _stale_or_fail(self) -> KeySet:
@@ -167,15 +164,21 @@ class JwksFetcher:
         raise KeysUnavailable(f"no signing keys: {self.last_error}")
 
     def _fetch(self) -> KeySet | None:
-        self._last_attempt = self._clock()
-        self.fetch_count += 1
+        try:
+            return self._fetch_from_cores()
+        finally:
+            # Counted when the attempt ends: a slow failure must not let the next caller retry at once.
+            self._last_attempt = self._clock()
+            self._attempts += 1
+
+    def _fetch_from_cores(self) -> KeySet | None:
         for url in self._urls:
             try:
                 reply = self._transport.request("GET", url, headers={}, timeout=self._timeout)
                 if reply.status != 200:
                     raise ValueError(f"HTTP {reply.status}")
                 keys = parse_jwks(reply.data)
-            except (TransportError, ValueError, UnicodeDecodeError) as exc:
+            except (TransportError, ValueError, UnicodeDecodeError, RecursionError) as exc:
                 self.last_error = f"{url}: {exc}"
                 log.warning("jwks: fetch failed from %s: %s", url, exc)
                 continue

@@ -12,16 +12,17 @@ from . import claims, credentials, verifier
 from .cookies import ResponseHeaders, new_access_token_headers
 from .errors import BadRequest, ForwardAuthError, TryRefreshToken, Unauthorised
 from .gate import Gate
-from .settings import Settings
-
-_TRUE = ("true", "1", "yes")
-_FALSE = ("false", "0", "no")
+from .settings import Settings, parse_bool
 
 
 def header_value(text: str) -> str:
-    """A header-safe rendering: printable ASCII as-is, anything else percent-encoded (UTF-8)."""
+    """A header-safe rendering: printable ASCII but space and ``%`` as-is, the rest percent-encoded.
+
+    Spaces are encoded because servers strip them at the ends of header values (`` admin ``
+    would reach the upstream as ``admin``); control characters could split headers.
+    """
     return "".join(
-        ch if 0x20 <= ord(ch) < 0x7F and ch != "%" else "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
+        ch if 0x20 < ord(ch) < 0x7F and ch != "%" else "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
         for ch in text
     )
 
@@ -30,11 +31,10 @@ def _flag(req: falcon.Request, name: str) -> bool | None:
     raw = req.get_param(name)
     if raw is None:
         return None
-    if raw.lower() in _TRUE:
-        return True
-    if raw.lower() in _FALSE:
-        return False
-    raise BadRequest(f"query parameter {name}={raw!r} must be true or false", reason="bad-policy")
+    value = parse_bool(raw)
+    if value is None:
+        raise BadRequest(f"query parameter {name}={raw!r} must be true or false", reason="bad-policy")
+    return value
 
 
 def _values(req: falcon.Request, name: str) -> list[str]:
@@ -96,8 +96,9 @@ def identity_headers(session: verifier.Session) -> dict[str, str]:
     }
 
 
-def promotion_headers(settings: Settings, session: verifier.Session) -> ResponseHeaders:
-    """Set-Cookie / st-access-token and front-token for a token the core re-minted."""
+def promotion_headers(settings: Settings, session: verifier.Session, anti_csrf: str | None) -> ResponseHeaders:
+    """Set-Cookie / st-access-token and front-token (and the request's ``anti-csrf`` value, as
+    the SDK echoes it) for a token the core re-minted."""
     fresh = session.new_access_token
     if fresh is None:
         return ResponseHeaders()
@@ -108,6 +109,7 @@ def promotion_headers(settings: Settings, session: verifier.Session) -> Response
         user_id=session.user_id,
         expiry_ms=fresh.expiry_ms,
         payload=session.payload,
+        anti_csrf=anti_csrf,
     )
 
 
@@ -121,7 +123,7 @@ class VerifyResource:
         settings = self._gate.settings
         creds = credentials.from_headers(req.get_header, method=req.method, uri=req.relative_uri,
                                          trusted=trusted_peer(req, settings))
-        req.context.original = f"{creds.method} {creds.uri}"
+        req.context.original = f"{creds.method} {creds.uri.partition('?')[0]}"  # no query string in logs
         resp.set_header("Cache-Control", "no-store")
         if settings.cors_preflight and creds.method == "OPTIONS" and req.get_header("Access-Control-Request-Method"):
             resp.media = {"message": "preflight"}
@@ -133,7 +135,7 @@ class VerifyResource:
         req.context.user_id = session.user_id
         for name, value in identity_headers(session).items():
             resp.set_header(name, value)
-        apply_headers(resp, promotion_headers(self._gate.settings, session))
+        apply_headers(resp, promotion_headers(settings, session, creds.anti_csrf))
         resp.media = {"message": "ok", "userId": session.user_id, "sessionHandle": session.handle,
                       "tenantId": session.tenant_id}
 
@@ -157,15 +159,18 @@ class SessionsResource:
             raise BadRequest("doAntiCsrfCheck must be a boolean", reason="bad-request")
         if access is None:
             raise TryRefreshToken("no access token given", reason="no-access-token")
-        if self._gate.settings.legacy and id_refresh is None:
+        settings = self._gate.settings
+        if settings.legacy and id_refresh is None:
             raise Unauthorised("no idRefreshToken given", clear_tokens=True, reason="no-id-refresh-token")
-        cookie = f"sAccessToken={access}"
-        if self._gate.settings.legacy:
-            cookie += f"; sIdRefreshToken={id_refresh}"
-        creds = credentials.Credentials(method="POST", uri=req.relative_uri, cookie_header=cookie,
-                                        anti_csrf=anti_csrf, rid="forward-auth")
+        if do_check and settings.effective_anti_csrf == "VIA_CUSTOM_HEADER":
+            # The SDK raises here too: a custom header is a property of a browser request.
+            raise BadRequest("doAntiCsrfCheck needs anti_csrf VIA_TOKEN (VIA_CUSTOM_HEADER is checked per request)",
+                             reason="bad-request")
+        creds = credentials.Credentials(method="POST", uri=req.path, cookie_token=access,
+                                        id_refresh_token=id_refresh, anti_csrf=anti_csrf)
         session = self._gate.verify(creds, verifier.Policy(anti_csrf_check=do_check))
-        assert session is not None  # a required session is never None
+        if session is None:  # only optional policies answer "no session"; keep the type checker honest
+            raise Unauthorised("no session", clear_tokens=False, reason="no-token")
         answer: dict[str, Any] = {
             "status": "OK",
             "session": {"handle": session.handle, "userId": session.user_id, "userDataInJWT": session.payload,
@@ -180,7 +185,7 @@ class SessionsResource:
 def _json_body(req: falcon.Request) -> dict[str, Any]:
     try:
         body = json.loads(req.bounded_stream.read(1 << 20) or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("the body is not JSON", reason="bad-request") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object", reason="bad-request")

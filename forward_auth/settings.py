@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,7 +37,7 @@ class Settings:
     """Everything the service is configured with; validated once, at start-up."""
 
     core_url: tuple[str, ...] = ("http://127.0.0.1:3567",)
-    core_api_key: str | None = None
+    core_api_key: str | None = field(default=None, repr=False)
     core_timeout_seconds: float = 2.0
     anti_csrf: str | None = None
     enable_anti_csrf: bool = True
@@ -74,7 +74,8 @@ class Settings:
 
 # --- parsers: each turns a raw (YAML or string) value into the typed one or raises ---
 
-def _bool(name: str, raw: object) -> bool:
+def parse_bool(raw: object) -> bool | None:
+    """true/false in the usual spellings; ``None`` when it is neither."""
     if isinstance(raw, bool):
         return raw
     text = str(raw).strip().lower()
@@ -82,7 +83,14 @@ def _bool(name: str, raw: object) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise SettingsError(name, raw, "must be true or false")
+    return None
+
+
+def _bool(name: str, raw: object) -> bool:
+    value = parse_bool(raw)
+    if value is None:
+        raise SettingsError(name, raw, "must be true or false")
+    return value
 
 
 def _number(name: str, raw: object) -> float:
@@ -95,34 +103,22 @@ def _number(name: str, raw: object) -> float:
     return value
 
 
-def _positive_int(name: str, raw: object) -> int:
-    try:
-        value = int(str(raw).strip())
-    except ValueError:
-        raise SettingsError(name, raw, "must be a whole number >= 1") from None
-    if value < 1:
-        raise SettingsError(name, raw, "must be a whole number >= 1")
-    return value
+def _int_between(low: int, high: int, allowed: str) -> Callable[[str, object], int]:
+    def parse(name: str, raw: object) -> int:
+        try:
+            value = int(str(raw).strip())
+        except ValueError:
+            raise SettingsError(name, raw, allowed) from None
+        if not low <= value <= high:
+            raise SettingsError(name, raw, allowed)
+        return value
+
+    return parse
 
 
-def _count(name: str, raw: object) -> int:
-    try:
-        value = int(str(raw).strip())
-    except ValueError:
-        raise SettingsError(name, raw, "must be a whole number >= 0") from None
-    if value < 0:
-        raise SettingsError(name, raw, "must be a whole number >= 0")
-    return value
-
-
-def _status(name: str, raw: object) -> int:
-    try:
-        value = int(str(raw).strip())
-    except ValueError:
-        raise SettingsError(name, raw, "must be an HTTP status code 400-499") from None
-    if not 400 <= value <= 499:
-        raise SettingsError(name, raw, "must be an HTTP status code 400-499")
-    return value
+_positive_int = _int_between(1, 1 << 31, "must be a whole number >= 1")
+_count = _int_between(0, 1 << 31, "must be a whole number >= 0")
+_status = _int_between(400, 499, "must be an HTTP status code 400-499")
 
 
 def _text(name: str, raw: object) -> str | None:
@@ -226,7 +222,7 @@ DESCRIPTIONS: Mapping[str, str] = {
     "cookie_secure": "`Secure` on the cookies this service sets or clears",
     "cookie_samesite": "`SameSite` of the cookies this service sets or clears",
     "refresh_token_path": "`Path` of the `sRefreshToken` cookie (`<apiBasePath>/session/refresh`)",
-    "trusted_proxies": "CIDRs whose `X-Forwarded-*` / `X-Original-*` headers are believed (empty: none)",
+    "trusted_proxies": "CIDRs whose `X-Forwarded-*` / `X-Original-*` headers are believed; from any other peer a forwarded method makes the method unknown, so anti-CSRF checks apply",
     "cors_preflight": "let an `OPTIONS` request with `Access-Control-Request-Method` pass without a session",
     "bind": "address gunicorn listens on",
     "workers": "gunicorn worker processes",
@@ -306,6 +302,14 @@ def validate(settings: Settings) -> Settings:
             "cookie_secure", settings.cookie_secure, "must be true when cookie_samesite is none"
         )
     return settings
+
+
+def public_view(settings: Settings) -> dict[str, object]:
+    """Every setting by name, secrets masked (for ``serve --check-config``)."""
+    view: dict[str, object] = {name: getattr(settings, name) for name in SETTING_NAMES}
+    if settings.core_api_key:
+        view["core_api_key"] = "***"
+    return view
 
 
 def replace(settings: Settings, **changes: Any) -> Settings:

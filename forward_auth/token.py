@@ -61,6 +61,13 @@ class AccessToken:
         return self.payload["iat"] * 1000
 
     @property
+    def valid_until(self) -> float:
+        """The first second (epoch) at which the token counts as expired, by the SDK's rules."""
+        if self.version < 3:
+            return self.payload["expiryTime"] / 1000
+        return float(int(self.payload["exp"]))  # PyJWT: expired once int(exp) <= now
+
+    @property
     def tenant_id(self) -> str:
         return self.payload["tId"] if self.version >= 4 else DEFAULT_TENANT
 
@@ -149,26 +156,19 @@ def check_structure(payload: dict[str, Any], version: int) -> None:
             raise MalformedToken(f"claim {claim} is missing or has the wrong type")
 
 
-def verify_signature(
-    token: AccessToken,
-    keys: Sequence[RSAPublicKey],
-    *,
-    now: float,
-    clock_skew_seconds: float = 0.0,
-) -> None:
-    """Check signature and time claims; raise :class:`TryRefreshToken` on any failure.
+def verify_signature(token: AccessToken, keys: Sequence[RSAPublicKey], *, now: float) -> None:
+    """Check the signature (and, for v3+, PyJWT's time and claim rules); raise :class:`TryRefreshToken`.
 
     ``keys`` are the candidate keys: the one matching the ``kid`` for v3+, every key of the
-    JWKS for v2. ``now`` is in seconds.
+    JWKS for v2. ``now`` is in seconds. The SDK's own millisecond expiry check is
+    :func:`forward_auth.verifier.check_local`'s, run on every request.
     """
     if not keys:
         raise TryRefreshToken("no signing key matches the token", reason="unknown-kid")
     if token.version >= 3:
-        _verify_jwt(token, keys[0], now=now, skew=clock_skew_seconds)
+        _verify_jwt(token, keys[0], now=now)
     else:
         _verify_legacy(token, keys)
-    if token.expiry_ms < now * 1000:
-        raise TryRefreshToken("access token expired", reason="expired")
 
 
 def _jws_segment(segment: str) -> bytes:
@@ -204,7 +204,7 @@ def _check_jws_header(header: Any) -> None:
         raise TryRefreshToken("token is not signed with RS256", reason="bad-algorithm")
 
 
-def _verify_jwt(token: AccessToken, key: RSAPublicKey, *, now: float, skew: float) -> None:
+def _verify_jwt(token: AccessToken, key: RSAPublicKey, *, now: float) -> None:
     """RS256 JWS and JWT claim rules as PyJWT 2.15 applies them for the SDK, done directly.
 
     PyJWT spends most of a decode in a pure-Python alphabet scan; the same rules take a few
@@ -229,7 +229,7 @@ def _verify_jwt(token: AccessToken, key: RSAPublicKey, *, now: float, skew: floa
         raise TryRefreshToken("payload is not JSON", reason="invalid-token") from None
     if not isinstance(payload, dict):
         raise TryRefreshToken("payload is not a JSON object", reason="invalid-token")
-    _check_times(payload, now=now, skew=skew)
+    _check_times(payload, now=now)
     if payload.get("aud"):
         raise TryRefreshToken("an audience is set and none is expected", reason="invalid-token")
     if "sub" in payload and not isinstance(payload["sub"], str) or "jti" in payload and not isinstance(
@@ -244,12 +244,12 @@ def _as_int(payload: dict[str, Any], claim: str) -> int:
         raise TryRefreshToken(f"claim {claim} must be an integer", reason="invalid-token") from None
 
 
-def _check_times(payload: dict[str, Any], *, now: float, skew: float) -> None:
-    # PyJWT's own rules (as the SDK runs them), with an injectable clock: exp <= now is
-    # expired; an iat or nbf in the future is refused. The skew only widens iat/nbf.
-    if "iat" in payload and _as_int(payload, "iat") > now + skew:
+def _check_times(payload: dict[str, Any], *, now: float) -> None:
+    # PyJWT's own rules (as the SDK runs them, leeway 0), with an injectable clock: exp <= now
+    # is expired; an iat or nbf in the future is refused.
+    if "iat" in payload and _as_int(payload, "iat") > now:
         raise TryRefreshToken("token issued in the future (iat)", reason="immature")
-    if "nbf" in payload and _as_int(payload, "nbf") > now + skew:
+    if "nbf" in payload and _as_int(payload, "nbf") > now:
         raise TryRefreshToken("token not yet valid (nbf)", reason="immature")
     if "exp" in payload and _as_int(payload, "exp") <= now:
         raise TryRefreshToken("access token expired", reason="expired")

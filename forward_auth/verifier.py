@@ -8,7 +8,7 @@ core) -> a :class:`Session`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import token as tokens
@@ -72,7 +72,6 @@ class Session:
     payload: dict[str, Any]
     transfer_method: str
     new_access_token: NewAccessToken | None = None
-    anti_csrf_token: str | None = field(default=None, repr=False)
 
 
 def _parsed(raw: str | None) -> tokens.AccessToken | None:
@@ -97,6 +96,8 @@ def _legacy_gate(creds: Credentials, policy: Policy) -> bool:
 
 def select(creds: Credentials, policy: Policy, settings: Settings) -> Selection | None:
     """Choose the access token as the SDK does; ``None`` means no session (optional only)."""
+    if not policy.session_required and creds.method in ("OPTIONS", "TRACE"):
+        return None  # verify_session's own shortcut, before any token is looked at
     if settings.legacy:
         if not _legacy_gate(creds, policy):
             return None
@@ -107,7 +108,7 @@ def select(creds: Credentials, policy: Policy, settings: Settings) -> Selection 
     if header_token is not None:
         chosen, method = header_token, "header"
     elif cookie_token is not None:
-        if creds.has_duplicate_access_cookie:
+        if creds.duplicate_access_cookie:
             raise TryRefreshToken("Multiple access tokens present in the request cookies.", reason="duplicate-cookie")
         chosen, method = cookie_token, "cookie"
     else:
@@ -162,7 +163,6 @@ def session_from_token(selection: Selection) -> Session:
         created_ms=int(token.created_ms),
         payload=token.custom_claims,
         transfer_method=selection.transfer_method,
-        anti_csrf_token=token.anti_csrf_token,
     )
 
 
@@ -184,5 +184,4 @@ def session_from_core(selection: Selection, core: CoreSession, new_payload: dict
         payload=payload,
         transfer_method=selection.transfer_method,
         new_access_token=fresh,
-        anti_csrf_token=token.anti_csrf_token,
     )

@@ -36,7 +36,7 @@ ROUTES: dict[str, dict[str, str]] = {
     "perm_edit": {"requirePermission": "edit"},
     "email_verified": {"requireEmailVerified": "true"},
 }
-METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE"]
 
 
 def reset_sdk() -> None:

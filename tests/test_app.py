@@ -278,9 +278,11 @@ class TestBadInput:
         assert result.status_code in (200, 401) and result.status_code != 500
 
     def test_control_characters_never_reach_identity_headers(self, client, key: SigningKey) -> None:
-        result = client.simulate_get("/verify", headers=cookie(v5(key, sub="evil\r\nX-Admin: 1", rsub="é")))
-        assert result.headers["X-User-Id"] == "evil%0D%0AX-Admin: 1"
+        result = client.simulate_get("/verify", headers=cookie(v5(key, sub="evil\r\nX-Admin: 1", rsub="é",
+                                                                   tId=" admin ")))
+        assert result.headers["X-User-Id"] == "evil%0D%0AX-Admin:%201"
         assert result.headers["X-Recipe-User-Id"] == "%C3%A9"
+        assert result.headers["X-Tenant-Id"] == "%20admin%20"  # servers strip unencoded edge spaces
 
 
 def test_health_and_readiness(client, fake_core: FakeCore) -> None:
@@ -295,17 +297,26 @@ def test_not_ready_without_keys(client, fake_core: FakeCore) -> None:
 
 
 class TestTrustedProxies:
-    def test_forwarded_method_is_ignored_from_an_untrusted_peer(self, make_client, key: SigningKey) -> None:
+    def test_forwarded_method_is_not_believed_from_an_untrusted_peer(self, make_client, key: SigningKey) -> None:
         client = make_client(anti_csrf="VIA_CUSTOM_HEADER")
         forged = {"X-Forwarded-Method": "GET", **cookie(v5(key))}
         assert client.simulate_post("/verify", headers=forged, remote_addr="203.0.113.9").status_code == 401
         assert client.simulate_post("/verify", headers=forged, remote_addr="127.0.0.1").status_code == 200
 
+    def test_an_untrusted_proxy_fails_closed(self, make_client, key: SigningKey) -> None:
+        """Traefik outside trusted_proxies sends GET /verify for a POST: the check must still run."""
+        client = make_client(anti_csrf="VIA_CUSTOM_HEADER")
+        post = {"X-Forwarded-Method": "POST", **cookie(v5(key))}
+        result = client.simulate_get("/verify", headers=post, remote_addr="172.18.0.5")
+        assert result.status_code == 401 and result.headers["X-Forward-Auth-Reason"] == "csrf-rid-missing"
+        plain_get = client.simulate_get("/verify", headers=cookie(v5(key)), remote_addr="172.18.0.5")
+        assert plain_get.status_code == 200  # no forwarded method: the request as it came
+
     def test_configured_ranges(self, make_client, key: SigningKey) -> None:
         client = make_client(anti_csrf="VIA_CUSTOM_HEADER", trusted_proxies="10.0.0.0/8")
-        post = {"X-Forwarded-Method": "POST", **cookie(v5(key))}
-        assert client.simulate_get("/verify", headers=post, remote_addr="10.1.2.3").status_code == 401
-        assert client.simulate_get("/verify", headers=post, remote_addr="127.0.0.1").status_code == 200
+        get = {"X-Forwarded-Method": "GET", **cookie(v5(key))}
+        assert client.simulate_post("/verify", headers=get, remote_addr="10.1.2.3").status_code == 200
+        assert client.simulate_post("/verify", headers=get, remote_addr="127.0.0.1").status_code == 401
 
 
 class TestPreflight:

@@ -58,3 +58,9 @@ def test_check_config_prints_the_effective_settings(capsys: pytest.CaptureFixtur
     assert main(["serve", "--check-config", "--legacy", "true", "--core-url", "http://a:1;http://b:2"]) == 0
     out = capsys.readouterr().out
     assert '"session_expired_status": 440' in out and '"check_database": true' in out and '"http://b:2"' in out
+
+
+def test_check_config_masks_the_api_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--check-config", "--core-api-key", "s3cr3t-key"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cr3t-key" not in out and '"core_api_key": "***"' in out

@@ -89,15 +89,43 @@ def test_unreachable_cores_are_unavailable(fake_core: FakeCore) -> None:
     assert len(fake_core.requests) == 2
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_revocation_cache_is_bounded_by_time_and_token_expiry(fake_core: FakeCore) -> None:
     fake_core.verify_answer = OK
-    client = CoreClient([CORE], fake_core, revocation_cache_seconds=30)
-    verify(client)
-    verify(client)
+    clock = Clock()
+    client = CoreClient([CORE], fake_core, revocation_cache_seconds=30, clock=clock)
+    verify(client, token_expiry_ms=(clock.now + 3600) * 1000)
+    clock.now += 29
+    verify(client, token_expiry_ms=(clock.now + 3600) * 1000)
     assert fake_core.count("/verify") == 1
-    verify(client, "short-lived", token_expiry_ms=(time.time() + 5) * 1000)
-    verify(client, "short-lived", token_expiry_ms=(time.time() + 5) * 1000)
-    assert fake_core.count("/verify") == 3  # would outlive the token: never cached
+    clock.now += 2
+    verify(client, token_expiry_ms=(clock.now + 3600) * 1000)
+    assert fake_core.count("/verify") == 2  # past the 30 s cap
+    verify(client, "short-lived", token_expiry_ms=(clock.now + 5) * 1000)
+    clock.now += 4
+    verify(client, "short-lived", token_expiry_ms=(clock.now + 1) * 1000)
+    assert fake_core.count("/verify") == 3  # cached until the token's own expiry...
+    clock.now += 2
+    verify(client, "short-lived", token_expiry_ms=(clock.now + 1) * 1000)
+    assert fake_core.count("/verify") == 4  # ...and not after it
+
+
+def test_a_cached_revocation_is_raised_afresh_each_time(fake_core: FakeCore) -> None:
+    fake_core.verify_answer = {"status": "UNAUTHORISED", "message": "gone"}
+    client = CoreClient([CORE], fake_core, revocation_cache_seconds=30)
+    raised = []
+    for _ in range(3):
+        with pytest.raises(Unauthorised) as info:
+            verify(client)
+        raised.append(info.value)
+    assert len({id(e) for e in raised}) == 3 and all(e.clear_tokens for e in raised)
 
 
 def test_revocation_is_cached_too_and_off_by_default(fake_core: FakeCore) -> None:

@@ -226,6 +226,9 @@ CASES: list[Case] = [
     Case("optional, valid", live(), route="optional"),
     Case("optional, sIdRefreshToken", fixed({"Cookie": "sIdRefreshToken=x"}), route="optional"),
     Case("optional, revoked session", revoked(), route="optional"),
+    Case("optional, OPTIONS with an expired token", minted(exp=now_s(-1)), method="OPTIONS", route="optional"),
+    Case("optional, TRACE with a valid token", live(), method="TRACE", route="optional"),
+    Case("custom header: optional OPTIONS without rid", live(), method="OPTIONS", route="optional", config=CUSTOM),
     # VIA_CUSTOM_HEADER
     Case("custom header: POST without rid", live(), method="POST", config=CUSTOM),
     Case("custom header: POST with rid", with_extra(live(), {"rid": "anti-csrf"}), method="POST", config=CUSTOM),
@@ -251,6 +254,10 @@ CASES: list[Case] = [
     Case("via token: v2 POST wrong", csrf_v2("wrong"), method="POST", config=TOKEN),
     Case("via token: v2 POST missing", csrf_v2(None), method="POST", config=TOKEN),
     Case("via token: revoked, database check", revoked(), route="checkdb", config=TOKEN),
+    Case("via token: promotion echoes anti-csrf", lambda core: {**refreshed()(core), "anti-csrf": "echo-me"},
+         config=TOKEN),
+    Case("via token: promotion in header mode", lambda core: {**refreshed(via=bearer)(core), "anti-csrf": "x"},
+         config=TOKEN),
     # static signing keys
     Case("static config: static kid", lambda core: cookie(at(session(core, use_dynamic_key=False))), config=STATIC),
     Case("static config: dynamic kid", live(), config=STATIC),
@@ -331,6 +338,8 @@ def outcome(status: int, set_cookies: list[str], headers: dict[str, str], body: 
         "new_access_token": bool(cookies.get("sAccessToken") or headers.get("st-access-token")),
         "front_token": None if "front-token" not in headers else (
             "remove" if headers["front-token"] == "remove" else "set"),
+        "anti_csrf": headers.get("anti-csrf"),
+        "exposed": headers.get("access-control-expose-headers"),
     }
 
 

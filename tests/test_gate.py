@@ -41,7 +41,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def creds(raw: str) -> credentials.Credentials:
-    return credentials.Credentials(method="GET", uri="/", cookie_header=f"sAccessToken={raw}")
+    return credentials.Credentials(method="GET", uri="/", cookie_token=raw)
 
 
 def test_a_token_is_verified_once(fake_core: FakeCore, key: SigningKey, counted: list[str]) -> None:

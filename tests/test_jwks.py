@@ -12,7 +12,7 @@ from conftest import CORE, FakeCore
 from forward_auth.errors import KeysUnavailable
 from forward_auth.jwks import JwksFetcher, max_age, parse_jwks
 from forward_auth.minter import SigningKey
-from forward_auth.transport import Reply
+from forward_auth.transport import Reply, TransportError
 
 
 class Timer:
@@ -145,3 +145,24 @@ def test_parse_jwks_keeps_only_rs256_signing_keys(key: SigningKey) -> None:
                                                  ("no-cache", None), (None, None)])
 def test_max_age(header: str | None, seconds: float | None) -> None:
     assert max_age(header) == seconds
+
+
+def test_during_an_outage_waiting_callers_share_one_failed_fetch(fake_core: FakeCore, key: SigningKey) -> None:
+    """A hanging core costs one timeout, not one per waiting thread."""
+    keys = JwksFetcher([CORE], fake_core, cache_seconds=0.1, cooldown_seconds=0.1, max_stale_seconds=600)
+    keys.keys()
+    time.sleep(0.15)  # the keys are stale now; the fetch below hangs longer than the cooldown
+
+    def hanging(method: str, url: str, headers: dict, body: bytes | None) -> Reply:
+        time.sleep(0.3)
+        raise TransportError("timed out")
+
+    fake_core.override = hanging
+    found: list[object] = []
+    threads = [threading.Thread(target=lambda: found.append(keys.key_for(key.kid))) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(found) == 6 and all(k is not None for k in found)  # stale keys served to everybody
+    assert fake_core.count("jwks.json") == 2  # the start-up fetch and one failed refetch
