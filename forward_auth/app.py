@@ -21,6 +21,7 @@ from .errors import (
 )
 from .gate import Gate
 from .jwks import JwksFetcher
+from .policy import PolicyFile
 from .resources import HealthResource, ReadyResource, SessionsResource, VerifyResource, apply_headers
 from .settings import Settings
 from .transport import PooledTransport, Transport
@@ -118,9 +119,14 @@ class NginxCompat:
             resp.set_header(f"X-Forward-Auth-Set-Cookie-{index}", cookie)
 
 
-def create_app(settings: Settings, gate: Gate | None = None) -> falcon.App:
-    """The WSGI app: ``/verify``, ``/sessions/verify``, ``/healthz``, ``/readyz``."""
+def create_app(settings: Settings, gate: Gate | None = None, policies: PolicyFile | None = None) -> falcon.App:
+    """The WSGI app: ``/verify``, ``/sessions/verify``, ``/healthz``, ``/readyz``.
+
+    ``policies`` defaults to ``settings.policy_file`` (read now; an invalid file raises PolicyError).
+    """
     gate = gate or build_gate(settings)
+    if policies is None and settings.policy_file:
+        policies = PolicyFile(settings.policy_file, every=settings.policy_reload_seconds)
     app = falcon.App(middleware=[NginxCompat()])
     app.req_options.strip_url_path_trailing_slash = True
     handler = falcon.media.JSONHandler(dumps=compact_json)
@@ -129,7 +135,7 @@ def create_app(settings: Settings, gate: Gate | None = None) -> falcon.App:
     answers = ErrorAnswers(settings)
     app.add_error_handler(Exception, answers.crash)
     app.add_error_handler(ForwardAuthError, answers.handle)
-    app.add_route("/verify", VerifyResource(gate))
+    app.add_route("/verify", VerifyResource(gate, policies))
     app.add_route("/sessions/verify", SessionsResource(gate))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(gate))

@@ -1,9 +1,11 @@
 """Session claim validators with supertokens-python's semantics and exact failure reasons (pure).
 
-Claims live at the root of the access token payload (``userData`` for v2) as
-``{"v": value, "t": <ms fetched>}``. Where the SDK would *refetch* a missing or stale claim
-through the core and issue a new token, the service cannot (it never mints tokens): the
-validator fails with the SDK's own reason, and the 403 body names the claim.
+SuperTokens claims (``st-role``, ``st-perm``, ``st-ev``, any ``st-*`` key) live at the root of
+the access token payload (``userData`` for v2) as ``{"v": value, "t": <ms fetched>}``; other
+keys are the application's own claims and are compared as they are. Where the SDK would
+*refetch* a missing or stale claim through the core and issue a new token, the service cannot
+(it never mints tokens): the validator fails with the SDK's own reason, and the 403 body names
+the claim.
 """
 
 from __future__ import annotations
@@ -14,39 +16,51 @@ from typing import Any
 
 ROLE, PERMISSION, EMAIL_VERIFIED = "st-role", "st-perm", "st-ev"
 
-_EXPECTED_KEY = {
+#: Validator kind -> the key naming the expected value in a failure reason (the SDK's names;
+#: ``exists`` and ``at_least`` are the service's generic validators for application claims).
+EXPECTED_KEY = {
     "includes": "expectedToInclude",
     "includes_all": "expectedToInclude",
     "excludes": "expectedToNotInclude",
     "excludes_all": "expectedToNotInclude",
     "includes_any": "expectedToIncludeAtLeastOneOf",
     "has_value": "expectedValue",
+    "exists": "expectedToExist",
+    "at_least": "expectedAtLeast",
 }
+
+
+def claim_value(payload: dict[str, Any], key: str) -> tuple[Any, Any]:
+    """(value, fetched-at ms) of a claim; SuperTokens claims must have their ``{"v","t"}`` shape."""
+    claim = payload.get(key)
+    if isinstance(claim, dict) and "v" in claim:
+        return claim.get("v"), claim.get("t")
+    if key.startswith("st-"):
+        return None, None
+    return claim, None
 
 
 @dataclass(frozen=True)
 class Validator:
-    """One claim requirement: ``kind`` is one of the SDK validators' names (see ``_EXPECTED_KEY``)."""
+    """One claim requirement: ``kind`` is one of :data:`EXPECTED_KEY`'s names."""
 
     key: str
     kind: str
-    value: Any
+    value: Any = True
     max_age_seconds: int | None = None
     id: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in _EXPECTED_KEY:
+        if self.kind not in EXPECTED_KEY:
             raise ValueError(f"unknown validator kind {self.kind!r}")
 
     def reason(self, payload: dict[str, Any], now_ms: float) -> dict[str, Any] | None:
         """``None`` when the payload satisfies the validator, else the SDK's reason object."""
-        expected = _EXPECTED_KEY[self.kind]
-        claim = payload.get(self.key)
-        actual = claim.get("v") if isinstance(claim, dict) else None
+        expected = EXPECTED_KEY[self.kind]
+        actual, fetched = claim_value(payload, self.key)
         if actual is None:
             return {"message": "value does not exist", expected: self.value, "actualValue": None}
         if self.max_age_seconds is not None:
-            fetched = claim.get("t") if isinstance(claim, dict) else None
             age = (now_ms - fetched) / 1000 if isinstance(fetched, (int, float)) else float("inf")
             if age > self.max_age_seconds:
                 return {"message": "expired", "ageInSeconds": age, "maxAgeInSeconds": self.max_age_seconds}
@@ -55,8 +69,12 @@ class Validator:
         return None
 
     def _holds(self, actual: Any) -> bool:
+        if self.kind == "exists":
+            return True
         if self.kind == "has_value":
             return actual == self.value
+        if self.kind == "at_least":
+            return isinstance(actual, (int, float)) and not isinstance(actual, bool) and actual >= self.value
         if not isinstance(actual, list):
             return False
         present = set(_hashable(actual))

@@ -12,10 +12,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from . import claims
 from . import settings as settings_module
 from . import token as tokens
 from .errors import ForwardAuthError
 from .jwks import JwksFetcher
+from .policy import PolicyError, read_policy
 from .transport import PooledTransport, TransportError
 
 
@@ -37,6 +39,16 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="dev core + service on free ports, with ready-to-paste curls")
     demo.add_argument("--host", default="127.0.0.1")
+
+    check = commands.add_parser("check-policy", help="validate a policy file and print its rules in match order")
+    check.add_argument("file")
+
+    explain = commands.add_parser("explain", help="which policy rule a request matches, and what it requires")
+    explain.add_argument("--policy-file", help="default: the policy_file setting")
+    explain.add_argument("--method", default="GET")
+    explain.add_argument("--uri", required=True)
+    explain.add_argument("--host", default="")
+    explain.add_argument("--token", help="an access token: its claims are checked against the rule (not its signature)")
 
     inspect = commands.add_parser("inspect", help="decode a token; with --core-url, verify it")
     inspect.add_argument("token")
@@ -174,7 +186,37 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "dev-core": cmd_dev_core, "demo": cmd_demo, "inspect": cmd_inspect}
+def cmd_check_policy(args: argparse.Namespace) -> int:
+    policy_set = read_policy(args.file)
+    print(f"{args.file}: {len(policy_set.rules)} rules, first match wins")
+    for index, rule in enumerate(policy_set.rules, start=1):
+        print(f"{index:3d}. {rule.describe()}")
+    print(f"  -. {policy_set.default.describe()} (when no rule matches)")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    path = args.policy_file or settings_module.load().policy_file
+    if not path:
+        print("forward-auth explain: no policy file (give --policy-file or set policy_file)", file=sys.stderr)
+        return 2
+    uri = args.uri.partition("?")[0]
+    rule = read_policy(path).select(args.host.lower(), uri, args.method.upper())
+    print(f"{args.method.upper()} {args.host}{uri} -> rule {rule.describe()}")
+    if args.token is None:
+        return 0
+    try:
+        token = tokens.parse(args.token.strip())
+    except tokens.MalformedToken as exc:
+        print(f"token: not a SuperTokens access token ({exc})")
+        return 1
+    errors = claims.failures(rule.claims, token.custom_claims, time.time() * 1000)
+    print("claims: " + ("satisfied" if not errors else json.dumps(errors)))
+    return 0 if not errors else 1
+
+
+COMMANDS = {"serve": cmd_serve, "dev-core": cmd_dev_core, "demo": cmd_demo, "inspect": cmd_inspect,
+            "check-policy": cmd_check_policy, "explain": cmd_explain}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -183,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except settings_module.SettingsError as exc:
         print(f"forward-auth: {exc}", file=sys.stderr)
+        return 2
+    except PolicyError as exc:
+        print(f"forward-auth: invalid policy: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

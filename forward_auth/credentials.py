@@ -24,12 +24,18 @@ class Credentials:
 
     method: str
     uri: str
+    host: str = ""
     cookie_token: str | None = None
     duplicate_access_cookie: bool = False
     id_refresh_token: str | None = None
     authorization: str | None = None
     anti_csrf: str | None = None
     rid: str | None = None
+
+    @property
+    def path(self) -> str:
+        """The original path, without the query string."""
+        return self.uri.partition("?")[0]
 
     @property
     def bearer_token(self) -> str | None:
@@ -69,13 +75,31 @@ def original_method(get: HeaderGetter, fallback: str, *, trusted: bool) -> str:
     return forwarded.upper()
 
 
+def _path_of(uri: str) -> str:
+    """The path and query of a URI; ``X-Original-URL`` (ingress-nginx) carries the whole URL."""
+    scheme, sep, rest = uri.partition("://")
+    if sep and "/" not in scheme:
+        slash = rest.find("/")
+        return rest[slash:] if slash >= 0 else "/"
+    return uri
+
+
+def _hostname(host: str) -> str:
+    """A Host header without its port (``[::1]:8080`` -> ``[::1]``), lower-cased."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.partition(":")[0]
+
+
 def from_headers(get: HeaderGetter, *, method: str, uri: str, trusted: bool) -> Credentials:
     """Collect credentials through a case-insensitive header getter."""
     cookie_header = get("Cookie")
     cookies = parse_cookie_header(cookie_header)
     return Credentials(
         method=original_method(get, method, trusted=trusted),
-        uri=(_first(get, _URI_HEADERS) if trusted else None) or uri,
+        uri=_path_of((_first(get, _URI_HEADERS) if trusted else None) or uri),
+        host=_hostname((_first(get, ("X-Forwarded-Host",)) if trusted else None) or get("Host") or ""),
         cookie_token=cookies.get(ACCESS_COOKIE),
         duplicate_access_cookie=has_duplicate(cookie_header, ACCESS_COOKIE),
         id_refresh_token=cookies.get(LEGACY_ID_REFRESH_COOKIE),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 from ipaddress import ip_address
 from typing import Any
 
@@ -12,7 +14,12 @@ from . import claims, credentials, verifier
 from .cookies import ResponseHeaders, new_access_token_headers
 from .errors import BadRequest, ForwardAuthError, TryRefreshToken, Unauthorised
 from .gate import Gate
+from .policy import PolicyFile, Rule
 from .settings import Settings, parse_bool
+
+log = logging.getLogger(__name__)
+#: Longest claim header value passed on; longer ones are left out (and named) rather than cut.
+MAX_HEADER_VALUE = 4096
 
 
 def header_value(text: str) -> str:
@@ -51,16 +58,48 @@ def _claim_validators(req: falcon.Request) -> tuple[claims.Validator, ...]:
     return tuple(validators)
 
 
-def policy_from(req: falcon.Request, settings: Settings) -> verifier.Policy:
-    """The per-request policy: settings, overridden by the location's query parameters."""
-    required = _flag(req, "sessionRequired")
-    check_db = _flag(req, "checkDatabase")
+def policy_from(req: falcon.Request, settings: Settings, rule: Rule | None = None) -> verifier.Policy:
+    """The per-request policy: the matched rule (or the settings), overridden by query parameters."""
+    base = rule.to_policy(settings.check_database) if rule else verifier.Policy(check_database=settings.check_database)
+    required, anti_csrf, check_db = _flag(req, "sessionRequired"), _flag(req, "antiCsrf"), _flag(req, "checkDatabase")
     return verifier.Policy(
-        session_required=True if required is None else required,
-        anti_csrf_check=_flag(req, "antiCsrf"),
-        check_database=settings.check_database if check_db is None else check_db,
-        claims=_claim_validators(req),
+        session_required=base.session_required if required is None else required,
+        anti_csrf_check=base.anti_csrf_check if anti_csrf is None else anti_csrf,
+        check_database=base.check_database if check_db is None else check_db,
+        claims=base.claims + _claim_validators(req),
     )
+
+
+def rule_for(req: falcon.Request, creds: credentials.Credentials, policies: PolicyFile | None) -> Rule | None:
+    """``?policy=<name>`` names a rule; otherwise the policy file's first matching rule, if any."""
+    name = req.get_param("policy")
+    if name is None:
+        return policies.current().select(creds.host, creds.path, creds.method) if policies else None
+    rule = policies.current().named(name) if policies else None
+    if rule is None:
+        raise BadRequest(f"no policy rule named {name!r}" + ("" if policies else " (no policy_file is set)"),
+                         reason="bad-policy")
+    return rule
+
+
+def claim_headers(rule: Rule, session: verifier.Session) -> tuple[dict[str, str], list[str]]:
+    """The rule's claim headers for this session, and the names left out because too large."""
+    values: dict[str, str] = {}
+    for header, key in rule.headers:
+        value, _ = claims.claim_value(session.payload, key)
+        if value is not None:
+            values[header] = header_value(",".join(map(_text, value)) if isinstance(value, list) else _text(value))
+    if rule.forward_payload:
+        compact = json.dumps(session.payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        values["X-Access-Token-Payload"] = base64.urlsafe_b64encode(compact).decode("ascii").rstrip("=")
+    omitted = [name for name, value in values.items() if len(value) > MAX_HEADER_VALUE]
+    return {k: v for k, v in values.items() if k not in omitted}, omitted
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 def trusted_peer(req: falcon.Request, settings: Settings) -> bool:
@@ -116,25 +155,39 @@ def promotion_headers(settings: Settings, session: verifier.Session, anti_csrf: 
 class VerifyResource:
     """``/verify``: any method; the original request comes in the proxy's headers."""
 
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, policies: PolicyFile | None = None) -> None:
         self._gate = gate
+        self._policies = policies
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         settings = self._gate.settings
         creds = credentials.from_headers(req.get_header, method=req.method, uri=req.relative_uri,
                                          trusted=trusted_peer(req, settings))
-        req.context.original = f"{creds.method} {creds.uri.partition('?')[0]}"  # no query string in logs
+        req.context.original = f"{creds.method} {creds.path}"  # no query string in logs
         resp.set_header("Cache-Control", "no-store")
         if settings.cors_preflight and creds.method == "OPTIONS" and req.get_header("Access-Control-Request-Method"):
             resp.media = {"message": "preflight"}
             return
-        session = self._gate.verify(creds, policy_from(req, settings))
+        rule = rule_for(req, creds, self._policies)
+        if rule is not None:
+            resp.set_header("X-Forward-Auth-Rule", header_value(rule.name))
+            if rule.session == "public":
+                resp.media = {"message": "public"}
+                return
+        session = self._gate.verify(creds, policy_from(req, settings, rule))
         if session is None:
             resp.media = {"message": "no session"}
             return
         req.context.user_id = session.user_id
         for name, value in identity_headers(session).items():
             resp.set_header(name, value)
+        if rule is not None:
+            forwarded, omitted = claim_headers(rule, session)
+            for name, value in forwarded.items():
+                resp.set_header(name, value)
+            if omitted:
+                resp.set_header("X-Forward-Auth-Omitted", ",".join(omitted))
+                log.warning("claim headers over %d bytes left out: %s", MAX_HEADER_VALUE, ", ".join(omitted))
         apply_headers(resp, promotion_headers(settings, session, creds.anti_csrf))
         resp.media = {"message": "ok", "userId": session.user_id, "sessionHandle": session.handle,
                       "tenantId": session.tenant_id}

@@ -10,6 +10,7 @@ from gunicorn.app.base import BaseApplication
 
 from .app import build_gate, create_app
 from .errors import ForwardAuthError
+from .policy import PolicyError, PolicyFile, PolicySet, read_policy
 from .settings import Settings
 
 log = logging.getLogger("forward_auth")
@@ -35,28 +36,50 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def worker_app(settings: Settings) -> falcon.App:
-    """Build the app in a worker and load the signing keys before the first request."""
+def worker_app(settings: Settings, policy: PolicySet | None = None) -> falcon.App:
+    """Build the app in a worker and load the signing keys before the first request.
+
+    ``policy`` is the master's last good policy: a worker started by a reload with a broken
+    policy file keeps serving it (the file is watched and picked up once it is fixed).
+    """
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     gate = build_gate(settings)
     try:
         gate.keys.keys()
     except ForwardAuthError as exc:
         log.warning("signing keys not loaded at start: %s", exc)
-    return create_app(settings, gate)
+    policies = None
+    if settings.policy_file:
+        policies = PolicyFile(settings.policy_file, every=settings.policy_reload_seconds, initial=policy)
+    return create_app(settings, gate, policies)
 
 
 class Server(BaseApplication):  # type: ignore[misc]
-    """A gunicorn application whose WSGI app is built per worker (after fork)."""
+    """A gunicorn application whose WSGI app is built per worker (after fork).
+
+    The master reads the policy file at start (an invalid one stops start-up) and again on
+    SIGHUP, before gunicorn replaces the workers; a file that no longer parses keeps the last
+    good policy, so a bad edit never takes the gate down.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._policy = read_policy(settings.policy_file) if settings.policy_file else None
         super().__init__()
 
     def load_config(self) -> None:
         for key, value in gunicorn_options(self._settings).items():
             self.cfg.set(key, value)
+        self.cfg.set("on_reload", self._on_reload)
+
+    def _on_reload(self, arbiter: object) -> None:
+        if not self._settings.policy_file:
+            return
+        try:
+            self._policy = read_policy(self._settings.policy_file)
+        except PolicyError as exc:
+            log.error("SIGHUP: policy not reloaded, the previous one stays in force: %s", exc)
 
     def load(self) -> falcon.App:
-        return worker_app(self._settings)
+        return worker_app(self._settings, self._policy)
 

@@ -57,6 +57,8 @@ class Settings:
     refresh_token_path: str = "/auth/session/refresh"
     trusted_proxies: tuple[IPNetwork, ...] = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
     cors_preflight: bool = False
+    policy_file: str | None = None
+    policy_reload_seconds: float = 2.0
     bind: str = "127.0.0.1:8080"
     workers: int = 2
     threads: int = 4
@@ -196,6 +198,8 @@ PARSERS: Mapping[str, Callable[[str, object], Any]] = {
     "refresh_token_path": _path,
     "trusted_proxies": _networks,
     "cors_preflight": _bool,
+    "policy_file": _text,
+    "policy_reload_seconds": _number,
     "bind": _bind,
     "workers": _positive_int,
     "threads": _positive_int,
@@ -224,6 +228,8 @@ DESCRIPTIONS: Mapping[str, str] = {
     "refresh_token_path": "`Path` of the `sRefreshToken` cookie (`<apiBasePath>/session/refresh`)",
     "trusted_proxies": "CIDRs whose `X-Forwarded-*` / `X-Original-*` headers are believed; from any other peer a forwarded method makes the method unknown, so anti-CSRF checks apply",
     "cors_preflight": "let an `OPTIONS` request with `Access-Control-Request-Method` pass without a session",
+    "policy_file": "YAML file of route rules (first match wins); without it, query parameters choose the policy",
+    "policy_reload_seconds": "how often the policy file is checked for changes (0: only at start and on SIGHUP)",
     "bind": "address gunicorn listens on",
     "workers": "gunicorn worker processes",
     "threads": "threads per worker (gthread)",
@@ -233,7 +239,7 @@ DESCRIPTIONS: Mapping[str, str] = {
 
 #: Settings that also have a ``forward-auth serve`` flag (``--core-url`` for ``core_url``).
 FLAGS: tuple[str, ...] = ("bind", "workers", "core_url", "core_api_key", "anti_csrf", "session_expired_status",
-                          "check_database", "legacy", "log_level")
+                          "check_database", "legacy", "policy_file", "log_level")
 
 
 def flag_name(name: str) -> str:

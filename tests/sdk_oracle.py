@@ -35,7 +35,27 @@ ROUTES: dict[str, dict[str, str]] = {
     "roles_admin_editor": {"requireRole": "admin,editor"},
     "perm_edit": {"requirePermission": "edit"},
     "email_verified": {"requireEmailVerified": "true"},
+    "roles_all": {"policy": "roles-all"},
+    "roles_any": {"policy": "roles-any"},
+    "roles_excludes": {"policy": "roles-excludes"},
+    "roles_excludes_all": {"policy": "roles-excludes-all"},
+    "perm_all_ev_fresh": {"policy": "perm-all-ev-fresh"},
 }
+
+#: The policy file the service uses for the ``?policy=`` routes above (same validators as the oracle's);
+#: the rules match no real path, so they apply only when named.
+POLICY = """
+rules:
+  - {name: roles-all, match: {path_prefix: /by-name/}, claims: [{claim: st-role, includes_all: [admin, editor]}]}
+  - {name: roles-any, match: {path_prefix: /by-name/}, claims: [{claim: st-role, includes_any: [admin, editor]}]}
+  - {name: roles-excludes, match: {path_prefix: /by-name/}, claims: [{claim: st-role, excludes: banned}]}
+  - {name: roles-excludes-all, match: {path_prefix: /by-name/}, claims: [{claim: st-role, excludes_all: [banned, suspended]}]}
+  - name: perm-all-ev-fresh
+    match: {path_prefix: /by-name/}
+    claims:
+      - {claim: st-perm, includes_all: [read, write]}
+      - {claim: st-ev, equals: true, max_age_seconds: 3600}
+"""
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE"]
 
 
@@ -84,6 +104,12 @@ def oracle_app() -> FastAPI:
                                      UserRoleClaim.validators.includes("editor")),
         "perm_edit": claims(PermissionClaim.validators.includes("edit")),
         "email_verified": claims(EmailVerificationClaim.validators.is_verified()),
+        "roles_all": claims(UserRoleClaim.validators.includes_all(["admin", "editor"])),
+        "roles_any": claims(UserRoleClaim.validators.includes_any(["admin", "editor"])),
+        "roles_excludes": claims(UserRoleClaim.validators.excludes("banned")),
+        "roles_excludes_all": claims(UserRoleClaim.validators.excludes_all(["banned", "suspended"])),
+        "perm_all_ev_fresh": claims(PermissionClaim.validators.includes_all(["read", "write"]),
+                                    EmailVerificationClaim.validators.is_verified(max_age_in_seconds=3600)),
     }
     for name, kwargs in options.items():
         async def handler(s: SessionContainer | None = Depends(verify_session(**kwargs))) -> dict[str, Any]:

@@ -57,3 +57,29 @@ def test_failures_list_every_failing_validator_with_its_id() -> None:
 def test_unknown_kind_is_refused() -> None:
     with pytest.raises(ValueError):
         Validator("st-role", "contains", "x")
+
+
+@pytest.mark.parametrize(
+    ("validator", "payload", "ok"),
+    [
+        (Validator("plan", "at_least", 2), {"plan": 2}, True),
+        (Validator("plan", "at_least", 2), {"plan": 1.5}, False),
+        (Validator("plan", "at_least", 2), {"plan": True}, False),
+        (Validator("plan", "at_least", 2), {"plan": "9"}, False),
+        (Validator("email", "exists"), {"email": ""}, True),
+        (Validator("email", "exists"), {}, False),
+        (Validator("verified", "has_value", True), {"verified": True}, True),
+        (Validator("groups", "includes", "a"), {"groups": ["a"]}, True),
+        (Validator("groups", "includes", "a"), {"groups": {"v": ["a"], "t": 1}}, True),
+    ],
+)
+def test_generic_validators_compare_application_claims_as_they_are(validator: Validator, payload: dict,
+                                                                   ok: bool) -> None:
+    assert (validator.reason(payload, NOW) is None) is ok
+
+
+def test_generic_failure_reasons() -> None:
+    assert Validator("plan", "at_least", 2).reason({"plan": 1}, NOW) == {
+        "message": "wrong value", "expectedAtLeast": 2, "actualValue": 1}
+    assert Validator("email", "exists").reason({}, NOW) == {
+        "message": "value does not exist", "expectedToExist": True, "actualValue": None}

@@ -64,3 +64,44 @@ def test_check_config_masks_the_api_key(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["serve", "--check-config", "--core-api-key", "s3cr3t-key"]) == 0
     out = capsys.readouterr().out
     assert "s3cr3t-key" not in out and '"core_api_key": "***"' in out
+
+
+POLICY = """
+rules:
+  - {name: public, match: {path_prefix: /public/}, session: public}
+  - name: admin
+    match: {path_prefix: /admin/, methods: [POST]}
+    claims: [{claim: st-role, includes: admin}]
+"""
+
+
+def test_check_policy_prints_rules_in_match_order(capsys: pytest.CaptureFixture[str], tmp_path) -> None:  # noqa: ANN001
+    path = tmp_path / "p.yaml"
+    path.write_text(POLICY)
+    assert main(["check-policy", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].strip().startswith("1. public") and lines[2].strip().startswith("2. admin")
+    assert "st-role includes 'admin'" in lines[2] and "default" in lines[3]
+
+
+def test_check_policy_refuses_a_bad_file_with_exit_2(capsys: pytest.CaptureFixture[str], tmp_path) -> None:  # noqa: ANN001
+    path = tmp_path / "p.yaml"
+    path.write_text("rules: [{claims: [{claim: st-role, contains: x}]}]")
+    assert main(["check-policy", str(path)]) == 2
+    assert "rules[0], claims[0]: exactly one of" in capsys.readouterr().err
+
+
+def test_explain_names_the_rule_and_checks_a_tokens_claims(capsys: pytest.CaptureFixture[str], tmp_path,  # noqa: ANN001
+                                                          key: SigningKey) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(POLICY)
+    assert main(["explain", "--policy-file", str(path), "--method", "post", "--uri", "/admin/x?y=1"]) == 0
+    assert "POST /admin/x -> rule admin" in capsys.readouterr().out
+    assert main(["explain", "--policy-file", str(path), "--method", "GET", "--uri", "/admin/x"]) == 0
+    assert "-> rule default" in capsys.readouterr().out
+    assert main(["explain", "--policy-file", str(path), "--method", "POST", "--uri", "/admin/x",
+                 "--token", v5(key)]) == 0
+    assert "claims: satisfied" in capsys.readouterr().out
+    user = v5(key, **{"st-role": {"v": ["user"], "t": 1}})
+    assert main(["explain", "--policy-file", str(path), "--method", "POST", "--uri", "/admin/x", "--token", user]) == 1
+    assert '"expectedToInclude": "admin"' in capsys.readouterr().out

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import falcon.testing
 import pytest
 from fastapi.testclient import TestClient
-from sdk_oracle import ROUTES, init_sdk, oracle_app
+from sdk_oracle import POLICY, ROUTES, init_sdk, oracle_app
 
 from forward_auth import settings as settings_module
 from forward_auth.app import create_app
@@ -38,9 +38,9 @@ class Config:
         return {"anti_csrf": self.anti_csrf, "use_dynamic_access_token_signing_key": not self.static_key,
                 "session_expired_status_code": self.expired_status}
 
-    def settings(self, core_url: str) -> settings_module.Settings:
+    def settings(self, core_url: str, policy_file: str) -> settings_module.Settings:
         return settings_module.load({
-            "core_url": core_url, "core_api_key": API_KEY, "anti_csrf": self.anti_csrf,
+            "core_url": core_url, "core_api_key": API_KEY, "anti_csrf": self.anti_csrf, "policy_file": policy_file,
             "use_static_signing_key": str(self.static_key), "session_expired_status": str(self.expired_status),
             "jwks_refetch_cooldown_seconds": "0",
         }, environ={})
@@ -278,6 +278,18 @@ CASES: list[Case] = [
         ("perm_edit", "has edit", {"st-perm": {"v": ["read", "edit"], "t": 1}}),
         ("email_verified", "verified", {"st-ev": {"v": True, "t": 1}}),
         ("email_verified", "not verified, fresh", {"st-ev": {"v": False, "t": 4102444800000}}),
+        ("roles_all", "has both", {"st-role": {"v": ["editor", "admin"], "t": 1}}),
+        ("roles_all", "has admin only", {"st-role": {"v": ["admin"], "t": 1}}),
+        ("roles_any", "has editor", {"st-role": {"v": ["editor"], "t": 1}}),
+        ("roles_any", "has neither", {"st-role": {"v": ["user"], "t": 1}}),
+        ("roles_excludes", "not banned", {"st-role": {"v": ["user"], "t": 1}}),
+        ("roles_excludes", "banned", {"st-role": {"v": ["user", "banned"], "t": 1}}),
+        ("roles_excludes_all", "suspended", {"st-role": {"v": ["suspended"], "t": 1}}),
+        ("roles_excludes_all", "clean", {"st-role": {"v": [], "t": 1}}),
+        ("perm_all_ev_fresh", "all good", {"st-perm": {"v": ["read", "write"], "t": 1},
+                                           "st-ev": {"v": True, "t": 4102444800000}}),
+        ("perm_all_ev_fresh", "read only, unverified", {"st-perm": {"v": ["read"], "t": 1},
+                                                        "st-ev": {"v": False, "t": 4102444800000}}),
     ]],
     Case("claims: role_admin, expired token", minted(exp=now_s(-1)), route="role_admin"),
     Case("claims: role_admin, v2 token without roles claim", minted(version=2, userData={"st-role": {"v": ["x"],
@@ -299,8 +311,9 @@ def devcore() -> Iterator[tuple[DevCore, str]]:
 class Sides:
     """The oracle and the service for one configuration (the SDK is process-global)."""
 
-    def __init__(self, core_url: str) -> None:
+    def __init__(self, core_url: str, policy_file: str) -> None:
         self._core_url = core_url
+        self._policy_file = policy_file
         self._config: Config | None = None
         self.oracle: TestClient
         self.service: falcon.testing.TestClient
@@ -309,14 +322,16 @@ class Sides:
         if config != self._config:
             init_sdk(self._core_url, API_KEY, **config.sdk_options())
             self.oracle = TestClient(oracle_app())
-            self.service = falcon.testing.TestClient(create_app(config.settings(self._core_url)))
+            self.service = falcon.testing.TestClient(create_app(config.settings(self._core_url, self._policy_file)))
             self._config = config
         return self
 
 
 @pytest.fixture(scope="module")
-def sides(devcore: tuple[DevCore, str]) -> Sides:
-    return Sides(devcore[1])
+def sides(devcore: tuple[DevCore, str], tmp_path_factory: pytest.TempPathFactory) -> Sides:
+    policy_file = tmp_path_factory.mktemp("policy") / "policy.yaml"
+    policy_file.write_text(POLICY)
+    return Sides(devcore[1], str(policy_file))
 
 
 def outcome(status: int, set_cookies: list[str], headers: dict[str, str], body: Any, method: str) -> dict[str, Any]:

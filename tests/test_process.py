@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -145,3 +146,54 @@ def test_gunicorn_directly_with_the_shipped_config(core_url: str) -> None:
         token = post_json(core_url + "/dev/sessions", {"userId": "direct"})["accessToken"]["token"]
         status, headers, _ = curl(f"http://127.0.0.1:{port}/verify", "-H", f"Cookie: sAccessToken={token}")
         assert status == 200 and headers["x-user-id"] == "direct"
+
+
+def test_policy_reload_under_load_with_sighup_loses_no_request(core_url: str, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: [{name: before, match: {path_prefix: /}, session: required}]\n")
+    port = free_port()
+    env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_POLICY_RELOAD_SECONDS": "0"}
+    args = [*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--core-url", core_url,
+            "--policy-file", str(policy)]
+    token = post_json(core_url + "/dev/sessions", {"userId": "loaded"})["accessToken"]["token"]
+    seen: list[tuple[int, str]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/verify",
+                                             headers={"Cookie": f"sAccessToken={token}"})
+            try:
+                with urllib.request.urlopen(request, timeout=5) as reply:
+                    seen.append((reply.status, reply.headers["X-Forward-Auth-Rule"]))
+            except Exception as exc:  # noqa: BLE001 - any failed request fails the test
+                failures.append(repr(exc))
+
+    with process(args, env) as proc:
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        policy.write_text("rules: [{name: after, match: {path_prefix: /}, session: public}]\n")
+        os.kill(proc.pid, signal.SIGHUP)
+        time.sleep(2.0)
+        policy.write_text("rules: [{name: broken, session: sometimes}]\n")
+        os.kill(proc.pid, signal.SIGHUP)
+        time.sleep(2.0)
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    assert {status for status, _ in seen} == {200} and len(seen) > 50
+    rules = [rule for _, rule in seen]
+    assert rules[0] == "before" and rules[-1] == "after"  # the broken edit kept the last good policy
+    assert "broken" not in rules
+
+
+def test_invalid_policy_file_stops_start_up(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: [{session: maybe}]\n")
+    result = subprocess.run([*CLI, "serve", "--policy-file", str(policy)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "rules[0]: session must be one of" in result.stderr

@@ -1,0 +1,305 @@
+"""Route policies: an ordered YAML list of rules, first match wins (pure, apart from reading the file).
+
+    default: {session: required}
+    rules:
+      - name: public
+        match: {path_prefix: /public/}
+        session: public                  # public | required | optional
+      - name: admin
+        match: {host: "*.example.com", path_glob: "/admin/*", methods: [GET, POST]}
+        session: required
+        anti_csrf: true                  # omitted: the SDK's default (every method but GET)
+        check_database: true
+        claims:
+          - {claim: st-role, includes: admin}
+          - {claim: st-ev, equals: true, max_age_seconds: 300}
+          - {claim: plan, at_least: 2}
+        headers: {X-User-Roles: st-role, X-User-Email: email}
+        forward_payload: true            # X-Access-Token-Payload: base64url JSON of the payload
+
+A match may name ``host`` (a glob), one of ``path_prefix`` / ``path_glob`` / ``path_regex``, and
+``methods``; an empty match matches everything. :class:`PolicyFile` re-reads the file when it
+changes; a bad file keeps the policy in force and logs why.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .claims import Validator
+from .verifier import Policy
+
+log = logging.getLogger(__name__)
+SESSIONS = ("public", "required", "optional")
+_RULE_KEYS = {"name", "match", "session", "anti_csrf", "check_database", "claims", "headers", "forward_payload"}
+_MATCH_KEYS = {"host", "path_prefix", "path_glob", "path_regex", "methods"}
+_CLAIM_KINDS = {"includes", "includes_all", "excludes", "excludes_all", "includes_any", "equals", "exists",
+                "at_least"}
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]+")
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; says where and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Match:
+    """Which original requests a rule applies to."""
+
+    host: str | None = None
+    path_prefix: str | None = None
+    path_glob: str | None = None
+    path_regex: re.Pattern[str] | None = None
+    methods: frozenset[str] | None = None
+
+    def matches(self, host: str, path: str, method: str) -> bool:
+        if self.methods is not None and method not in self.methods:
+            return False
+        if self.host is not None and not fnmatch.fnmatchcase(host.lower(), self.host.lower()):
+            return False
+        if self.path_prefix is not None and not path.startswith(self.path_prefix):
+            return False
+        if self.path_glob is not None and not fnmatch.fnmatchcase(path, self.path_glob):
+            return False
+        return self.path_regex is None or self.path_regex.fullmatch(path) is not None
+
+    def describe(self) -> str:
+        parts = [f"host={self.host}" if self.host else "", f"prefix={self.path_prefix}" if self.path_prefix else "",
+                 f"glob={self.path_glob}" if self.path_glob else "",
+                 f"regex={self.path_regex.pattern}" if self.path_regex else "",
+                 f"methods={','.join(sorted(self.methods))}" if self.methods else ""]
+        return " ".join(p for p in parts if p) or "everything"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one kind of route requires, and which claims it forwards as headers."""
+
+    name: str
+    match: Match = field(default_factory=Match)
+    session: str = "required"
+    anti_csrf: bool | None = None
+    check_database: bool | None = None
+    claims: tuple[Validator, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    forward_payload: bool = False
+
+    def to_policy(self, check_database_default: bool) -> Policy:
+        """The verifier's per-request policy for this rule (``public`` rules never get here)."""
+        return Policy(
+            session_required=self.session == "required",
+            anti_csrf_check=self.anti_csrf,
+            check_database=check_database_default if self.check_database is None else self.check_database,
+            claims=self.claims,
+        )
+
+    def describe(self) -> str:
+        needs = [self.session]
+        if self.anti_csrf is not None:
+            needs.append(f"anti_csrf={'on' if self.anti_csrf else 'off'}")
+        if self.check_database is not None:
+            needs.append(f"check_database={'on' if self.check_database else 'off'}")
+        needs += [f"{v.key} {v.kind} {v.value!r}" + (f" (max age {v.max_age_seconds} s)" if v.max_age_seconds else "")
+                  for v in self.claims]
+        needs += [f"{header} <- {claim}" for header, claim in self.headers]
+        if self.forward_payload:
+            needs.append("X-Access-Token-Payload")
+        return f"{self.name}: when {self.match.describe()}: " + "; ".join(needs)
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """Ordered rules and the default rule for requests no rule matches."""
+
+    rules: tuple[Rule, ...] = ()
+    default: Rule = field(default_factory=lambda: Rule(name="default"))
+
+    def select(self, host: str, path: str, method: str) -> Rule:
+        """The first rule whose match holds, else the default."""
+        for rule in self.rules:
+            if rule.match.matches(host, path, method):
+                return rule
+        return self.default
+
+    def named(self, name: str) -> Rule | None:
+        if name == self.default.name:
+            return self.default
+        return next((rule for rule in self.rules if rule.name == name), None)
+
+
+def _fail(where: str, what: str) -> PolicyError:
+    return PolicyError(f"{where}: {what}")
+
+
+def _bool_or_none(raw: Mapping[str, Any], key: str, where: str) -> bool | None:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise _fail(where, f"{key} must be true or false")
+    return value
+
+
+def _validator(raw: Any, where: str) -> Validator:
+    if not isinstance(raw, dict) or not isinstance(raw.get("claim"), str):
+        raise _fail(where, "a claim check needs `claim: <key>` and one of " + ", ".join(sorted(_CLAIM_KINDS)))
+    kinds = [k for k in raw if k in _CLAIM_KINDS]
+    unknown = set(raw) - _CLAIM_KINDS - {"claim", "max_age_seconds", "id"}
+    if len(kinds) != 1 or unknown:
+        raise _fail(where, "exactly one of " + ", ".join(sorted(_CLAIM_KINDS)) + " (and optionally max_age_seconds, id)")
+    kind, value = kinds[0], raw[kinds[0]]
+    if kind in ("includes_all", "excludes_all", "includes_any") and not isinstance(value, list):
+        raise _fail(where, f"{kind} needs a list")
+    if kind == "at_least" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise _fail(where, "at_least needs a number")
+    max_age = raw.get("max_age_seconds")
+    if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0):
+        raise _fail(where, "max_age_seconds must be a whole number >= 0")
+    kind = {"equals": "has_value"}.get(kind, kind)
+    return Validator(raw["claim"], kind, True if kind == "exists" else value, max_age, raw.get("id"))
+
+
+def _match(raw: Any, where: str) -> Match:
+    if raw is None:
+        return Match()
+    if not isinstance(raw, dict) or set(raw) - _MATCH_KEYS:
+        raise _fail(where, "match takes " + ", ".join(sorted(_MATCH_KEYS)))
+    if sum(k in raw for k in ("path_prefix", "path_glob", "path_regex")) > 1:
+        raise _fail(where, "use one of path_prefix, path_glob, path_regex")
+    for key in ("host", "path_prefix", "path_glob", "path_regex"):
+        if key in raw and not isinstance(raw[key], str):
+            raise _fail(where, f"{key} must be a string")
+    try:
+        regex = re.compile(raw["path_regex"]) if "path_regex" in raw else None
+    except re.error as exc:
+        raise _fail(where, f"path_regex does not compile ({exc})") from None
+    methods = raw.get("methods")
+    if methods is not None and (not isinstance(methods, list) or not all(isinstance(m, str) for m in methods)):
+        raise _fail(where, "methods must be a list of HTTP methods")
+    return Match(raw.get("host"), raw.get("path_prefix"), raw.get("path_glob"), regex,
+                 frozenset(m.upper() for m in methods) if methods is not None else None)
+
+
+def _rule(raw: Any, where: str, default_name: str) -> Rule:
+    if not isinstance(raw, dict):
+        raise _fail(where, "a rule is a mapping")
+    unknown = set(raw) - _RULE_KEYS
+    if unknown:
+        raise _fail(where, f"unknown key(s) {', '.join(sorted(map(str, unknown)))}; a rule takes "
+                    + ", ".join(sorted(_RULE_KEYS)))
+    session = raw.get("session", "required")
+    if session not in SESSIONS:
+        raise _fail(where, f"session must be one of {', '.join(SESSIONS)}")
+    claims = [] if raw.get("claims") is None else raw["claims"]
+    headers = {} if raw.get("headers") is None else raw["headers"]
+    if not isinstance(claims, list):
+        raise _fail(where, "claims must be a list")
+    if not isinstance(headers, dict) or not all(
+            isinstance(h, str) and _HEADER_NAME.fullmatch(h) and isinstance(c, str) for h, c in headers.items()):
+        raise _fail(where, "headers maps header names to claim keys")
+    if session == "public" and (claims or headers or raw.get("forward_payload")):
+        raise _fail(where, "a public rule checks nothing, so it cannot require or forward claims")
+    forward_payload = raw.get("forward_payload", False)
+    if not isinstance(forward_payload, bool):
+        raise _fail(where, "forward_payload must be true or false")
+    return Rule(
+        name=str(raw.get("name") or default_name),
+        match=_match(raw.get("match"), where),
+        session=session,
+        anti_csrf=_bool_or_none(raw, "anti_csrf", where),
+        check_database=_bool_or_none(raw, "check_database", where),
+        claims=tuple(_validator(c, f"{where}, claims[{i}]") for i, c in enumerate(claims)),
+        headers=tuple(headers.items()),
+        forward_payload=forward_payload,
+    )
+
+
+def parse_policy(document: Any, source: str = "policy") -> PolicySet:
+    """A validated :class:`PolicySet` from a loaded YAML document."""
+    if document is None:
+        document = {}
+    if not isinstance(document, dict) or set(document) - {"rules", "default"}:
+        raise _fail(source, "the policy is a mapping with `rules` (a list) and optionally `default`")
+    rules_raw = [] if document.get("rules") is None else document["rules"]
+    if not isinstance(rules_raw, list):
+        raise _fail(source, "rules must be a list")
+    rules = tuple(_rule(raw, f"{source}: rules[{i}]", f"rule-{i + 1}") for i, raw in enumerate(rules_raw))
+    default_raw = document.get("default") or {}
+    if isinstance(default_raw, dict) and "match" in default_raw:
+        raise _fail(f"{source}: default", "the default rule has no match")
+    default = _rule(default_raw, f"{source}: default", "default")
+    names = [rule.name for rule in rules] + [default.name]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise _fail(source, f"rule names must be unique ({', '.join(duplicates)})")
+    return PolicySet(rules, default)
+
+
+def read_policy(path: str) -> PolicySet:
+    """Read and validate a policy file."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot be read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML ({exc})") from None
+    return parse_policy(document, path)
+
+
+class PolicyFile:
+    """The policy in force: re-read when the file changes (checked at most every ``every`` s).
+
+    A file that stops parsing keeps the previous policy in force; the error is logged once
+    per change and kept in :attr:`last_error`.
+    """
+
+    def __init__(self, path: str, *, every: float = 2.0, clock: Callable[[], float] = time.monotonic,
+                 initial: PolicySet | None = None) -> None:
+        self.path = path
+        self._every = every
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stamp = self._file_stamp()
+        self._policy = initial if initial is not None else read_policy(path)
+        self._checked = clock()
+        self.last_error: str | None = None
+
+    def _file_stamp(self) -> tuple[float, int] | None:
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return stat.st_mtime, stat.st_size
+
+    def current(self) -> PolicySet:
+        """The policy in force, re-read first if the file changed since the last look."""
+        if self._every <= 0 or self._clock() - self._checked < self._every:
+            return self._policy
+        with self._lock:
+            if self._clock() - self._checked < self._every:
+                return self._policy
+            self._checked = self._clock()
+            stamp = self._file_stamp()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self._reload()
+        return self._policy
+
+    def _reload(self) -> None:
+        try:
+            self._policy = read_policy(self.path)
+        except PolicyError as exc:
+            self.last_error = str(exc)
+            log.error("policy not reloaded, the previous one stays in force: %s", exc)
+            return
+        self.last_error = None
+        log.info("policy reloaded from %s (%d rules)", self.path, len(self._policy.rules))

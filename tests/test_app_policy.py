@@ -1,0 +1,122 @@
+"""The app with a policy file: rule selection, public rules, claims, claim headers, ?policy=."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from conftest import v5
+
+from forward_auth.minter import SigningKey
+
+POLICY = """
+rules:
+  - name: public
+    match: {path_prefix: /public/}
+    session: public
+  - name: optional
+    match: {path_prefix: /optional/}
+    session: optional
+  - name: admin
+    match: {path_prefix: /admin/}
+    claims:
+      - {claim: st-role, includes: admin}
+      - {claim: plan, at_least: 2}
+    headers: {X-User-Roles: st-role, X-User-Email: email, X-User-Plan: plan}
+  - name: payload
+    match: {path_prefix: /payload/}
+    forward_payload: true
+  - name: no-csrf
+    match: {path_prefix: /webhook/}
+    anti_csrf: false
+"""
+
+
+@pytest.fixture
+def policy_client(make_client, tmp_path: Path):  # noqa: ANN001, ANN201
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    return make_client(policy_file=str(path), anti_csrf="VIA_CUSTOM_HEADER")
+
+
+def at(uri: str, token: str | None = None, method: str = "GET", **extra: str) -> dict[str, str]:
+    headers = {"X-Forwarded-Method": method, "X-Forwarded-Uri": uri, **extra}
+    if token:
+        headers["Cookie"] = f"sAccessToken={token}"
+    return headers
+
+
+def test_public_rule_checks_nothing(policy_client) -> None:  # noqa: ANN001
+    result = policy_client.simulate_get("/verify", headers=at("/public/x", "garbage"))
+    assert (result.status_code, result.json) == (200, {"message": "public"})
+    assert result.headers["X-Forward-Auth-Rule"] == "public" and "X-User-Id" not in result.headers
+
+
+def test_optional_rule(policy_client, key: SigningKey) -> None:  # noqa: ANN001
+    assert policy_client.simulate_get("/verify", headers=at("/optional/x")).json == {"message": "no session"}
+    assert policy_client.simulate_get("/verify", headers=at("/optional/x", v5(key))).headers["X-User-Id"] == "user-1"
+
+
+def test_default_rule_requires_a_session(policy_client) -> None:  # noqa: ANN001
+    result = policy_client.simulate_get("/verify", headers=at("/anything"))
+    assert result.status_code == 401 and result.headers["X-Forward-Auth-Rule"] == "default"
+
+
+def test_claims_and_claim_headers(policy_client, key: SigningKey) -> None:  # noqa: ANN001
+    good = v5(key, plan=3, email="ann@example.com", **{"st-role": {"v": ["admin", "ops"], "t": 1}})
+    result = policy_client.simulate_get("/verify", headers=at("/admin/x", good))
+    assert result.status_code == 200
+    assert result.headers["X-User-Roles"] == "admin,ops"
+    assert result.headers["X-User-Email"] == "ann@example.com"
+    assert result.headers["X-User-Plan"] == "3"
+    poor = v5(key, plan=1)
+    denied = policy_client.simulate_get("/verify", headers=at("/admin/x", poor))
+    assert denied.status_code == 403
+    assert denied.json == {"message": "invalid claim", "claimValidationErrors": [
+        {"id": "plan", "reason": {"message": "wrong value", "expectedAtLeast": 2, "actualValue": 1}}]}
+    assert denied.headers["X-Forward-Auth-Rule"] == "admin"
+
+
+def test_claim_headers_cannot_inject(policy_client, key: SigningKey) -> None:  # noqa: ANN001
+    evil = v5(key, plan=2, email="a@b\r\nX-Admin: 1", **{"st-role": {"v": ["admin", "x\ny"], "t": 1}})
+    result = policy_client.simulate_get("/verify", headers=at("/admin/x", evil))
+    assert result.headers["X-User-Email"] == "a@b%0D%0AX-Admin:%201"
+    assert result.headers["X-User-Roles"] == "admin,x%0Ay"
+    assert "X-Admin" not in result.headers
+
+
+def test_oversized_claim_headers_are_left_out_and_named(policy_client, key: SigningKey) -> None:  # noqa: ANN001
+    big = v5(key, plan=2, email="e" * 5000, **{"st-role": {"v": ["admin"], "t": 1}})
+    result = policy_client.simulate_get("/verify", headers=at("/admin/x", big))
+    assert result.status_code == 200 and "X-User-Email" not in result.headers
+    assert result.headers["X-Forward-Auth-Omitted"] == "X-User-Email"
+    assert result.headers["X-User-Roles"] == "admin"
+
+
+def test_whole_payload_header(policy_client, key: SigningKey) -> None:  # noqa: ANN001
+    result = policy_client.simulate_get("/verify", headers=at("/payload/x", v5(key)))
+    encoded = result.headers["X-Access-Token-Payload"]
+    assert json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))["sub"] == "user-1"
+
+
+def test_rule_turns_anti_csrf_off(policy_client, key: SigningKey) -> None:  # noqa: ANN001
+    assert policy_client.simulate_get("/verify", headers=at("/webhook/x", v5(key), "POST")).status_code == 200
+    assert policy_client.simulate_get("/verify", headers=at("/other", v5(key), "POST")).status_code == 401
+
+
+def test_named_rule_from_the_query(policy_client, key: SigningKey) -> None:  # noqa: ANN001
+    result = policy_client.simulate_get("/verify", params={"policy": "admin"}, headers=at("/public/x", v5(key)))
+    assert result.status_code == 403 and result.headers["X-Forward-Auth-Rule"] == "admin"
+    unknown = policy_client.simulate_get("/verify", params={"policy": "nope"})
+    assert unknown.status_code == 400 and "nope" in unknown.json["message"]
+
+
+def test_query_parameters_override_the_rule(policy_client) -> None:  # noqa: ANN001
+    result = policy_client.simulate_get("/verify", params={"sessionRequired": "false"}, headers=at("/anything"))
+    assert result.json == {"message": "no session"}
+
+
+def test_named_rule_without_a_policy_file_is_400(client) -> None:  # noqa: ANN001
+    assert client.simulate_get("/verify", params={"policy": "admin"}).status_code == 400

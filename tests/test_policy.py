@@ -1,0 +1,146 @@
+"""Route policies: parsing with clear errors, first-match selection, reload that survives bad edits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from forward_auth.claims import Validator
+from forward_auth.policy import PolicyError, PolicyFile, parse_policy, read_policy
+
+EXAMPLE = """
+default: {session: optional}
+rules:
+  - name: public
+    match: {path_prefix: /public/}
+    session: public
+  - name: admin
+    match: {host: "*.example.com", path_glob: "/admin/*", methods: [get, POST]}
+    anti_csrf: true
+    check_database: true
+    claims:
+      - {claim: st-role, includes: admin}
+      - {claim: st-perm, includes_all: [read, write]}
+      - {claim: st-ev, equals: true, max_age_seconds: 300}
+      - {claim: plan, at_least: 2, id: paid-plan}
+      - {claim: email, exists: true}
+    headers: {X-User-Roles: st-role, X-User-Email: email}
+    forward_payload: true
+  - name: api
+    match: {path_regex: "/api/v[0-9]+/.*"}
+"""
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(EXAMPLE)
+    return path
+
+
+def test_rules_parse_with_their_validators(example: Path) -> None:
+    policy = read_policy(str(example))
+    admin = policy.named("admin")
+    assert admin is not None and admin.session == "required" and admin.anti_csrf is True
+    assert admin.claims == (
+        Validator("st-role", "includes", "admin"),
+        Validator("st-perm", "includes_all", ["read", "write"]),
+        Validator("st-ev", "has_value", True, 300),
+        Validator("plan", "at_least", 2, id="paid-plan"),
+        Validator("email", "exists", True),
+    )
+    assert admin.headers == (("X-User-Roles", "st-role"), ("X-User-Email", "email"))
+    assert policy.default.session == "optional"
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "method", "rule"),
+    [
+        ("a.example.com", "/public/x", "DELETE", "public"),
+        ("a.example.com", "/admin/x", "POST", "admin"),
+        ("A.EXAMPLE.COM", "/admin/x", "GET", "admin"),
+        ("a.example.com", "/admin/x", "PUT", "default"),
+        ("other.org", "/admin/x", "GET", "default"),
+        ("x", "/api/v2/users", "GET", "api"),
+        ("x", "/api/vX/users", "GET", "default"),
+        ("x", "/publicity", "GET", "default"),
+    ],
+)
+def test_first_match_wins(example: Path, host: str, path: str, method: str, rule: str) -> None:
+    assert read_policy(str(example)).select(host, path, method).name == rule
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ("rules: {}", "rules must be a list"),
+        ("rules: [{session: maybe}]", "rules[0]: session must be one of"),
+        ("rules: [{sesion: required}]", "unknown key(s) sesion"),
+        ("rules: [{match: {path: /x}}]", "match takes"),
+        ("rules: [{match: {path_prefix: /a, path_glob: /b}}]", "one of path_prefix"),
+        ("rules: [{match: {path_regex: '('}}]", "path_regex does not compile"),
+        ("rules: [{claims: [{claim: st-role}]}]", "claims[0]: exactly one of"),
+        ("rules: [{claims: [{claim: st-role, includes: a, excludes: b}]}]", "exactly one of"),
+        ("rules: [{claims: [{claim: st-role, includes_all: a}]}]", "includes_all needs a list"),
+        ("rules: [{claims: [{claim: plan, at_least: lots}]}]", "at_least needs a number"),
+        ("rules: [{claims: [{claim: st-ev, equals: true, max_age_seconds: -1}]}]", "max_age_seconds"),
+        ("rules: [{headers: {'X-Bad Header': st-role}}]", "headers maps header names"),
+        ("rules: [{session: public, claims: [{claim: a, exists: true}]}]", "a public rule checks nothing"),
+        ("rules: [{name: a}, {name: a}]", "rule names must be unique (a)"),
+        ("default: {match: {path_prefix: /}}", "the default rule has no match"),
+        ("rules: [{anti_csrf: sometimes}]", "anti_csrf must be true or false"),
+        ("[1, 2]", "the policy is a mapping"),
+    ],
+)
+def test_invalid_policies_say_where_and_what(tmp_path: Path, document: str, message: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(document)
+    with pytest.raises(PolicyError) as info:
+        read_policy(str(path))
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_unreadable_and_unparsable_files(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="cannot be read"):
+        read_policy(str(tmp_path / "missing.yaml"))
+    (tmp_path / "p.yaml").write_text("rules: [\n")
+    with pytest.raises(PolicyError, match="not valid YAML"):
+        read_policy(str(tmp_path / "p.yaml"))
+
+
+def test_empty_policy_requires_a_session_everywhere() -> None:
+    assert parse_policy(None).select("h", "/x", "GET").session == "required"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_changes_are_picked_up_and_bad_edits_keep_the_policy(example: Path) -> None:
+    clock = Clock()
+    watched = PolicyFile(str(example), every=2.0, clock=clock)
+    assert watched.current().select("h", "/public/a", "GET").name == "public"
+    example.write_text("rules: [{name: everything-public, session: public}]\n")
+    assert watched.current().named("everything-public") is None  # not checked again yet
+    clock.now += 2
+    assert watched.current().select("h", "/x", "GET").name == "everything-public"
+    example.write_text("rules: [{session: maybe}]\n")
+    clock.now += 2
+    assert watched.current().select("h", "/x", "GET").name == "everything-public"
+    assert watched.last_error is not None and "session must be one of" in watched.last_error
+    example.write_text(EXAMPLE)
+    clock.now += 2
+    assert watched.current().named("admin") is not None and watched.last_error is None
+
+
+def test_watching_can_be_off(example: Path) -> None:
+    clock = Clock()
+    watched = PolicyFile(str(example), every=0, clock=clock)
+    example.write_text("rules: []\n")
+    clock.now += 100
+    assert watched.current().named("admin") is not None
