@@ -3,8 +3,19 @@
 Every value comes from the same FORWARD_AUTH_* settings as ``forward-auth serve``.
 """
 
-from forward_auth.server import gunicorn_options as _gunicorn_options
-from forward_auth.settings import load as _load
+import os as _os
+import tempfile as _tempfile
+
+# prometheus-client's multiprocess mode must be set up before it is first imported.
+_os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", _tempfile.mkdtemp(prefix="forward-auth-metrics-"))
+
+from forward_auth import metrics as _metrics  # noqa: E402
+from forward_auth.server import gunicorn_options as _gunicorn_options  # noqa: E402
+from forward_auth.settings import load as _load  # noqa: E402
 
 wsgi_app = "forward_auth.wsgi:get_app()"
 globals().update(_gunicorn_options(_load()))
+
+
+def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn's hook signature
+    _metrics.worker_exited(worker.pid)

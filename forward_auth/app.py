@@ -10,6 +10,7 @@ import falcon
 
 from .cookies import clearing_headers
 from .core import CoreClient
+from .decisions import DecisionRecorder
 from .errors import (
     BadRequest,
     CoreError,
@@ -22,7 +23,14 @@ from .errors import (
 from .gate import Gate
 from .jwks import JwksFetcher
 from .policy import PolicyFile
-from .resources import HealthResource, ReadyResource, SessionsResource, VerifyResource, apply_headers
+from .resources import (
+    HealthResource,
+    MetricsResource,
+    ReadyResource,
+    SessionsResource,
+    VerifyResource,
+    apply_headers,
+)
 from .settings import Settings
 from .transport import PooledTransport, Transport
 
@@ -82,8 +90,7 @@ class ErrorAnswers:
             apply_headers(resp, clearing_headers(self._settings))
         if isinstance(ex, ServiceUnavailable):
             resp.set_header("Retry-After", "1")
-        level = logging.WARNING if status >= 500 else logging.INFO
-        log.log(level, "deny %s %s: %s (%s)", status, getattr(req.context, "original", req.path), ex.reason, ex.detail)
+        req.context.detail = ex.detail  # logged by the decision recorder, never sent
 
     def crash(self, req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
         """Our own bug: fail closed with a 500, log the traceback (never a token)."""
@@ -127,7 +134,8 @@ def create_app(settings: Settings, gate: Gate | None = None, policies: PolicyFil
     gate = gate or build_gate(settings)
     if policies is None and settings.policy_file:
         policies = PolicyFile(settings.policy_file, every=settings.policy_reload_seconds)
-    app = falcon.App(middleware=[NginxCompat()])
+    # The recorder comes last so that its process_response sees the status before NginxCompat.
+    app = falcon.App(middleware=[NginxCompat(), DecisionRecorder()])
     app.req_options.strip_url_path_trailing_slash = True
     handler = falcon.media.JSONHandler(dumps=compact_json)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = handler
@@ -139,4 +147,5 @@ def create_app(settings: Settings, gate: Gate | None = None, policies: PolicyFil
     app.add_route("/sessions/verify", SessionsResource(gate))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(gate))
+    app.add_route("/metrics", MetricsResource())
     return app

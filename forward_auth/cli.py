@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -16,9 +19,10 @@ from . import claims
 from . import settings as settings_module
 from . import token as tokens
 from .errors import ForwardAuthError
-from .jwks import JwksFetcher
 from .policy import PolicyError, read_policy
 from .transport import PooledTransport, TransportError
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # spelled here: importing metrics would import prometheus-clientfrom .transport import PooledTransport, TransportError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,15 +65,28 @@ def _split_bind(bind: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import Server
+def metrics_directory() -> str:
+    """A fresh directory for prometheus-client's multiprocess files, set before it is imported."""
+    path = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="forward-auth-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    return path
 
+
+def cmd_serve(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in settings_module.FLAGS}
     settings = settings_module.load(overrides, config_file=args.config)
     if args.check_config:
         print(json.dumps(settings_module.public_view(settings), indent=2, default=str))
         return 0
-    Server(settings).run()
+    directory = metrics_directory()
+    from .server import Server  # after the metrics directory is set: prometheus-client reads it on import
+
+    master = os.getpid()
+    try:
+        Server(settings).run()
+    finally:
+        if os.getpid() == master:  # forked workers unwind through here too when they exit
+            shutil.rmtree(directory, ignore_errors=True)
     return 0
 
 
@@ -113,6 +130,7 @@ def _post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    metrics_directory()
     from .server import Server
 
     host = args.host
@@ -172,6 +190,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print("claims:   " + json.dumps(token.payload, indent=2, sort_keys=True).replace("\n", "\n          "))
     if not args.core_url:
         return 0
+    from .jwks import JwksFetcher
+
     fetcher = JwksFetcher([args.core_url.rstrip("/")], PooledTransport(), cooldown_seconds=0.0)
     try:
         keys = [k for k in [fetcher.key_for(token.kid)] if k] if token.kid else fetcher.all_keys()

@@ -17,6 +17,7 @@ from typing import Any
 
 import cachetools
 
+from . import metrics
 from .errors import CoreError, CoreUnavailable, TryRefreshToken, Unauthorised
 from .transport import Reply, Transport, TransportError
 from .verifier import CoreSession, NewAccessToken
@@ -115,7 +116,9 @@ class CoreClient:
         if self._cache_seconds <= 0:
             return None
         with self._lock:
-            return self._cache.get(key)
+            answer = self._cache.get(key)
+        metrics.CACHE.labels(cache="revocation", result="miss" if answer is None else "hit").inc()
+        return answer
 
     def _remember(self, key: tuple[Any, ...], answer: _Answer) -> None:
         # Never cache a promotion: the browser gets a new token, and the next request carries it.
@@ -152,7 +155,9 @@ class CoreClient:
                 )
             except TransportError as exc:
                 failures.append(str(exc))
+                metrics.CORE_REQUESTS.labels(endpoint=path, outcome="unreachable").inc()
                 continue
+            metrics.CORE_REQUESTS.labels(endpoint=path, outcome=str(reply.status)).inc()
             if reply.status >= 500 or reply.status == 429:
                 failures.append(f"{base}: HTTP {reply.status}")
                 continue

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import cachetools
 
-from . import claims, verifier
+from . import claims, metrics, verifier
 from . import token as tokens
 from .core import CoreClient
 from .credentials import Credentials
@@ -77,7 +77,9 @@ class Gate:
         digest = hashlib.sha256(token.raw.encode("utf-8", "surrogatepass")).digest()
         with self._lock:
             until = self._verified.get(digest)
-        if until is not None and now < until:
+        hit = until is not None and now < until
+        metrics.CACHE.labels(cache="signature", result="hit" if hit else "miss").inc()
+        if hit:
             return
         if token.version >= 3:
             key = self.keys.key_for(token.kid or "")

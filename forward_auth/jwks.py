@@ -22,6 +22,7 @@ import cachetools
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import RSAAlgorithm
 
+from . import metrics
 from .errors import KeysUnavailable
 from .transport import Transport, TransportError
 
@@ -105,10 +106,9 @@ class JwksFetcher:
 
     def keys(self) -> KeySet:
         """The current key set: cached, fetched, or stale within bounds; else KeysUnavailable."""
-        cached = self._cached()
-        if cached is not None:
-            return cached
-        return self._refresh(forced=False)
+        key_set = self._cached() or self._refresh(forced=False)
+        metrics.JWKS_AGE.set(self._clock() - key_set.fetched_at)
+        return key_set
 
     def _cached(self) -> KeySet | None:
         with self._cache_lock:  # cachetools caches are not thread-safe
@@ -164,9 +164,12 @@ class JwksFetcher:
         raise KeysUnavailable(f"no signing keys: {self.last_error}")
 
     def _fetch(self) -> KeySet | None:
+        fetched = None
         try:
-            return self._fetch_from_cores()
+            fetched = self._fetch_from_cores()
+            return fetched
         finally:
+            metrics.JWKS_FETCHES.labels(result="ok" if fetched else "error").inc()
             # Counted when the attempt ends: a slow failure must not let the next caller retry at once.
             self._last_attempt = self._clock()
             self._attempts += 1

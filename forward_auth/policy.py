@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import yaml
 
@@ -125,7 +126,8 @@ class PolicySet:
     default: Rule = field(default_factory=lambda: Rule(name="default"))
 
     def select(self, host: str, path: str, method: str) -> Rule:
-        """The first rule whose match holds, else the default."""
+        """The first rule whose match holds on the canonical path, else the default."""
+        path = canonical_path(path)
         for rule in self.rules:
             if rule.match.matches(host, path, method):
                 return rule
@@ -135,6 +137,25 @@ class PolicySet:
         if name == self.default.name:
             return self.default
         return next((rule for rule in self.rules if rule.name == name), None)
+
+
+def canonical_path(path: str) -> str:
+    """The path as the application will see it, so that no spelling dodges its rule.
+
+    Percent-decoded once, backslashes read as slashes, repeated slashes merged and dot segments
+    resolved: ``//admin``, ``/public/../admin``, ``/%61dmin`` and ``/public\\..\\admin`` all
+    become ``/admin``. A trailing slash is kept (``/admin/`` is not ``/admin``).
+    """
+    decoded = unquote(path).replace("\\", "/")
+    segments: list[str] = []
+    for segment in decoded.split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+    trailing = decoded.endswith(("/", "/.", "/..")) and bool(segments)
+    return "/" + "/".join(segments) + ("/" if trailing else "")
 
 
 def _fail(where: str, what: str) -> PolicyError:

@@ -10,7 +10,7 @@ from typing import Any
 
 import falcon
 
-from . import claims, credentials, verifier
+from . import claims, credentials, metrics, verifier
 from .cookies import ResponseHeaders, new_access_token_headers
 from .errors import BadRequest, ForwardAuthError, TryRefreshToken, Unauthorised
 from .gate import Gate
@@ -88,7 +88,10 @@ def claim_headers(rule: Rule, session: verifier.Session) -> tuple[dict[str, str]
     for header, key in rule.headers:
         value, _ = claims.claim_value(session.payload, key)
         if value is not None:
-            values[header] = header_value(",".join(map(_text, value)) if isinstance(value, list) else _text(value))
+            if isinstance(value, list):  # a comma inside an item is encoded: ["a,b"] is not ["a", "b"]
+                values[header] = ",".join(header_value(_text(item)).replace(",", "%2C") for item in value)
+            else:
+                values[header] = header_value(_text(value))
     if rule.forward_payload:
         compact = json.dumps(session.payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
         values["X-Access-Token-Payload"] = base64.urlsafe_b64encode(compact).decode("ascii").rstrip("=")
@@ -178,7 +181,7 @@ class VerifyResource:
         if session is None:
             resp.media = {"message": "no session"}
             return
-        req.context.user_id = session.user_id
+        req.context.user_id, req.context.tenant_id = session.user_id, session.tenant_id
         for name, value in identity_headers(session).items():
             resp.set_header(name, value)
         if rule is not None:
@@ -250,6 +253,13 @@ def _optional_str(body: dict[str, Any], name: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise BadRequest(f"{name} must be a string", reason="bad-request")
     return value
+
+
+class MetricsResource:
+    """``/metrics``: Prometheus exposition, every worker added up; never behind auth."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.data, resp.content_type = metrics.exposition()
 
 
 class HealthResource:

@@ -8,7 +8,9 @@ from typing import Any
 import falcon
 from gunicorn.app.base import BaseApplication
 
+from . import metrics
 from .app import build_gate, create_app
+from .decisions import configure_logging
 from .errors import ForwardAuthError
 from .policy import PolicyError, PolicyFile, PolicySet, read_policy
 from .settings import Settings
@@ -42,7 +44,7 @@ def worker_app(settings: Settings, policy: PolicySet | None = None) -> falcon.Ap
     ``policy`` is the master's last good policy: a worker started by a reload with a broken
     policy file keeps serving it (the file is watched and picked up once it is fixed).
     """
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     gate = build_gate(settings)
     try:
         gate.keys.keys()
@@ -52,6 +54,10 @@ def worker_app(settings: Settings, policy: PolicySet | None = None) -> falcon.Ap
     if settings.policy_file:
         policies = PolicyFile(settings.policy_file, every=settings.policy_reload_seconds, initial=policy)
     return create_app(settings, gate, policies)
+
+
+def _child_exit(arbiter: object, worker: Any) -> None:
+    metrics.worker_exited(worker.pid)
 
 
 class Server(BaseApplication):  # type: ignore[misc]
@@ -71,6 +77,7 @@ class Server(BaseApplication):  # type: ignore[misc]
         for key, value in gunicorn_options(self._settings).items():
             self.cfg.set(key, value)
         self.cfg.set("on_reload", self._on_reload)
+        self.cfg.set("child_exit", _child_exit)
 
     def _on_reload(self, arbiter: object) -> None:
         if not self._settings.policy_file:

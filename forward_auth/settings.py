@@ -63,6 +63,7 @@ class Settings:
     workers: int = 2
     threads: int = 4
     log_level: str = "info"
+    log_format: str = "text"
 
     @property
     def effective_anti_csrf(self) -> str:
@@ -204,6 +205,7 @@ PARSERS: Mapping[str, Callable[[str, object], Any]] = {
     "workers": _positive_int,
     "threads": _positive_int,
     "log_level": _choice(("debug", "info", "warning", "error"), upper=False),
+    "log_format": _choice(("text", "json"), upper=False),
 }
 
 DESCRIPTIONS: Mapping[str, str] = {
@@ -233,7 +235,8 @@ DESCRIPTIONS: Mapping[str, str] = {
     "bind": "address gunicorn listens on",
     "workers": "gunicorn worker processes",
     "threads": "threads per worker (gthread)",
-    "log_level": "debug, info, warning or error",
+    "log_level": "debug, info, warning or error (allowed requests are logged at debug, denials at info)",
+    "log_format": "`text` or `json` (one object per line; a decision's fields: outcome, reason, request, user, rule, latency, request id)",
 }
 
 

@@ -120,3 +120,8 @@ def test_query_parameters_override_the_rule(policy_client) -> None:  # noqa: ANN
 
 def test_named_rule_without_a_policy_file_is_400(client) -> None:  # noqa: ANN001
     assert client.simulate_get("/verify", params={"policy": "admin"}).status_code == 400
+
+
+def test_commas_inside_list_items_are_encoded(policy_client, key: SigningKey) -> None:  # noqa: ANN001
+    token = v5(key, plan=2, **{"st-role": {"v": ["admin", "a,b"], "t": 1}})
+    assert policy_client.simulate_get("/verify", headers=at("/admin/x", token)).headers["X-User-Roles"] == "admin,a%2Cb"

@@ -144,3 +144,15 @@ def test_watching_can_be_off(example: Path) -> None:
     example.write_text("rules: []\n")
     clock.now += 100
     assert watched.current().named("admin") is not None
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["//admin/x", "/public/../admin/x", "/%61dmin/x", "/public\\..\\admin/x", "/./admin/./x", "/admin//x",
+     "/public/%2e%2e/admin/x"],
+)
+def test_no_spelling_of_a_path_dodges_its_rule(tmp_path: Path, spelling: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("rules: [{name: public, match: {path_prefix: /public/}, session: public},"
+                    " {name: admin, match: {path_prefix: /admin/}}]")
+    assert read_policy(str(path)).select("h", spelling, "GET").name == "admin"

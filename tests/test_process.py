@@ -179,3 +179,43 @@ def test_invalid_policy_file_stops_start_up(tmp_path: Path) -> None:
     policy.write_text("rules: [{session: maybe}]\n")
     result = subprocess.run([*CLI, "serve", "--policy-file", str(policy)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "rules[0]: session must be one of" in result.stderr
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of the Prometheus exposition ``text``."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample.split("{")[0] == name and ",".join(sorted(sample[len(name) + 1:-1].split(","))) == wanted:
+            return float(value)
+    raise AssertionError(f"no sample {name}{{{wanted}}}")
+
+
+def test_metrics_add_up_every_worker_and_json_logs_hold_no_token(core_url: str) -> None:
+    port = free_port()
+    env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_LOG_FORMAT": "json", "FORWARD_AUTH_LOG_LEVEL": "debug"}
+    token = post_json(core_url + "/dev/sessions", {"userId": "counted"})["accessToken"]["token"]
+    with process([*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--core-url", core_url], env) as proc:
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        for _ in range(12):
+            assert curl(f"http://127.0.0.1:{port}/verify", "-H", f"Cookie: sAccessToken={token}")[0] == 200
+        for _ in range(5):
+            assert curl(f"http://127.0.0.1:{port}/verify", "-H", "X-Request-Id: probe-1")[0] == 401
+        for _ in range(3):
+            assert curl(f"http://127.0.0.1:{port}/verify", "-H", f"Cookie: sAccessToken={token}x")[0] == 401
+        status, headers, text = curl(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    assert metric(text, "forward_auth_decisions_total", outcome="allow", reason="ok") == 12
+    assert metric(text, "forward_auth_decisions_total", outcome="deny", reason="no-token") == 5
+    assert metric(text, "forward_auth_decisions_total", outcome="deny", reason="invalid-token") == 3
+    assert metric(text, "forward_auth_decision_seconds_count") == 20
+    assert metric(text, "forward_auth_jwks_fetches_total", result="ok") == 2  # one per worker, at start
+    assert proc.stdout is not None
+    lines = [json.loads(line) for line in proc.stdout.read().splitlines() if line.startswith("{")]
+    decisions = [line for line in lines if line["logger"] == "forward_auth.decisions"]
+    assert len(decisions) == 20
+    assert {d["outcome"] for d in decisions} == {"allow", "deny"}
+    assert sum(d["request_id"] == "probe-1" for d in decisions) == 5
+    assert all(d["user_id"] == "counted" for d in decisions if d["outcome"] == "allow")
+    everything = json.dumps(lines)
+    assert all(segment not in everything for segment in token.split("."))

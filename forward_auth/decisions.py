@@ -1,0 +1,84 @@
+"""One record per decision: a metric sample and a log line (JSON or text), never a token.
+
+The record holds the outcome, the reason, the original method and path (no query string), the
+user and tenant the token proved, the policy rule, the latency and a request id (the caller's
+``X-Request-Id`` or a new one, echoed back).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import falcon
+
+from . import metrics
+
+log = logging.getLogger("forward_auth.decisions")
+DECIDING_PATHS = ("/verify", "/sessions/verify")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and a decision's fields if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update(getattr(record, "decision", {}))
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Root logging to stderr in the chosen format."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class DecisionRecorder:
+    """Falcon middleware around the deciding resources."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.perf_counter()
+        supplied = (req.get_header("X-Request-Id") or "")[:128]
+        req.context.request_id = supplied if supplied.isprintable() and supplied else uuid.uuid4().hex
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
+                         req_succeeded: bool) -> None:
+        if req.path not in DECIDING_PATHS or not hasattr(req.context, "started"):
+            return
+        elapsed = time.perf_counter() - req.context.started
+        status = resp.status_code
+        outcome = "allow" if status < 300 else "deny" if status < 500 else "error"
+        reason = resp.get_header("X-Forward-Auth-Reason") or _allow_reason(resp)
+        metrics.DECISIONS.labels(outcome=outcome, reason=reason).inc()
+        metrics.DECISION_SECONDS.observe(elapsed)
+        resp.set_header("X-Request-Id", req.context.request_id)
+        original = req.context.get("original", req.path)
+        record = {
+            "outcome": outcome, "status": status, "reason": reason, "request": original,
+            "user_id": req.context.get("user_id"), "tenant_id": req.context.get("tenant_id"),
+            "rule": resp.get_header("X-Forward-Auth-Rule"), "latency_ms": round(elapsed * 1000, 3),
+            "request_id": req.context.request_id,
+        }
+        detail = req.context.get("detail")
+        level = logging.WARNING if outcome == "error" else logging.INFO if outcome == "deny" else logging.DEBUG
+        text = f"{'deny' if outcome != 'allow' else 'allow'} {status} {original}: {reason}"
+        log.log(level, text + (f" ({detail})" if detail else ""), extra={"decision": record})
+
+
+def _allow_reason(resp: falcon.Response) -> str:
+    message = resp.media.get("message") if isinstance(resp.media, dict) else None
+    return {"no session": "no-session", "public": "public", "preflight": "preflight"}.get(str(message), "ok")
