@@ -101,13 +101,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with (
         EchoUpstream() as echo,
         process([*CLI, "dev-core", "--bind", f"127.0.0.1:{core_port}", "--api-key", API_KEY], logs / "core.log"),
+    ):
+        # The core first: a worker that boots before it answers 503 until its next JWKS attempt.
+        wait_http(core_url + "/hello")
+        yield from _services(echo, core_port, dead_core, ports, paths, env)
+
+
+def _services(echo: EchoUpstream, core_port: int, dead_core: int, ports: dict[str, int], paths: dict[str, Path],
+              env: dict[str, str]) -> Iterator[Stack]:
+    core_url = f"http://127.0.0.1:{core_port}"
+    with (
         process(_serve(ports["modern"], core_url, "--anti-csrf", "VIA_CUSTOM_HEADER"), paths["modern"],
                 env={**env, "FORWARD_AUTH_CORS_PREFLIGHT": "true"}),
         process(_serve(ports["legacy"], core_url, "--anti-csrf", "VIA_CUSTOM_HEADER", "--legacy", "true"),
                 paths["legacy"], env={**env, "FORWARD_AUTH_CORS_PREFLIGHT": "false"}),
         process(_serve(ports["broken"], f"http://127.0.0.1:{dead_core}"), paths["broken"], env=env),
     ):
-        wait_http(core_url + "/hello")
         for name in ("modern", "legacy"):
             wait_http(f"http://127.0.0.1:{ports[name]}/readyz")
         wait_port(ports["broken"], log=paths["broken"])
