@@ -57,7 +57,8 @@ class DecisionRecorder:
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
                          req_succeeded: bool) -> None:
-        if req.path not in DECIDING_PATHS or not hasattr(req.context, "started"):
+        deciding = req.path in DECIDING_PATHS or req.path.startswith("/verify/")
+        if not deciding or not hasattr(req.context, "started"):
             return
         elapsed = time.perf_counter() - req.context.started
         status = resp.status_code

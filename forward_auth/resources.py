@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Mapping
 from ipaddress import ip_address
 from typing import Any
 
@@ -34,8 +35,13 @@ def header_value(text: str) -> str:
     )
 
 
-def _flag(req: falcon.Request, name: str) -> bool | None:
-    raw = req.get_param(name)
+Params = Mapping[str, "str | list[str]"]
+
+
+def _flag(params: Params, name: str) -> bool | None:
+    raw = params.get(name)
+    if isinstance(raw, list):
+        raw = raw[0]
     if raw is None:
         return None
     value = parse_bool(raw)
@@ -44,35 +50,40 @@ def _flag(req: falcon.Request, name: str) -> bool | None:
     return value
 
 
-def _values(req: falcon.Request, name: str) -> list[str]:
+def _values(params: Params, name: str) -> list[str]:
     """A repeatable, comma-separable query parameter (``?requireRole=a,b`` or ``?requireRole=a&requireRole=b``)."""
-    return [item.strip() for value in req.get_param_as_list(name) or [] for item in value.split(",") if item.strip()]
+    raw = params.get(name) or []
+    return [item.strip() for value in ([raw] if isinstance(raw, str) else raw) for item in value.split(",")
+            if item.strip()]
 
 
-def _claim_validators(req: falcon.Request) -> tuple[claims.Validator, ...]:
+def _claim_validators(params: Params) -> tuple[claims.Validator, ...]:
     """One SDK ``includes`` validator per required role or permission, as ``verify_session`` would run."""
-    validators = [claims.Validator(claims.ROLE, "includes", role) for role in _values(req, "requireRole")]
-    validators += [claims.Validator(claims.PERMISSION, "includes", perm) for perm in _values(req, "requirePermission")]
-    if _flag(req, "requireEmailVerified"):
+    validators = [claims.Validator(claims.ROLE, "includes", role) for role in _values(params, "requireRole")]
+    validators += [claims.Validator(claims.PERMISSION, "includes", perm) for perm in _values(params, "requirePermission")]
+    if _flag(params, "requireEmailVerified"):
         validators.append(claims.Validator(claims.EMAIL_VERIFIED, "has_value", True))
     return tuple(validators)
 
 
-def policy_from(req: falcon.Request, settings: Settings, rule: Rule | None = None) -> verifier.Policy:
+def policy_from(params: Params, settings: Settings, rule: Rule | None = None) -> verifier.Policy:
     """The per-request policy: the matched rule (or the settings), overridden by query parameters."""
     base = rule.to_policy(settings.check_database) if rule else verifier.Policy(check_database=settings.check_database)
-    required, anti_csrf, check_db = _flag(req, "sessionRequired"), _flag(req, "antiCsrf"), _flag(req, "checkDatabase")
+    required, anti_csrf, check_db = (_flag(params, "sessionRequired"), _flag(params, "antiCsrf"),
+                                     _flag(params, "checkDatabase"))
     return verifier.Policy(
         session_required=base.session_required if required is None else required,
         anti_csrf_check=base.anti_csrf_check if anti_csrf is None else anti_csrf,
         check_database=base.check_database if check_db is None else check_db,
-        claims=base.claims + _claim_validators(req),
+        claims=base.claims + _claim_validators(params),
     )
 
 
-def rule_for(req: falcon.Request, creds: credentials.Credentials, policies: PolicyFile | None) -> Rule | None:
+def rule_for(params: Params, creds: credentials.Credentials, policies: PolicyFile | None) -> Rule | None:
     """``?policy=<name>`` names a rule; otherwise the policy file's first matching rule, if any."""
-    name = req.get_param("policy")
+    name = params.get("policy")
+    if isinstance(name, list):
+        name = name[0]
     if name is None:
         return policies.current().select(creds.host, creds.path, creds.method) if policies else None
     rule = policies.current().named(name) if policies else None
@@ -166,18 +177,31 @@ class VerifyResource:
         settings = self._gate.settings
         creds = credentials.from_headers(req.get_header, method=req.method, uri=req.relative_uri,
                                          trusted=trusted_peer(req, settings))
+        self._decide(req, resp, creds, req.params)
+
+    def on_get_path(self, req: falcon.Request, resp: falcon.Response, path: str) -> None:
+        """``/verify/<original path>`` (Envoy ext_authz): the request *is* the original one, so
+        its method and path are the original ones, and its query string is the client's: it
+        never chooses the policy (the policy file does)."""
+        query = f"?{req.query_string}" if req.query_string else ""
+        creds = credentials.from_headers(req.get_header, method=req.method, uri=f"/{path}{query}", trusted=False)
+        self._decide(req, resp, creds, {})
+
+    def _decide(self, req: falcon.Request, resp: falcon.Response, creds: credentials.Credentials,
+                params: Params) -> None:
+        settings = self._gate.settings
         req.context.original = f"{creds.method} {creds.path}"  # no query string in logs
         resp.set_header("Cache-Control", "no-store")
         if settings.cors_preflight and creds.method == "OPTIONS" and req.get_header("Access-Control-Request-Method"):
             resp.media = {"message": "preflight"}
             return
-        rule = rule_for(req, creds, self._policies)
+        rule = rule_for(params, creds, self._policies)
         if rule is not None:
             resp.set_header("X-Forward-Auth-Rule", header_value(rule.name))
             if rule.session == "public":
                 resp.media = {"message": "public"}
                 return
-        session = self._gate.verify(creds, policy_from(req, settings, rule))
+        session = self._gate.verify(creds, policy_from(params, settings, rule))
         if session is None:
             resp.media = {"message": "no session"}
             return
@@ -196,6 +220,7 @@ class VerifyResource:
                       "tenantId": session.tenant_id}
 
     on_post = on_put = on_patch = on_delete = on_head = on_options = on_get
+    on_post_path = on_put_path = on_patch_path = on_delete_path = on_head_path = on_options_path = on_get_path
 
 
 class SessionsResource:

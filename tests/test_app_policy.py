@@ -125,3 +125,25 @@ def test_named_rule_without_a_policy_file_is_400(client) -> None:  # noqa: ANN00
 def test_commas_inside_list_items_are_encoded(policy_client, key: SigningKey) -> None:  # noqa: ANN001
     token = v5(key, plan=2, **{"st-role": {"v": ["admin", "a,b"], "t": 1}})
     assert policy_client.simulate_get("/verify", headers=at("/admin/x", token)).headers["X-User-Roles"] == "admin,a%2Cb"
+
+
+class TestPathRoute:
+    """``/verify/<original path>`` for Envoy ext_authz: method and path are the request's own."""
+
+    def test_method_and_path_come_from_the_request(self, policy_client, key: SigningKey) -> None:  # noqa: ANN001
+        assert policy_client.simulate_get("/verify/public/x").json == {"message": "public"}
+        assert policy_client.simulate_get("/verify/admin/x", headers={"Cookie": f"sAccessToken={v5(key)}"}
+                                          ).status_code == 403
+        token = {"Cookie": f"sAccessToken={v5(key)}"}
+        assert policy_client.simulate_get("/verify/api/x", headers=token).status_code == 200
+        post = policy_client.simulate_post("/verify/api/x", headers=token)
+        assert post.status_code == 401 and post.headers["X-Forward-Auth-Reason"] == "csrf-rid-missing"
+
+    def test_the_clients_query_string_never_chooses_the_policy(self, policy_client) -> None:  # noqa: ANN001
+        for query in ("sessionRequired=false", "policy=public", "antiCsrf=false"):
+            assert policy_client.simulate_get("/verify/api/x", query_string=query).status_code == 401
+
+    def test_forwarded_headers_are_not_believed_there(self, policy_client, key: SigningKey) -> None:  # noqa: ANN001
+        forged = {"X-Forwarded-Uri": "/public/x", "X-Forwarded-Method": "GET", "Cookie": f"sAccessToken={v5(key)}"}
+        result = policy_client.simulate_post("/verify/api/x", headers=forged)
+        assert result.status_code == 401 and result.headers["X-Forward-Auth-Rule"] == "default"
