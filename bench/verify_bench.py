@@ -29,7 +29,7 @@ from sdk_oracle import init_sdk, oracle_app  # noqa: E402
 
 from forward_auth import credentials, verifier  # noqa: E402
 from forward_auth.app import build_gate, create_app  # noqa: E402
-from forward_auth.devcore import start_in_thread  # noqa: E402
+from forward_auth.devcore_server import start_in_thread  # noqa: E402
 from forward_auth.settings import load  # noqa: E402
 
 API_KEY = "bench-key"

@@ -19,12 +19,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import ipaddress
 import json
-import logging
 import secrets
-import socket
-import socketserver
 import threading
 import time
 import uuid
@@ -32,16 +28,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-import falcon
 
 from .devcore_resources import (
     PUBLIC_TENANT,
-    CoreMiddleware,
-    add_routes,
-    reject_bad_input,
-    serialize_error,
 )
 from .minter import (
     REQUIRED_CLAIMS,
@@ -54,8 +43,6 @@ from .minter import (
     v2_payload,
     v5_claims,
 )
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_TOKEN_VALIDITY = 100 * 24 * 3600
 """The core's default refresh token validity (144000 minutes), in seconds."""
@@ -773,120 +760,3 @@ def _failure(status: str, message: str) -> dict[str, Any]:
 
 
 # -- HTTP app and servers -------------------------------------------------------------
-
-
-def create_devcore_app(core: DevCore) -> falcon.App:
-    """Build the WSGI app serving ``core`` (see :mod:`forward_auth.devcore_resources`)."""
-    app = falcon.App(middleware=[CoreMiddleware(core)])
-    app.set_error_serializer(serialize_error)
-    app.add_error_handler(ValueError, reject_bad_input)
-    add_routes(app, core)
-    return app
-
-
-class _QuietRequestHandler(WSGIRequestHandler):
-    """A wsgiref request handler that does not log every request."""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base class name)
-        """Drop the access log line."""
-
-
-class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    """A wsgiref server that handles each request in a daemon thread."""
-
-    daemon_threads = True
-
-
-class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
-    """The same server on an IPv6 socket."""
-
-    address_family = socket.AF_INET6
-
-
-def serve_devcore(
-    host: str,
-    port: int,
-    *,
-    access_token_validity: int = 3600,
-    api_key: str | None = None,
-    allow_remote: bool = False,
-) -> None:
-    """Serve a fresh dev core on ``host:port`` until interrupted (Ctrl-C).
-
-    Raises:
-        ValueError: ``host`` is not a loopback address and ``allow_remote`` is false.
-    """
-    _require_loopback(host, allow_remote)
-    core = DevCore(access_token_validity=access_token_validity, api_key=api_key)
-    with _make_server(host, port, core) as server:
-        logger.info("SuperTokens dev core listening on %s", _base_url(host, server.server_port))
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            logger.info("SuperTokens dev core stopped")
-
-
-def start_in_thread(
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    allow_remote: bool = False,
-    **core_options: Any,
-) -> tuple[DevCore, str, Callable[[], None]]:
-    """Serve a fresh dev core from a background thread.
-
-    Args:
-        host: Address to bind; loopback only unless ``allow_remote``.
-        port: Port to bind; 0 picks a free one.
-        allow_remote: Allow a non-loopback ``host``.
-        **core_options: Passed to :class:`DevCore`.
-
-    Returns:
-        The core, its base URL (e.g. ``http://127.0.0.1:41234``) and a callable
-        that stops the server and waits for its thread.
-    """
-    _require_loopback(host, allow_remote)
-    core = DevCore(**core_options)
-    server = _make_server(host, port, core)
-    thread = threading.Thread(target=server.serve_forever, name="devcore", daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-    return core, _base_url(host, server.server_port), stop
-
-
-def _make_server(host: str, port: int, core: DevCore) -> WSGIServer:
-    server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
-    return make_server(
-        host,
-        port,
-        create_devcore_app(core),
-        server_class=server_class,
-        handler_class=_QuietRequestHandler,
-    )
-
-
-def _require_loopback(host: str, allow_remote: bool) -> None:
-    if allow_remote or _is_loopback(host):
-        return
-    raise ValueError(
-        f"refusing to serve the dev core on non-loopback address {host!r}: it is a "
-        "development tool with no hardening; pass allow_remote=True (--allow-remote) to override"
-    )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _base_url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -15,7 +15,8 @@ import jwt
 import pytest
 from falcon import testing
 
-from forward_auth.devcore import DevCore, create_devcore_app, serve_devcore, start_in_thread
+from forward_auth.devcore import DevCore
+from forward_auth.devcore_server import create_devcore_app, serve_devcore, start_in_thread
 from forward_auth.minter import V2_HEADER, b64url_decode, sha256_hex
 
 API_KEY = "core-test-key"
