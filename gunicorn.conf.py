@@ -7,7 +7,8 @@ import os as _os
 import tempfile as _tempfile
 
 # prometheus-client's multiprocess mode must be set up before it is first imported.
-_os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", _tempfile.mkdtemp(prefix="forward-auth-metrics-"))
+if not _os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _os.environ["PROMETHEUS_MULTIPROC_DIR"] = _tempfile.mkdtemp(prefix="forward-auth-metrics-")
 
 from forward_auth import metrics as _metrics  # noqa: E402
 from forward_auth.server import gunicorn_options as _gunicorn_options  # noqa: E402

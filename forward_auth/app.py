@@ -136,7 +136,6 @@ def create_app(settings: Settings, gate: Gate | None = None, policies: PolicyFil
         policies = PolicyFile(settings.policy_file, every=settings.policy_reload_seconds)
     # The recorder comes last so that its process_response sees the status before NginxCompat.
     app = falcon.App(middleware=[NginxCompat(), DecisionRecorder()])
-    app.req_options.strip_url_path_trailing_slash = True
     handler = falcon.media.JSONHandler(dumps=compact_json)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = handler
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = handler
@@ -145,7 +144,7 @@ def create_app(settings: Settings, gate: Gate | None = None, policies: PolicyFil
     app.add_error_handler(ForwardAuthError, answers.handle)
     verify = VerifyResource(gate, policies)
     app.add_route("/verify", verify)
-    app.add_route("/verify/{path:path}", verify, suffix="path")
+    app.add_route("/verify/{path:path}", verify, suffix="path")  # (no trailing-slash stripping: it is meaningful)
     app.add_route("/sessions/verify", SessionsResource(gate))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(gate))

@@ -19,10 +19,10 @@ from . import claims
 from . import settings as settings_module
 from . import token as tokens
 from .errors import ForwardAuthError
-from .policy import PolicyError, read_policy
+from .policy import AmbiguousPath, PolicyError, read_policy
 from .transport import PooledTransport, TransportError
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # spelled here: importing metrics would import prometheus-clientfrom .transport import PooledTransport, TransportError
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # spelled here: importing metrics would import prometheus-client
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,9 +65,15 @@ def _split_bind(bind: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def metrics_directory() -> str:
-    """A fresh directory for prometheus-client's multiprocess files, set before it is imported."""
-    path = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="forward-auth-metrics-")
+def metrics_directory() -> str | None:
+    """A fresh directory for prometheus-client's multiprocess files, set before it is imported.
+
+    Returns it when this process created it (and so must remove it); an operator's own
+    ``PROMETHEUS_MULTIPROC_DIR`` is used as it is and left alone.
+    """
+    if os.environ.get(MULTIPROC_ENV):
+        return None
+    path = tempfile.mkdtemp(prefix="forward-auth-metrics-")
     os.environ[MULTIPROC_ENV] = path
     return path
 
@@ -85,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         Server(settings).run()
     finally:
-        if os.getpid() == master:  # forked workers unwind through here too when they exit
+        if directory and os.getpid() == master:  # forked workers unwind through here too when they exit
             shutil.rmtree(directory, ignore_errors=True)
     return 0
 
@@ -221,7 +227,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print("forward-auth explain: no policy file (give --policy-file or set policy_file)", file=sys.stderr)
         return 2
     uri = args.uri.partition("?")[0]
-    rule = read_policy(path).select(args.host.lower(), uri, args.method.upper())
+    try:
+        rule = read_policy(path).select(args.host.lower().partition(":")[0].rstrip("."), uri, args.method.upper())
+    except AmbiguousPath as exc:
+        print(f"{args.method.upper()} {uri}: refused with 400 ({exc})")
+        return 1
     print(f"{args.method.upper()} {args.host}{uri} -> rule {rule.describe()}")
     if args.token is None:
         return 0

@@ -89,7 +89,7 @@ def _hostname(host: str) -> str:
     host = host.strip().lower()
     if host.startswith("["):
         return host[: host.find("]") + 1] if "]" in host else host
-    return host.partition(":")[0]
+    return host.partition(":")[0].rstrip(".")  # "example.com." is example.com
 
 
 def from_headers(get: HeaderGetter, *, method: str, uri: str, trusted: bool) -> Credentials:

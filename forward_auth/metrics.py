@@ -27,7 +27,7 @@ DECISION_SECONDS = Histogram("forward_auth_decision_seconds", "Time to decide on
                              buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5))
 JWKS_FETCHES = Counter("forward_auth_jwks_fetches_total", "JWKS fetch attempts by result", ["result"])
 JWKS_AGE = Gauge("forward_auth_jwks_age_seconds", "Age of the key set in use when it was last read",
-                 multiprocess_mode="max")
+                 multiprocess_mode="livemax")
 CORE_REQUESTS = Counter("forward_auth_core_requests_total", "Requests to the SuperTokens core",
                         ["endpoint", "outcome"])
 CACHE = Counter("forward_auth_cache_total", "Cache lookups by cache and result", ["cache", "result"])

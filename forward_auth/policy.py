@@ -47,6 +47,12 @@ _MATCH_KEYS = {"host", "path_prefix", "path_glob", "path_regex", "methods"}
 _CLAIM_KINDS = {"includes", "includes_all", "excludes", "excludes_all", "includes_any", "equals", "exists",
                 "at_least"}
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]+")
+#: Headers a claim may not be mapped to: identity, session and transport headers the service sets.
+RESERVED_HEADERS = frozenset({
+    "x-user-id", "x-session-handle", "x-tenant-id", "x-recipe-user-id", "x-session-expiry", "x-session-created",
+    "x-access-token-payload", "x-request-id", "set-cookie", "front-token", "st-access-token", "st-refresh-token",
+    "anti-csrf", "access-control-expose-headers", "cache-control", "content-type", "content-length", "retry-after",
+})
 
 
 class PolicyError(ValueError):
@@ -139,23 +145,33 @@ class PolicySet:
         return next((rule for rule in self.rules if rule.name == name), None)
 
 
-def canonical_path(path: str) -> str:
-    """The path as the application will see it, so that no spelling dodges its rule.
+class AmbiguousPath(ValueError):
+    """A path that applications may read in more than one way, so no rule can be picked safely."""
 
-    Percent-decoded once, backslashes read as slashes, repeated slashes merged and dot segments
-    resolved: ``//admin``, ``/public/../admin``, ``/%61dmin`` and ``/public\\..\\admin`` all
-    become ``/admin``. A trailing slash is kept (``/admin/`` is not ``/admin``).
+
+_ENCODED_SEPARATOR = re.compile(r"%(2[eEfF]|5[cC])")
+_DOT_SEGMENT = re.compile(r"\.\.?(;.*)?")
+
+
+def canonical_path(path: str) -> str:
+    """The path a rule is matched on: percent-decoded once, and refused when ambiguous.
+
+    Applications and proxies disagree on ``//``, ``.``/``..`` segments (also ``..;``, as Tomcat
+    reads it), backslashes and encoded ``.``, ``/`` or ``\\``: resolving them one way lets a
+    request reach a path the other way reads as protected. Such paths raise
+    :class:`AmbiguousPath` (a 400) instead of being guessed at.
     """
-    decoded = unquote(path).replace("\\", "/")
-    segments: list[str] = []
-    for segment in decoded.split("/"):
-        if segment == "..":
-            if segments:
-                segments.pop()
-        elif segment not in ("", "."):
-            segments.append(segment)
-    trailing = decoded.endswith(("/", "/.", "/..")) and bool(segments)
-    return "/" + "/".join(segments) + ("/" if trailing else "")
+    if _ENCODED_SEPARATOR.search(path):
+        raise AmbiguousPath("encoded '.', '/' or '\\' in the path")
+    decoded = unquote(path)
+    if "\\" in decoded:
+        raise AmbiguousPath("backslash in the path")
+    segments = decoded.split("/")
+    if any(_DOT_SEGMENT.fullmatch(segment) for segment in segments):
+        raise AmbiguousPath("dot segment in the path")
+    if "" in segments[1:-1]:
+        raise AmbiguousPath("empty segment ('//') in the path")
+    return decoded or "/"
 
 
 def _fail(where: str, what: str) -> PolicyError:
@@ -177,6 +193,9 @@ def _validator(raw: Any, where: str) -> Validator:
     if len(kinds) != 1 or unknown:
         raise _fail(where, "exactly one of " + ", ".join(sorted(_CLAIM_KINDS)) + " (and optionally max_age_seconds, id)")
     kind, value = kinds[0], raw[kinds[0]]
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, (str, int, float, bool)) for item in items):
+        raise _fail(where, f"{kind} compares plain values (strings, numbers, booleans)")
     if kind in ("includes_all", "excludes_all", "includes_any") and not isinstance(value, list):
         raise _fail(where, f"{kind} needs a list")
     if kind == "at_least" and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -226,6 +245,9 @@ def _rule(raw: Any, where: str, default_name: str) -> Rule:
     if not isinstance(headers, dict) or not all(
             isinstance(h, str) and _HEADER_NAME.fullmatch(h) and isinstance(c, str) for h, c in headers.items()):
         raise _fail(where, "headers maps header names to claim keys")
+    reserved = sorted(h for h in headers if h.lower() in RESERVED_HEADERS or h.lower().startswith("x-forward-auth-"))
+    if reserved:
+        raise _fail(where, f"{', '.join(reserved)} cannot carry a claim (the service sets it)")
     if session == "public" and (claims or headers or raw.get("forward_payload")):
         raise _fail(where, "a public rule checks nothing, so it cannot require or forward claims")
     forward_payload = raw.get("forward_payload", False)
@@ -289,7 +311,9 @@ class PolicyFile:
         self._every = every
         self._clock = clock
         self._lock = threading.Lock()
-        self._stamp = self._file_stamp()
+        # With an inherited policy the file is read again at the first look: it may have changed
+        # since the policy was read (a worker started long after the master's last reload).
+        self._stamp = self._file_stamp() if initial is None else None
         self._policy = initial if initial is not None else read_policy(path)
         self._checked = clock()
         self.last_error: str | None = None

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Mapping
 from ipaddress import ip_address
 from typing import Any
+from urllib.parse import quote
 
 import falcon
 
@@ -15,7 +16,7 @@ from . import claims, credentials, metrics, verifier
 from .cookies import ResponseHeaders, new_access_token_headers
 from .errors import BadRequest, ForwardAuthError, TryRefreshToken, Unauthorised
 from .gate import Gate
-from .policy import PolicyFile, Rule
+from .policy import AmbiguousPath, PolicyFile, Rule
 from .settings import Settings, parse_bool
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,12 @@ def rule_for(params: Params, creds: credentials.Credentials, policies: PolicyFil
     if isinstance(name, list):
         name = name[0]
     if name is None:
-        return policies.current().select(creds.host, creds.path, creds.method) if policies else None
+        if policies is None:
+            return None
+        try:
+            return policies.current().select(creds.host, creds.path, creds.method)
+        except AmbiguousPath as exc:
+            raise BadRequest(str(exc), reason="ambiguous-path") from None
     rule = policies.current().named(name) if policies else None
     if rule is None:
         raise BadRequest(f"no policy rule named {name!r}" + ("" if policies else " (no policy_file is set)"),
@@ -166,6 +172,13 @@ def promotion_headers(settings: Settings, session: verifier.Session, anti_csrf: 
     )
 
 
+def _no_forwarding(get: credentials.HeaderGetter) -> credentials.HeaderGetter:
+    """A header getter that hides the forwarded-request headers."""
+    def getter(name: str) -> str | None:
+        return None if name.lower().startswith(("x-forwarded-", "x-original-")) else get(name)
+    return getter
+
+
 class VerifyResource:
     """``/verify``: any method; the original request comes in the proxy's headers."""
 
@@ -181,16 +194,20 @@ class VerifyResource:
 
     def on_get_path(self, req: falcon.Request, resp: falcon.Response, path: str) -> None:
         """``/verify/<original path>`` (Envoy ext_authz): the request *is* the original one, so
-        its method and path are the original ones, and its query string is the client's: it
-        never chooses the policy (the policy file does)."""
+        its method and path are the original ones (no forwarded header is read), and its query
+        string is the client's: it never chooses the policy (the policy file does)."""
+        # Falcon has decoded the path once; quote it again so that the policy decodes it once, as
+        # it does a forwarded URI.
+        raw = quote("/" + path, safe="/!$&'()*+,;=:@~")
         query = f"?{req.query_string}" if req.query_string else ""
-        creds = credentials.from_headers(req.get_header, method=req.method, uri=f"/{path}{query}", trusted=False)
+        creds = credentials.from_headers(_no_forwarding(req.get_header), method=req.method, uri=raw + query,
+                                         trusted=False)
         self._decide(req, resp, creds, {})
 
     def _decide(self, req: falcon.Request, resp: falcon.Response, creds: credentials.Credentials,
                 params: Params) -> None:
         settings = self._gate.settings
-        req.context.original = f"{creds.method} {creds.path}"  # no query string in logs
+        req.context.original = f"{header_value(creds.method)} {header_value(creds.path)}"  # no query, no forged lines
         resp.set_header("Cache-Control", "no-store")
         if settings.cors_preflight and creds.method == "OPTIONS" and req.get_header("Access-Control-Request-Method"):
             resp.media = {"message": "preflight"}

@@ -147,3 +147,28 @@ class TestPathRoute:
         forged = {"X-Forwarded-Uri": "/public/x", "X-Forwarded-Method": "GET", "Cookie": f"sAccessToken={v5(key)}"}
         result = policy_client.simulate_post("/verify/api/x", headers=forged)
         assert result.status_code == 401 and result.headers["X-Forward-Auth-Rule"] == "default"
+
+    def test_root_and_trailing_slash_keep_their_meaning(self, policy_client) -> None:  # noqa: ANN001
+        result = policy_client.simulate_get("/verify/", query_string="sessionRequired=false&policy=public")
+        assert result.status_code == 401 and result.headers["X-Forward-Auth-Rule"] == "default"
+        assert policy_client.simulate_get("/verify/admin/").headers["X-Forward-Auth-Rule"] == "admin"
+        assert policy_client.simulate_get("/verify/admin").headers["X-Forward-Auth-Rule"] == "default"
+
+    def test_the_path_is_decoded_once(self, policy_client) -> None:  # noqa: ANN001
+        # The application decodes once too: it sees a literal "%2e%2e" segment under /admin/.
+        result = policy_client.simulate_get("/verify/admin/%252e%252e/public/x")
+        assert result.status_code == 401 and result.headers["X-Forward-Auth-Rule"] == "admin"
+        refused = policy_client.simulate_get("/verify/admin/%2e%2e/public/x")  # Falcon decodes to "..": refused
+        assert refused.status_code == 400 and refused.headers["X-Forward-Auth-Reason"] == "ambiguous-path"
+
+
+def test_ambiguous_forwarded_paths_are_400(policy_client) -> None:  # noqa: ANN001
+    for uri in ("//admin/x", "/public/../admin/x", "/public/..;/admin", "/public/%2e%2e/admin"):
+        result = policy_client.simulate_get("/verify", headers=at(uri))
+        assert result.status_code == 400 and result.headers["X-Forward-Auth-Reason"] == "ambiguous-path", uri
+
+
+def test_forged_log_lines_are_impossible(policy_client, caplog: pytest.LogCaptureFixture) -> None:  # noqa: ANN001
+    caplog.set_level("INFO")
+    policy_client.simulate_get("/verify", headers=at("/x\n2026-01-01 INFO allow 200 GET /admin: ok"))
+    assert "\n2026-01-01" not in caplog.text and "%0A2026-01-01" in caplog.text

@@ -106,3 +106,14 @@ def test_explain_names_the_rule_and_checks_a_tokens_claims(capsys: pytest.Captur
     user = v5(key, **{"st-role": {"v": ["user"], "t": 1}})
     assert main(["explain", "--policy-file", str(path), "--method", "POST", "--uri", "/admin/x", "--token", user]) == 1
     assert '"expectedToInclude": "admin"' in capsys.readouterr().out
+
+
+def test_serve_leaves_an_operators_metrics_directory_alone(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
+    from forward_auth.cli import metrics_directory
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert metrics_directory() is None  # not ours: never removed
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    created = metrics_directory()
+    assert created is not None and created != str(tmp_path)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from forward_auth.claims import Validator
-from forward_auth.policy import PolicyError, PolicyFile, parse_policy, read_policy
+from forward_auth.policy import AmbiguousPath, PolicyError, PolicyFile, parse_policy, read_policy
 
 EXAMPLE = """
 default: {session: optional}
@@ -90,6 +90,10 @@ def test_first_match_wins(example: Path, host: str, path: str, method: str, rule
         ("rules: [{name: a}, {name: a}]", "rule names must be unique (a)"),
         ("default: {match: {path_prefix: /}}", "the default rule has no match"),
         ("rules: [{anti_csrf: sometimes}]", "anti_csrf must be true or false"),
+        ("rules: [{claims: [{claim: st-role, includes: {admin: true}}]}]", "compares plain values"),
+        ("rules: [{claims: [{claim: st-role, excludes_all: [[x]]}]}]", "compares plain values"),
+        ("rules: [{headers: {X-User-Id: email}}]", "X-User-Id cannot carry a claim"),
+        ("rules: [{headers: {X-Forward-Auth-Rule: email}}]", "cannot carry a claim"),
         ("[1, 2]", "the policy is a mapping"),
     ],
 )
@@ -138,6 +142,16 @@ def test_changes_are_picked_up_and_bad_edits_keep_the_policy(example: Path) -> N
     assert watched.current().named("admin") is not None and watched.last_error is None
 
 
+def test_an_inherited_policy_is_checked_against_the_file_at_the_first_look(example: Path) -> None:
+    """A worker started after the file changed must not keep the master's older policy."""
+    clock = Clock()
+    old = read_policy(str(example))
+    example.write_text("rules: [{name: newer, session: public}]\n")
+    watched = PolicyFile(str(example), every=2.0, clock=clock, initial=old)
+    clock.now += 2
+    assert watched.current().select("h", "/x", "GET").name == "newer"
+
+
 def test_watching_can_be_off(example: Path) -> None:
     clock = Clock()
     watched = PolicyFile(str(example), every=0, clock=clock)
@@ -148,11 +162,20 @@ def test_watching_can_be_off(example: Path) -> None:
 
 @pytest.mark.parametrize(
     "spelling",
-    ["//admin/x", "/public/../admin/x", "/%61dmin/x", "/public\\..\\admin/x", "/./admin/./x", "/admin//x",
-     "/public/%2e%2e/admin/x"],
+    ["//admin/x", "/public/../admin/x", "/public\\..\\admin/x", "/./admin/./x", "/admin//x",
+     "/public/%2e%2e/admin/x", "/admin/%2e%2e/public/x", "/admin/..%2Fpublic/x", "/public/..;/admin/x",
+     "/admin/%252e%252e/public/x".replace("%25", "%"), "/public%5C..%5Cadmin"],
 )
-def test_no_spelling_of_a_path_dodges_its_rule(tmp_path: Path, spelling: str) -> None:
+def test_ambiguous_spellings_are_refused_not_guessed(tmp_path: Path, spelling: str) -> None:
     path = tmp_path / "p.yaml"
     path.write_text("rules: [{name: public, match: {path_prefix: /public/}, session: public},"
                     " {name: admin, match: {path_prefix: /admin/}}]")
-    assert read_policy(str(path)).select("h", spelling, "GET").name == "admin"
+    with pytest.raises(AmbiguousPath):
+        read_policy(str(path)).select("h", spelling, "GET")
+
+
+def test_plain_encodings_are_decoded_once(example: Path) -> None:
+    policy = read_policy(str(example))
+    assert policy.select("a.example.com", "/%61dmin/x", "GET").name == "admin"
+    assert policy.select("x", "/public/a%20b", "GET").name == "public"
+    assert policy.select("x", "/public/%2561", "GET").name == "public"  # %25 -> '%', not decoded twice
