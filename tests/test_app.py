@@ -398,3 +398,10 @@ def test_no_token_or_cookie_value_reaches_the_logs(make_client, fake_core: FakeC
         for segment in raw.split("."):
             assert len(segment) < 8 or segment not in logged  # ...without any part of a token
     assert "secret-csrf" not in logged
+
+
+def test_nginx_answers_have_an_empty_body(make_client, key: SigningKey) -> None:
+    client = make_client(legacy="true")
+    for headers in (cookie(v5(key), sIdRefreshToken="x"), cookie(v5(key))):
+        result = client.simulate_get("/verify", params={"proxy": "nginx"}, headers=headers)
+        assert result.content == b"" and result.headers["content-length"] == "0"
