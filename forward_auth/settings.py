@@ -321,11 +321,6 @@ def public_view(settings: Settings) -> dict[str, object]:
     return view
 
 
-def replace(settings: Settings, **changes: Any) -> Settings:
-    """A copy with some settings changed, validated again."""
-    return validate(dataclasses.replace(settings, **changes))
-
-
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
 
 
