@@ -13,6 +13,8 @@ Test-only endpoints (they need the API key too, when one is set):
 - ``POST /dev/sessions`` with ``{"userId", "tenantId"?, "userDataInJWT"?,
   "userDataInDatabase"?, "enableAntiCsrf"?, "useDynamicSigningKey"?}`` -> the
   answer of session creation.
+- ``GET /dev/requests`` -> ``{"requests": [[method, path], ...]}``: the last 1000 requests
+  this core received, oldest first (for counting what a verifier asked).
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ def add_routes(app: falcon.App, core: DevCore) -> None:
     app.add_route("/dev/keys/rotate", _DevRotateKeys(core))
     app.add_route("/dev/tokens", _DevTokens(core))
     app.add_route("/dev/sessions", _DevSessions(core))
+    app.add_route("/dev/requests", _DevRequests(core))
 
 
 class _Resource:
@@ -272,6 +275,13 @@ class _DevSessions(_Resource):
             use_dynamic_key=_optional(body, "useDynamicSigningKey", bool, True),
             enable_anti_csrf=_optional(body, "enableAntiCsrf", bool, False),
         )
+
+
+class _DevRequests(_Resource):
+    """The requests this core received, for tests that count a verifier's calls."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"requests": [list(pair) for pair in self._core.request_log()]}
 
 
 def _presented_api_key(req: falcon.Request) -> str | None:

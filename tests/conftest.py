@@ -112,3 +112,11 @@ def v2(key: SigningKey, **changes: Any) -> str:
     )
     payload.update(changes)
     return mint_v2(key, payload)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test item (browser tests save artifacts on failure)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -38,7 +38,7 @@ VENV_BIN = Path(sys.executable).parent
 INSTALL_HINT = "run scripts/install-proxies (as root) to install nginx, Traefik and Caddy"
 
 #: The ports the shipped examples use, replaced by free ports in a test run.
-EXAMPLE_LISTEN, EXAMPLE_AUTH, EXAMPLE_APP, EXAMPLE_CADDY_ADMIN = 8000, 8080, 3000, 2019
+EXAMPLE_LISTEN, EXAMPLE_AUTH, EXAMPLE_APP, EXAMPLE_BACKEND, EXAMPLE_CADDY_ADMIN = 8000, 8080, 3000, 3001, 2019
 
 
 def free_port() -> int:
@@ -368,9 +368,12 @@ def binary(name: str) -> str:
 
 @dataclass(frozen=True)
 class Ports:
+    """Where the proxy listens and what it talks to (``backend``: the SuperTokens backend at /auth/)."""
+
     listen: int
     auth: int
     app: int
+    backend: int | None = None
 
 
 def _substitute(text: str, replacements: list[tuple[str, str]]) -> str:
@@ -383,8 +386,11 @@ def _substitute(text: str, replacements: list[tuple[str, str]]) -> str:
 
 
 def _auth_and_app(ports: Ports) -> list[tuple[str, str]]:
-    return [(f"127.0.0.1:{EXAMPLE_AUTH}", f"127.0.0.1:{ports.auth}"),
-            (f"127.0.0.1:{EXAMPLE_APP}", f"127.0.0.1:{ports.app}")]
+    pairs = [(f"127.0.0.1:{EXAMPLE_AUTH}", f"127.0.0.1:{ports.auth}"),
+             (f"127.0.0.1:{EXAMPLE_APP}", f"127.0.0.1:{ports.app}")]
+    if ports.backend is not None:
+        pairs.append((f"127.0.0.1:{EXAMPLE_BACKEND}", f"127.0.0.1:{ports.backend}"))
+    return pairs
 
 
 def render_nginx(workdir: Path, ports: Ports) -> Path:

@@ -433,7 +433,7 @@ def test_the_sidecar_config_is_nginx_conf_example_with_only_ports_and_paths_chan
     for line in changed:
         assert line[2:].startswith(SIDECAR_CHANGES), f"the sidecar config departs from nginx.conf.example: {line}"
     assert sum("proxy_pass http://forward_auth/verify?proxy=nginx" in s for s in sidecar) == 3
-    for path in ("/api/", "/optional/", "/public/", "/admin/"):
+    for path in ("/api/", "/optional/", "/public/", "/admin/", "/auth/"):
         assert f"location {path} {{" in sidecar
 
 
@@ -442,7 +442,8 @@ def test_the_sidecar_pod_wires_nginx_to_the_service_and_the_app_over_loopback() 
     pod = containers(deployment)
     config = sidecar_config()
     upstreams = dict(re.findall(r"upstream (\w+) \{\s*server ([\d.]+:\d+);", config))
-    assert upstreams == {"forward_auth": "127.0.0.1:3000", "app": "127.0.0.1:8081"}, upstreams
+    assert upstreams == {"forward_auth": "127.0.0.1:3000", "app": "127.0.0.1:8081",
+                         "supertokens_backend": "127.0.0.1:8081"}, upstreams
     # forward-auth binds exactly the upstream nginx asks; so does the application.
     assert ":".join(map(str, bound_port(pod["forward-auth"]["args"]))) == upstreams["forward_auth"]
     assert f"-listen={upstreams['app']}" in pod["app"]["args"]
@@ -505,13 +506,12 @@ def test_traefik_middlewares_mirror_the_dynamic_example() -> None:
 
 def test_traefik_ingressroute_mirrors_the_dynamic_example_routers() -> None:
     example = traefik_dynamic()
-    app_port = urlsplit(example["services"]["app"]["loadBalancer"]["servers"][0]["url"]).port
-    expected = {r["rule"]: r["middlewares"] for r in example["routers"].values()}
+    ports = {name: urlsplit(s["loadBalancer"]["servers"][0]["url"]).port for name, s in example["services"].items()}
+    expected = {r["rule"]: (r["middlewares"], [{"name": r["service"], "port": ports[r["service"]]}])
+                for r in example["routers"].values()}
     (route,) = by_kind("IngressRoute")
-    ours = {}
-    for item in route["spec"]["routes"]:
-        ours[item["match"]] = [m["name"] for m in item["middlewares"]]
-        assert item["services"] == [{"name": "app", "port": app_port}]
+    ours = {item["match"]: ([m["name"] for m in item["middlewares"]], item["services"])
+            for item in route["spec"]["routes"]}
     assert ours == expected
 
 

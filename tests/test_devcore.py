@@ -714,3 +714,12 @@ def test_start_in_thread_serves_over_http_until_stopped() -> None:
     assert len(core.session_handles_for_user("user-0", None)["sessionHandles"]) == 8
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"{base_url}/hello", timeout=2)
+
+
+def test_dev_requests_lists_what_the_core_received(client: Client) -> None:
+    _create(client)
+    client.simulate_get("/.well-known/jwks.json")
+
+    seen = client.simulate_get("/dev/requests").json["requests"]
+
+    assert seen[-3:] == [["POST", "/public/recipe/session"], ["GET", "/.well-known/jwks.json"], ["GET", "/dev/requests"]]

@@ -1,0 +1,93 @@
+"""The application behind the proxy in the browser example.
+
+- ``/public/``: the example page, its script, and supertokens-web-js's bundle files
+  (``/public/sdk/<name>.js`` -> ``node_modules/supertokens-web-js/bundle/<name>.<hash>.js``);
+- ``/api/...``, ``/admin/...``, ``/optional/...``: JSON of what the proxy let through: method,
+  path and the identity headers it set (the example's protected routes echo who the gate said).
+
+    python examples/browser/app.py --port 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mimetypes
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+PUBLIC = HERE / "public"
+BUNDLE = HERE / "node_modules" / "supertokens-web-js" / "bundle"
+IDENTITY = ("X-User-Id", "X-Session-Handle", "X-Tenant-Id", "X-Recipe-User-Id", "X-Session-Expiry",
+            "X-Session-Created")
+
+
+def bundle_file(name: str) -> Path | None:
+    """The bundle file ``name.<contenthash>.js`` (the hash changes with every SDK release)."""
+    found = sorted(BUNDLE.glob(f"{name}.*.js"))
+    return found[0] if len(found) == 1 else None
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet: the proxy logs requests
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        path = self.path.split("?", 1)[0]
+        if path.startswith("/public/"):
+            self._static(path.removeprefix("/public/"))
+        else:
+            self._echo()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
+
+    def _static(self, name: str) -> None:
+        if name in ("", "index.html"):
+            file: Path | None = PUBLIC / "index.html"
+        elif name == "ready":
+            self._send(200, b"ready\n", "text/plain")
+            return
+        elif name.startswith("sdk/") and name.endswith(".js"):
+            file = bundle_file(name.removeprefix("sdk/").removesuffix(".js"))
+        else:
+            file = PUBLIC / name if "/" not in name and (PUBLIC / name).is_file() else None
+        if file is None or not file.is_file():
+            self._send(404, b"not found\n", "text/plain")
+            return
+        kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        self._send(200, file.read_bytes(), kind)
+
+    def _echo(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        seen = {name: self.headers.get(name) for name in IDENTITY if self.headers.get(name) is not None}
+        body = {"method": self.command, "path": self.path, "headers": seen}
+        self._send(200, json.dumps(body).encode(), "application/json")
+
+    def _send(self, status: int, body: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=3000)
+    args = parser.parse_args()
+    missing = [name for name in ("website", "supertokens", "session") if bundle_file(name) is None]
+    if missing:
+        raise SystemExit(f"supertokens-web-js bundle files missing ({', '.join(missing)}): "
+                         f"run `npm ci` in {HERE}")
+    ThreadingHTTPServer(("127.0.0.1", args.port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,389 @@
+"""The official frontend SDK (supertokens-web-js) in headless Chromium, through each proxy.
+
+Everything is real: Debian's Chromium driven by Playwright, the SDK's npm bundle, the example
+page and application (examples/browser/), supertokens-python serving ``/auth``, the gate, the
+dev core, and nginx / Traefik / Caddy running the shipped example configurations. Each scenario
+runs in cookie and header mode; on failure a screenshot and the browser console are saved
+under ``test-artifacts/browser/`` (the path is printed with the failure).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples" / "browser"))
+
+from proxy_harness import PROXIES  # noqa: E402
+from stack import Services, Site, gate, services, site  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+#: Flags for a sandbox without a network or a display (see the machine notes in the README).
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ACCESS_TOKEN_VALIDITY = 3  # seconds: long enough for a scenario's calls, short enough to wait out
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+MODES = ("cookie", "header")
+REFRESH = ("POST", "/auth/session/refresh")
+PARENT = "parentRefreshTokenHash1"  # in the access token until the gate has it promoted
+
+
+# --- the stack ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    with services(tmp_path_factory.mktemp("browser"), ACCESS_TOKEN_VALIDITY) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def gates(shared: Services) -> Iterator[dict[int, int]]:
+    """A gate answering 401 for expired sessions (today's SDKs) and one answering 440 (legacy)."""
+    with gate(shared, 401) as modern, gate(shared, 440) as legacy:
+        yield {401: modern, 440: legacy}
+
+
+@pytest.fixture(scope="module", params=PROXIES)
+def sites(request: pytest.FixtureRequest, shared: Services, gates: dict[int, int]) -> Iterator[dict[int, Site]]:
+    kind = request.param
+    with site(kind, shared, gates[401], 401) as modern, site(kind, shared, gates[440], 440) as legacy:
+        yield {401: modern, 440: legacy}
+
+
+# --- the browser ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} is missing: run scripts/install-browser (as root)"
+    launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield launched
+    launched.close()
+
+
+@dataclass
+class Tab:
+    """The example page in a fresh browser context, with every request it made after load."""
+
+    site: Site
+    mode: str
+    context: BrowserContext
+    page: Page
+    console: list[str] = field(default_factory=list)
+    sent: list[tuple[str, str, int | None]] = field(default_factory=list)
+
+    def run(self, expression: str) -> Any:
+        return self.page.evaluate(expression)
+
+    def login(self, user_id: str, roles: list[str] | None = None) -> dict[str, Any]:
+        answer = self.run(f"fa.login({json.dumps(user_id)}, {json.dumps(roles or [])})")
+        assert answer["status"] == 200, answer
+        return dict(answer["body"])
+
+    def call(self, method: str, path: str) -> dict[str, Any]:
+        """A call through the SDK's interception (it refreshes and retries when told to)."""
+        return dict(self.run(f"fa.call({json.dumps(method)}, {json.dumps(path)})"))
+
+    def plain_call(self, method: str, path: str) -> dict[str, Any]:
+        """The same call with the browser's own fetch: no SDK headers, no refresh."""
+        return dict(self.run(f"fa.plainCall({json.dumps(method)}, {json.dumps(path)})"))
+
+    def state(self) -> dict[str, Any]:
+        return dict(self.run("fa.state()"))
+
+    def mark(self) -> int:
+        return len(self.sent)
+
+    def since(self, mark: int) -> list[tuple[str, str, int | None]]:
+        return self.sent[mark:]
+
+    def access_token_payload(self) -> dict[str, Any] | None:
+        """The access token the browser would send next: the cookie, or the SDK's stored header token."""
+        if self.mode == "cookie":
+            token = next((c["value"] for c in self.context.cookies() if c["name"] == "sAccessToken"), None)
+        else:
+            token = self.run("supertokensSession.getAccessToken()")
+        if not token:
+            return None
+        body = token.split(".")[1]
+        return dict(json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))))
+
+
+def _record(tab: Tab) -> None:
+    origin = tab.site.origin
+
+    def on_response(response: Any) -> None:
+        if response.url.startswith(origin):
+            path = response.url[len(origin):].split("?", 1)[0]
+            tab.sent.append((response.request.method, path, response.status))
+
+    def on_failed(request: Any) -> None:
+        if request.url.startswith(origin):
+            tab.sent.append((request.method, request.url[len(origin):].split("?", 1)[0], None))
+
+    tab.page.on("response", on_response)
+    tab.page.on("requestfailed", on_failed)
+    tab.page.on("console", lambda message: tab.console.append(f"{message.type}: {message.text}"))
+    tab.page.on("pageerror", lambda error: tab.console.append(f"pageerror: {error}"))
+
+
+def new_tab(browser: Browser, site_: Site, mode: str, frontend_expired: int | None = None) -> Tab:
+    """The example page, loaded and settled (the SDK's start-up refresh attempt has finished)."""
+    context = browser.new_context()
+    tab = Tab(site_, mode, context, context.new_page())
+    _record(tab)
+    tab.page.goto(site_.page(mode, frontend_expired))
+    tab.page.wait_for_load_state("networkidle")
+    assert tab.run("typeof fa") == "object", tab.console
+    return tab
+
+
+class Watch:
+    """The tabs of one test: saved (screenshot, console, requests) if it fails; its own closed."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+        self.tabs: list[Tab] = []
+        self.owned: list[Tab] = []
+
+    def open(self, site_: Site, mode: str, frontend_expired: int | None = None) -> Tab:
+        """The example page in a fresh browser context, closed after the test."""
+        tab = new_tab(self.browser, site_, mode, frontend_expired)
+        self.owned.append(tab)
+        return self.adopt(tab)
+
+    def adopt(self, tab: Tab) -> Tab:
+        """A tab prepared by a module fixture (closed by that fixture)."""
+        self.tabs.append(tab)
+        return tab
+
+
+@pytest.fixture
+def watch(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Watch]:
+    watching = Watch(browser)
+    yield watching
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for number, tab in enumerate(watching.tabs):
+            _save_artifacts(request.node.name, number, tab)
+    for tab in watching.owned:
+        tab.context.close()
+
+
+@pytest.fixture(scope="module")
+def expired_tabs(sites: dict[int, Site], browser: Browser) -> Iterator[dict[tuple[str, int, int], Tab]]:
+    """Signed-in tabs whose access tokens have expired, keyed by (mode, gate status, frontend
+    status); made together so that the tests of a proxy wait out the validity once."""
+    tabs: dict[tuple[str, int, int], Tab] = {}
+    for mode in MODES:
+        for gate_status, frontend in ((401, 401), (440, 440), (440, 401)):
+            tab = new_tab(browser, sites[gate_status], mode, frontend)
+            tab.login("alice")
+            tabs[(mode, gate_status, frontend)] = tab
+    _wait_for_expiry()
+    yield tabs
+    for tab in tabs.values():
+        tab.context.close()
+
+
+@dataclass
+class Revoked:
+    """A tab whose session was revoked at the core, then watched for 10 s after one call."""
+
+    tab: Tab
+    before: dict[str, Any]
+    after: dict[str, Any]
+    mark: int
+
+
+@pytest.fixture(scope="module")
+def revoked_tabs(sites: dict[int, Site], browser: Browser) -> Iterator[dict[str, Revoked]]:
+    """Per mode: sign in as an admin, call the check_database route, revoke, call again, and
+    watch the page for 10 s (both modes in the same 10 s)."""
+    found: dict[str, Revoked] = {}
+    for mode in MODES:
+        tab = new_tab(browser, sites[401], mode)
+        login = tab.login("root", ["admin"])
+        before = tab.call("GET", "/admin/whoami")
+        tab.site.services.core("POST", "/recipe/session/remove", {"sessionHandles": [login["handle"]]})
+        mark = tab.mark()
+        found[mode] = Revoked(tab, before, tab.call("GET", "/admin/whoami"), mark)
+    time.sleep(10)
+    yield found
+    for revoked in found.values():
+        revoked.tab.context.close()
+
+
+def _save_artifacts(test_name: str, number: int, tab: Tab) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    stem = ARTIFACTS / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', test_name)}-{number}"
+    tab.page.screenshot(path=f"{stem}.png", full_page=True)
+    Path(f"{stem}.console.log").write_text("\n".join(tab.console) + "\n")
+    Path(f"{stem}.requests.log").write_text("\n".join(map(str, tab.sent)) + "\n")
+    print(f"browser artifacts: {stem}.png, {stem}.console.log, {stem}.requests.log")
+    print("browser console:\n  " + "\n  ".join(tab.console))
+
+
+def _wait_for_expiry() -> None:
+    time.sleep(ACCESS_TOKEN_VALIDITY + 1.5)
+
+
+def _verify_calls(services_: Services) -> int:
+    return sum(1 for _method, path in services_.core_requests() if path.endswith("/recipe/session/verify"))
+
+
+def _parent(tab: Tab) -> str | None:
+    """The refreshed-but-not-promoted mark of the browser's access token (null once promoted)."""
+    return (tab.access_token_payload() or {}).get(PARENT)
+
+
+def _identity(answer: dict[str, Any]) -> dict[str, str]:
+    assert answer["status"] == 200, answer
+    return dict(answer["body"]["headers"])
+
+
+# --- the scenarios ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_signed_in_call_reaches_the_upstream_with_identity(sites: dict[int, Site], watch: Watch,
+                                                           mode: str) -> None:
+    tab = watch.open(sites[401], mode)
+    login = tab.login("alice")
+
+    seen = _identity(tab.call("GET", "/api/whoami"))
+
+    assert seen["X-User-Id"] == "alice"
+    assert seen["X-Session-Handle"] == login["handle"]
+    assert seen["X-Tenant-Id"] == "public"
+    assert tab.state()["exists"] is True
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_expired_token_is_refreshed_once_and_the_call_retried(expired_tabs: dict[tuple[str, int, int], Tab],
+                                                               watch: Watch, mode: str) -> None:
+    tab = watch.adopt(expired_tabs[(mode, 401, 401)])
+    mark = tab.mark()
+
+    seen = _identity(tab.call("GET", "/api/whoami"))
+
+    assert seen["X-User-Id"] == "alice"
+    assert tab.since(mark) == [("GET", "/api/whoami", 401), (*REFRESH, 200), ("GET", "/api/whoami", 200)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_legacy_440_with_the_frontend_at_440_refreshes_once(expired_tabs: dict[tuple[str, int, int], Tab],
+                                                            watch: Watch, mode: str) -> None:
+    tab = watch.adopt(expired_tabs[(mode, 440, 440)])
+    mark = tab.mark()
+
+    seen = _identity(tab.call("GET", "/api/whoami"))
+
+    assert seen["X-User-Id"] == "alice"
+    assert tab.since(mark) == [("GET", "/api/whoami", 440), (*REFRESH, 200), ("GET", "/api/whoami", 200)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_legacy_440_with_the_frontend_left_at_401_reaches_the_page(expired_tabs: dict[tuple[str, int, int], Tab],
+                                                                   watch: Watch, mode: str) -> None:
+    """Documented outcome: the SDK does not know 440, so it neither refreshes nor signs out;
+    the page gets the 440 and the session still looks alive to it."""
+    tab = watch.adopt(expired_tabs[(mode, 440, 401)])
+    mark = tab.mark()
+
+    answer = tab.call("GET", "/api/whoami")
+
+    assert answer == {"status": 440, "body": {"message": "try refresh token"}}
+    assert tab.since(mark) == [("GET", "/api/whoami", 440)]
+    assert tab.state()["exists"] is True
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_refreshed_token_is_promoted_once_then_no_core_calls(sites: dict[int, Site], watch: Watch,
+                                                             mode: str) -> None:
+    tab = watch.open(sites[401], mode)
+    tab.login("alice")
+    assert tab.run("fa.refresh()") == {"refreshed": True}
+    assert _parent(tab), "a refreshed token names its parent refresh token"
+    before = _verify_calls(tab.site.services)
+
+    _identity(tab.call("GET", "/api/whoami"))
+    after_first = _verify_calls(tab.site.services)
+    for _ in range(3):
+        _identity(tab.call("GET", "/api/whoami"))
+    after_more = _verify_calls(tab.site.services)
+
+    assert after_first - before == 1, "the first gated call asks the core to promote the token"
+    if tab.site.proxy == "traefik" and mode == "header":
+        # Traefik passes only cookies from a 2xx auth answer: the promoted st-access-token and
+        # front-token never reach the browser, so every call promotes again (README: limits).
+        assert PARENT in (tab.access_token_payload() or {})
+        assert after_more - after_first == 3
+    else:
+        assert tab.access_token_payload() is not None and not _parent(tab), "the browser holds the promoted token"
+        assert after_more == after_first, "a promoted token is verified locally"
+    assert not any(sent[:2] == REFRESH for sent in tab.sent[-4:])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_revoked_session_is_signed_out_without_a_refresh_loop(revoked_tabs: dict[str, Revoked],
+                                                              watch: Watch, mode: str) -> None:
+    revoked = revoked_tabs[mode]
+    tab = watch.adopt(revoked.tab)
+
+    assert _identity(revoked.before)["X-User-Id"] == "root"
+    assert revoked.after == {"status": 401, "body": {"message": "unauthorised"}}
+    assert tab.since(revoked.mark) == [("GET", "/admin/whoami", 401)], "no refresh call, no retry, nothing for 10 s"
+    state = tab.state()
+    assert state["exists"] is False
+    assert "UNAUTHORISED" in state["events"]
+    assert tab.access_token_payload() is None, "the access token was cleared"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_missing_role_gives_the_page_the_claim_error(sites: dict[int, Site], watch: Watch,
+                                                     mode: str) -> None:
+    tab = watch.open(sites[401], mode)
+    tab.login("alice", ["viewer"])
+
+    answer = tab.call("GET", "/admin/whoami")
+    invalid = tab.run("fa.invalidClaims('/admin/whoami')")
+
+    error = {"id": "st-role", "reason": {"message": "wrong value", "expectedToInclude": "admin",
+                                         "actualValue": ["viewer"]}}
+    assert answer == {"status": 403, "body": {"message": "invalid claim", "claimValidationErrors": [error]}}
+    assert invalid == {"status": 403, "errors": [error]}
+    assert "API_INVALID_CLAIM" in tab.state()["events"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_custom_header_anti_csrf(sites: dict[int, Site], watch: Watch, mode: str) -> None:
+    tab = watch.open(sites[401], mode)
+    tab.login("alice")
+
+    with_sdk = tab.call("POST", "/api/whoami")
+    without_sdk = tab.plain_call("POST", "/api/whoami")
+
+    assert _identity(with_sdk)["X-User-Id"] == "alice"
+    if mode == "cookie":
+        # The cookie goes along by itself, the SDK's `rid` header does not: a cross-site form could do this.
+        assert without_sdk == {"status": 401, "body": {"message": "try refresh token"}}
+    else:
+        # Header mode: without the SDK there is no Authorization header, so no session at all.
+        assert without_sdk == {"status": 401, "body": {"message": "unauthorised"}}
