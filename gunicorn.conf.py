@@ -10,13 +10,11 @@ import tempfile as _tempfile
 if not _os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     _os.environ["PROMETHEUS_MULTIPROC_DIR"] = _tempfile.mkdtemp(prefix="forward-auth-metrics-")
 
-from forward_auth import metrics as _metrics  # noqa: E402
 from forward_auth.server import gunicorn_options as _gunicorn_options  # noqa: E402
+from forward_auth.server import master_hooks as _master_hooks  # noqa: E402
 from forward_auth.settings import load as _load  # noqa: E402
 
 wsgi_app = "forward_auth.wsgi:get_app()"
-globals().update(_gunicorn_options(_load()))
-
-
-def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn's hook signature
-    _metrics.worker_exited(worker.pid)
+_settings = _load()
+globals().update(_gunicorn_options(_settings))
+globals().update(_master_hooks(_settings))  # child_exit; with metrics_bind, when_ready, post_fork, on_exit

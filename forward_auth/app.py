@@ -132,7 +132,7 @@ class NginxCompat:
 
 
 def create_app(settings: Settings, gate: Gate | None = None, policies: PolicyFile | None = None) -> falcon.App:
-    """The WSGI app: ``/verify``, ``/sessions/verify``, ``/healthz``, ``/readyz``.
+    """The WSGI app: ``/verify``, ``/sessions/verify``, ``/healthz``, ``/readyz``, ``/metrics``.
 
     ``policies`` defaults to ``settings.policy_file`` (read now; an invalid file raises PolicyError).
     """
@@ -153,5 +153,6 @@ def create_app(settings: Settings, gate: Gate | None = None, policies: PolicyFil
     app.add_route("/sessions/verify", SessionsResource(gate))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(gate))
-    app.add_route("/metrics", MetricsResource())
+    if settings.metrics_bind is None:  # else the gunicorn master serves it on its own address
+        app.add_route("/metrics", MetricsResource())
     return app

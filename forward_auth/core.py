@@ -17,7 +17,7 @@ from typing import Any
 
 import cachetools
 
-from . import metrics
+from . import metrics, tracing
 from .errors import CoreError, CoreUnavailable, TryRefreshToken, Unauthorised
 from .transport import Reply, Transport, TransportError
 from .verifier import CoreSession, NewAccessToken
@@ -149,14 +149,17 @@ class CoreClient:
         data = json.dumps(body).encode("utf-8")
         failures = []
         for base in self._urls:
-            try:
-                reply = self._transport.request(
-                    "POST", base + path, headers=self._headers(), body=data, timeout=self._timeout
-                )
-            except TransportError as exc:
-                failures.append(str(exc))
-                metrics.CORE_REQUESTS.labels(endpoint=path, outcome="unreachable").inc()
-                continue
+            with tracing.core_span("POST", path) as span:
+                try:
+                    reply = self._transport.request(
+                        "POST", base + path, headers=self._headers(), body=data, timeout=self._timeout
+                    )
+                except TransportError as exc:
+                    failures.append(str(exc))
+                    metrics.CORE_REQUESTS.labels(endpoint=path, outcome="unreachable").inc()
+                    span.set({"forward_auth.outcome": "unreachable"})
+                    continue
+                span.set({"forward_auth.outcome": str(reply.status)})
             metrics.CORE_REQUESTS.labels(endpoint=path, outcome=str(reply.status)).inc()
             if reply.status >= 500 or reply.status == 429:
                 failures.append(f"{base}: HTTP {reply.status}")

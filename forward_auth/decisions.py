@@ -1,4 +1,4 @@
-"""One record per decision: a metric sample and a log line (JSON or text), never a token.
+"""One record per decision: a metric sample, a log line (JSON or text) and a span, never a token.
 
 The record holds the outcome, the reason, the original method and path (no query string), the
 user and tenant the token proved, the policy rule, the latency and a request id (the caller's
@@ -15,7 +15,7 @@ from typing import Any
 
 import falcon
 
-from . import metrics
+from . import metrics, tracing
 
 log = logging.getLogger("forward_auth.decisions")
 DECIDING_PATHS = ("/verify", "/sessions/verify")
@@ -54,12 +54,23 @@ class DecisionRecorder:
         req.context.started = time.perf_counter()
         supplied = (req.get_header("X-Request-Id") or "")[:128]
         req.context.request_id = supplied if supplied.isprintable() and supplied else uuid.uuid4().hex
+        if _deciding(req.path):
+            route = "/verify/{path}" if req.path.startswith("/verify/") else req.path
+            req.context.span = tracing.decision_span(f"{req.method} {route}", req.get_header,
+                                                     {"forward_auth.request_id": req.context.request_id})
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
                          req_succeeded: bool) -> None:
-        deciding = req.path in DECIDING_PATHS or req.path.startswith("/verify/")
-        if not deciding or not hasattr(req.context, "started"):
+        if not _deciding(req.path) or not hasattr(req.context, "started"):
             return
+        span: tracing.Span = req.context.span
+        try:
+            self._record(req, resp, span)
+        finally:
+            span.end()
+
+    @staticmethod
+    def _record(req: falcon.Request, resp: falcon.Response, span: tracing.Span) -> None:
         elapsed = time.perf_counter() - req.context.started
         status = resp.status_code
         outcome = "allow" if status < 300 else "deny" if status < 500 else "error"
@@ -74,10 +85,19 @@ class DecisionRecorder:
             "rule": resp.get_header("X-Forward-Auth-Rule"), "latency_ms": round(elapsed * 1000, 3),
             "request_id": req.context.request_id,
         }
+        span.set({"forward_auth.outcome": outcome, "forward_auth.reason": reason, "http.response.status_code": status,
+                  "forward_auth.request": original, "forward_auth.rule": record["rule"],
+                  "user.id": record["user_id"], "forward_auth.tenant_id": record["tenant_id"]})
+        if outcome == "error":
+            span.fail(reason)
         detail = req.context.get("detail")
         level = logging.WARNING if outcome == "error" else logging.INFO if outcome == "deny" else logging.DEBUG
         text = f"{'deny' if outcome != 'allow' else 'allow'} {status} {original}: {reason}"
         log.log(level, text + (f" ({detail})" if detail else ""), extra={"decision": record})
+
+
+def _deciding(path: str) -> bool:
+    return path in DECIDING_PATHS or path.startswith("/verify/")
 
 
 def _allow_reason(resp: falcon.Response) -> str:

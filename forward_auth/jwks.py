@@ -22,11 +22,12 @@ import cachetools
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import RSAAlgorithm
 
-from . import metrics
+from . import metrics, tracing
 from .errors import KeysUnavailable
 from .transport import Transport, TransportError
 
 log = logging.getLogger(__name__)
+JWKS_PATH = "/.well-known/jwks.json"
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
 
 
@@ -87,7 +88,7 @@ class JwksFetcher:
         timeout_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._urls = tuple(url.rstrip("/") + "/.well-known/jwks.json" for url in core_urls)
+        self._urls = tuple(url.rstrip("/") + JWKS_PATH for url in core_urls)
         self._transport = transport
         self._ceiling = cache_seconds
         self._cooldown = cooldown_seconds
@@ -176,15 +177,18 @@ class JwksFetcher:
 
     def _fetch_from_cores(self) -> KeySet | None:
         for url in self._urls:
-            try:
-                reply = self._transport.request("GET", url, headers={}, timeout=self._timeout)
-                if reply.status != 200:
-                    raise ValueError(f"HTTP {reply.status}")
-                keys = parse_jwks(reply.data)
-            except (TransportError, ValueError, UnicodeDecodeError, RecursionError) as exc:
-                self.last_error = f"{url}: {exc}"
-                log.warning("jwks: fetch failed from %s: %s", url, exc)
-                continue
+            with tracing.core_span("GET", JWKS_PATH) as span:
+                try:
+                    reply = self._transport.request("GET", url, headers={}, timeout=self._timeout)
+                    if reply.status != 200:
+                        raise ValueError(f"HTTP {reply.status}")
+                    keys = parse_jwks(reply.data)
+                except (TransportError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+                    self.last_error = f"{url}: {exc}"
+                    log.warning("jwks: fetch failed from %s: %s", url, exc)
+                    span.set({"forward_auth.outcome": "error"})
+                    continue
+                span.set({"forward_auth.outcome": "ok"})
             age = max_age(reply.headers.get("cache-control"))
             fresh_for = self._ceiling if age is None else min(age, self._ceiling)
             self.last_error = None

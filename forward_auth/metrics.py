@@ -2,7 +2,8 @@
 
 Under several gunicorn workers the client's multiprocess mode is used: ``forward-auth serve``
 points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers fork, and marks a
-worker's files dead when it exits; ``/metrics`` then adds up every worker.
+worker's files dead when it exits; ``/metrics`` then adds up every worker, whether a worker
+serves it on the main port or the master on its own address (:class:`MetricsServer`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import os
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -33,13 +36,37 @@ CORE_REQUESTS = Counter("forward_auth_core_requests_total", "Requests to the Sup
 CACHE = Counter("forward_auth_cache_total", "Cache lookups by cache and result", ["cache", "result"])
 
 
+def _registry() -> CollectorRegistry:
+    """Every worker's metrics under multiprocess mode, else this process's."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
 def exposition() -> tuple[bytes, str]:
     """The text exposition of every metric: all workers' under multiprocess mode."""
-    if os.environ.get(MULTIPROC_ENV):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+
+
+class MetricsServer:
+    """``/metrics`` on an address of its own (the ``metrics_bind`` setting), served by threads of
+    the gunicorn master: never behind auth, never queued behind ``/verify``."""
+
+    def __init__(self, address: str) -> None:
+        """Listen on HOST:PORT and serve; OSError when that address cannot be listened on."""
+        host, _, port = address.rpartition(":")
+        self._server, self._thread = start_http_server(int(port), host.strip("[]"), _registry())
+
+    def close_inherited(self) -> None:
+        """In a forked worker: close the copy of the listening socket (the master serves it)."""
+        self._server.socket.close()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
 
 
 def worker_exited(pid: int) -> None:

@@ -269,6 +269,7 @@ class SessionsResource:
         session = self._gate.verify(creds, verifier.Policy(anti_csrf_check=do_check))
         if session is None:  # only optional policies answer "no session"; keep the type checker honest
             raise Unauthorised("no session", clear_tokens=False, reason="no-token")
+        req.context.user_id, req.context.tenant_id = session.user_id, session.tenant_id
         answer: dict[str, Any] = {
             "status": "OK",
             "session": {"handle": session.handle, "userId": session.user_id, "userDataInJWT": session.payload,

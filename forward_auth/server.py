@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import falcon
 from gunicorn.app.base import BaseApplication
 
-from . import metrics
+from . import metrics, tracing
 from .app import build_gate, create_app
 from .decisions import configure_logging
 from .errors import ForwardAuthError
 from .policy import PolicyError, PolicyFile, PolicySet, read_policy
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 log = logging.getLogger("forward_auth")
 
@@ -45,6 +47,8 @@ def worker_app(settings: Settings, policy: PolicySet | None = None) -> falcon.Ap
     policy file keeps serving it (the file is watched and picked up once it is fixed).
     """
     configure_logging(settings.log_level, settings.log_format)
+    if settings.tracing:
+        tracing.start()
     gate = build_gate(settings)
     try:
         gate.keys.keys()
@@ -58,6 +62,44 @@ def worker_app(settings: Settings, policy: PolicySet | None = None) -> falcon.Ap
 
 def _child_exit(arbiter: object, worker: Any) -> None:
     metrics.worker_exited(worker.pid)
+
+
+#: The master's metrics server (``metrics_bind``). Module state, as it must outlive the hooks:
+#: a reload (SIGHUP) installs new ones, and ``gunicorn.conf.py`` is read again then.
+_metrics_server: metrics.MetricsServer | None = None
+
+
+def _serve_metrics(address: str, arbiter: Any) -> None:
+    global _metrics_server
+    if _metrics_server is None:
+        try:
+            _metrics_server = metrics.MetricsServer(address)
+        except OSError as exc:
+            raise SettingsError("metrics_bind", address, f"cannot be listened on ({exc.strerror or exc})") from None
+        arbiter.log.info("Metrics at: http://%s/metrics", address)
+
+
+def _close_inherited_metrics(arbiter: object, worker: Any) -> None:
+    if _metrics_server is not None:
+        _metrics_server.close_inherited()
+
+
+def _stop_metrics(arbiter: object) -> None:
+    global _metrics_server
+    if _metrics_server is not None:
+        _metrics_server.stop()
+        _metrics_server = None
+
+
+def master_hooks(settings: Settings) -> dict[str, Callable[..., None]]:
+    """gunicorn's server hooks (also ``gunicorn.conf.py``'s): dead workers' metric files are
+    released; with ``metrics_bind``, the master serves ``/metrics`` there once it is ready (an
+    address it cannot listen on stops start-up) until it exits."""
+    hooks: dict[str, Callable[..., None]] = {"child_exit": _child_exit}
+    if settings.metrics_bind:
+        hooks.update(when_ready=partial(_serve_metrics, settings.metrics_bind),
+                     post_fork=_close_inherited_metrics, on_exit=_stop_metrics)
+    return hooks
 
 
 class Server(BaseApplication):  # type: ignore[misc]
@@ -77,7 +119,8 @@ class Server(BaseApplication):  # type: ignore[misc]
         for key, value in gunicorn_options(self._settings).items():
             self.cfg.set(key, value)
         self.cfg.set("on_reload", self._on_reload)
-        self.cfg.set("child_exit", _child_exit)
+        for hook, function in master_hooks(self._settings).items():
+            self.cfg.set(hook, function)
 
     def _on_reload(self, arbiter: object) -> None:
         if not self._settings.policy_file:

@@ -60,10 +60,12 @@ class Settings:
     policy_file: str | None = None
     policy_reload_seconds: float = 2.0
     bind: str = "127.0.0.1:8080"
+    metrics_bind: str | None = None
     workers: int = 2
     threads: int = 4
     log_level: str = "info"
     log_format: str = "text"
+    tracing: bool = False
 
     @property
     def effective_anti_csrf(self) -> str:
@@ -152,14 +154,24 @@ def _core_urls(name: str, raw: object) -> tuple[str, ...]:
     return urls
 
 
+def _host_port(text: str) -> bool:
+    """Whether ``text`` is HOST:PORT with a port 1-65535."""
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+
+
 def _bind(name: str, raw: object) -> str:
     text = str(raw).strip()
-    host, sep, port = text.rpartition(":")
-    if text.startswith("unix:"):
-        return text
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not text.startswith("unix:") and not _host_port(text):
         raise SettingsError(name, raw, "must be HOST:PORT (or unix:PATH)")
     return text
+
+
+def _metrics_bind(name: str, raw: object) -> str | None:
+    text = str(raw).strip()
+    if text and not _host_port(text):
+        raise SettingsError(name, raw, "must be HOST:PORT (empty: /metrics on the main port)")
+    return text or None
 
 
 def _path(name: str, raw: object) -> str:
@@ -202,10 +214,12 @@ PARSERS: Mapping[str, Callable[[str, object], Any]] = {
     "policy_file": _text,
     "policy_reload_seconds": _number,
     "bind": _bind,
+    "metrics_bind": _metrics_bind,
     "workers": _positive_int,
     "threads": _positive_int,
     "log_level": _choice(("debug", "info", "warning", "error"), upper=False),
     "log_format": _choice(("text", "json"), upper=False),
+    "tracing": _bool,
 }
 
 DESCRIPTIONS: Mapping[str, str] = {
@@ -233,16 +247,18 @@ DESCRIPTIONS: Mapping[str, str] = {
     "policy_file": "YAML file of route rules (first match wins); without it, query parameters choose the policy",
     "policy_reload_seconds": "how often the policy file is checked for changes (0: only at start and on SIGHUP)",
     "bind": "address gunicorn listens on",
+    "metrics_bind": "HOST:PORT on which the gunicorn master serves `/metrics` (every worker added up) instead of the main port, which then answers 404; unset: `/metrics` on the main port",
     "workers": "gunicorn worker processes",
     "threads": "threads per worker (gthread)",
     "log_level": "debug, info, warning or error (allowed requests are logged at debug, denials at info)",
     "log_format": "`text` or `json` (one object per line; a decision's fields: outcome, reason, request, user, rule, latency, request id)",
+    "tracing": "OpenTelemetry spans per decision and per core request, continuing the caller's `traceparent` (needs the `otel` extra; exporter from `OTEL_TRACES_EXPORTER`)",
 }
 
 
 #: Settings that also have a ``forward-auth serve`` flag (``--core-url`` for ``core_url``).
-FLAGS: tuple[str, ...] = ("bind", "workers", "core_url", "core_api_key", "anti_csrf", "session_expired_status",
-                          "check_database", "legacy", "policy_file", "log_level")
+FLAGS: tuple[str, ...] = ("bind", "metrics_bind", "workers", "core_url", "core_api_key", "anti_csrf",
+                          "session_expired_status", "check_database", "legacy", "policy_file", "log_level")
 
 
 def flag_name(name: str) -> str:
@@ -310,6 +326,14 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError(
             "cookie_secure", settings.cookie_secure, "must be true when cookie_samesite is none"
         )
+    if settings.metrics_bind is not None and settings.metrics_bind == settings.bind:
+        raise SettingsError("metrics_bind", settings.metrics_bind, "must differ from bind")
+    if settings.tracing:
+        from .tracing import unavailable  # opentelemetry is optional: only looked for when asked
+
+        missing = unavailable()
+        if missing:
+            raise SettingsError("tracing", settings.tracing, missing)
     return settings
 
 

@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -219,3 +220,54 @@ def test_metrics_add_up_every_worker_and_json_logs_hold_no_token(core_url: str) 
     assert all(d["user_id"] == "counted" for d in decisions if d["outcome"] == "allow")
     everything = json.dumps(lines)
     assert all(segment not in everything for segment in token.split("."))
+
+
+def test_metrics_bind_serves_every_workers_metrics_from_the_master_only_there(core_url: str) -> None:
+    port, metrics_port = free_port(), free_port()
+    token = post_json(core_url + "/dev/sessions", {"userId": "counted"})["accessToken"]["token"]
+    args = [*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--core-url", core_url,
+            "--metrics-bind", f"127.0.0.1:{metrics_port}"]
+    with process(args, {"FORWARD_AUTH_CORE_API_KEY": API_KEY}):
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        wait_http(f"http://127.0.0.1:{metrics_port}/metrics")
+        for _ in range(12):
+            assert curl(f"http://127.0.0.1:{port}/verify", "-H", f"Cookie: sAccessToken={token}")[0] == 200
+        for _ in range(5):
+            assert curl(f"http://127.0.0.1:{port}/verify")[0] == 401
+        assert curl(f"http://127.0.0.1:{port}/metrics")[0] == 404
+        assert curl(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        status, headers, text = curl(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    assert metric(text, "forward_auth_decisions_total", outcome="allow", reason="ok") == 12
+    assert metric(text, "forward_auth_decisions_total", outcome="deny", reason="no-token") == 5
+    assert metric(text, "forward_auth_decision_seconds_count") == 17
+    assert metric(text, "forward_auth_jwks_fetches_total", result="ok") == 2  # one per worker: both added up
+
+
+def test_a_taken_metrics_address_stops_start_up_naming_the_setting() -> None:
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = "127.0.0.1:%d" % taken.getsockname()[1]
+        result = subprocess.run([*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                                 "--metrics-bind", address], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"forward-auth: invalid setting metrics_bind='{address}': cannot be listened on (Address already in use)")
+
+
+def test_tracing_under_gunicorn_continues_the_callers_trace(core_url: str) -> None:
+    port, trace_id = free_port(), "4bf92f3577b34da6a3ce929d0e0e4736"
+    env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_TRACING": "true", "OTEL_TRACES_EXPORTER": "console"}
+    token = post_json(core_url + "/dev/sessions", {"userId": "traced"})["accessToken"]["token"]
+    with process([*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--core-url", core_url], env) as proc:
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        status, _, _ = curl(f"http://127.0.0.1:{port}/verify?checkDatabase=true", "-H", f"Cookie: sAccessToken={token}",
+                            "-H", f"traceparent: 00-{trace_id}-00f067aa0ba902b7-01")
+        assert status == 200
+    assert proc.stdout is not None
+    output = proc.stdout.read()  # the console exporter's spans, flushed when the worker exits
+    assert f'"trace_id": "0x{trace_id}"' in output and '"parent_id": "0x00f067aa0ba902b7"' in output
+    assert '"name": "POST /recipe/session/verify"' in output and '"user.id": "traced"' in output
+    assert all(segment not in output for segment in token.split("."))

@@ -59,6 +59,11 @@ def test_samesite_none_derives_custom_header_csrf_as_the_sdk() -> None:
         ({"bind": "nowhere"}, "bind"),
         ({"cookie_samesite": "none"}, "cookie_secure"),
         ({"invalid_claim_status": "401"}, "invalid_claim_status"),
+        ({"metrics_bind": "9100"}, "metrics_bind"),
+        ({"metrics_bind": "unix:/tmp/metrics.sock"}, "metrics_bind"),
+        ({"metrics_bind": "0.0.0.0:99999"}, "metrics_bind"),
+        ({"metrics_bind": "127.0.0.1:8080"}, "metrics_bind"),  # the main port's address
+        ({"tracing": "sometimes"}, "tracing"),
     ],
 )
 def test_invalid_values_name_the_setting(overrides: dict[str, str], name: str) -> None:
@@ -66,6 +71,16 @@ def test_invalid_values_name_the_setting(overrides: dict[str, str], name: str) -
         s.load(overrides, environ={})
     assert info.value.name == name
     assert name in str(info.value)
+
+
+def test_metrics_bind_is_a_host_and_port_or_unset() -> None:
+    assert s.load(environ={}).metrics_bind is None
+    assert s.load(environ={"FORWARD_AUTH_METRICS_BIND": ""}).metrics_bind is None
+    assert s.load({"metrics_bind": "[::1]:9100"}, environ={}).metrics_bind == "[::1]:9100"
+    with pytest.raises(s.SettingsError) as info:
+        s.load(environ={"FORWARD_AUTH_METRICS_BIND": "metrics:port"})
+    assert str(info.value) == ("invalid setting metrics_bind='metrics:port': "
+                               "must be HOST:PORT (empty: /metrics on the main port)")
 
 
 def test_unknown_key_in_config_file_is_refused(tmp_path: Path) -> None:
