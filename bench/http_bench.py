@@ -19,8 +19,11 @@ and measures, interleaving the variants round by round so that drift hits them a
    gunicorn worker before, during and after it;
 plus the core requests per ``/verify`` in each phase, and a footer of the performance targets.
 
-Run: ``.venv/bin/python bench/http_bench.py`` (about 2.5 minutes on 2 cores; ``--help`` for the knobs,
-e.g. ``--gunicorn reuse_port=true --threads 1`` to try gunicorn settings on all apps alike).
+Everything runs once per server of ``forward-auth serve`` (``--servers gunicorn,granian``: the
+default gunicorn, then granian, each serving all three apps), and the targets are printed side by side.
+
+Run: ``.venv/bin/python bench/http_bench.py`` (about 5 minutes on 2 cores; ``--help`` for the knobs,
+e.g. ``--servers gunicorn --gunicorn reuse_port=true --threads 1`` to try gunicorn settings on all apps alike).
 Needs wrk (``apt-get install wrk``), nginx, and Flask in the venv (``.venv/bin/pip install flask``).
 """
 
@@ -553,10 +556,17 @@ def parse_args() -> argparse.Namespace:
                              "nginx-empty-body = answer ?proxy=nginx with an empty body")
     parser.add_argument("--phases", default="1,2,3,4", help="which phases to run: " +
                         ", ".join(f"{k} {v}" for k, v in PHASES.items()))
-    parser.add_argument("--json", type=Path, help="also write the measurements here")
+    parser.add_argument("--servers", default="gunicorn,granian",
+                        help="run everything under each of these servers in turn (forward-auth serve --server)")
+    parser.add_argument("--json", type=Path, help="also write the measurements here (.<server>.json for several)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, nginx.conf)")
     args = parser.parse_args()
     args.phases = {p.strip() for p in args.phases.split(",") if p.strip()}
+    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if not args.servers or not set(args.servers) <= {"gunicorn", "granian"}:
+        parser.error("--servers takes gunicorn, granian or both")
+    if args.gunicorn and "granian" in args.servers:
+        parser.error("--gunicorn settings apply to gunicorn only: add --servers gunicorn")
     if not args.phases <= set(PHASES) or not args.phases:
         parser.error(f"--phases takes a comma-separated subset of {','.join(PHASES)}")
     if "3" in args.phases or "4" in args.phases:
@@ -564,9 +574,23 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def main() -> None:  # noqa: C901 (one linear script)
+def main() -> None:
     args = parse_args()
     wrk_binary, nginx_binary = preflight()
+    results = {server: bench(args, server, wrk_binary, nginx_binary) for server in args.servers}
+    if len(results) > 1:
+        print("\ntargets side by side (same run, same machine)")
+        names = list(results)
+        print(f"  {'target':62s} " + " ".join(f"{name:>30s}" for name in names))
+        for i, (text, _, _) in enumerate(results[names[0]]):
+            cells = [f"[{mark(results[name][i][1])}] {results[name][i][2]}" for name in names]
+            print(f"  {text:62s} " + " ".join(f"{cell[:30]:>30s}" for cell in cells))
+
+
+def bench(args: argparse.Namespace, server: str, wrk_binary: str,  # noqa: C901 (one linear script)
+          nginx_binary: str) -> list[tuple[str, bool, str]]:
+    """Every phase with the service and the comparison apps under ``server``; prints its table
+    and returns its targets as (text, met, value)."""
     started_at = time.monotonic()
 
     try:
@@ -585,6 +609,9 @@ def main() -> None:  # noqa: C901 (one linear script)
                      f"keepalive={shown['keepalive']} s, reuse_port={shown.get('reuse_port', False)} "
                      f"(forward_auth.server.gunicorn_options{' + ' + ', '.join(overrides) if overrides else ''}; "
                      f"same for all three apps)")
+    if server == "granian":
+        settings_line = (f"granian WSGI, workers={args.workers}, blocking threads={args.threads} "
+                         "(forward_auth.server.serve_granian; same for all three apps)")
     phases = args.phases
     m_svc = m_const = m_ng_svc = m_ng_sdk = m_ng_const = m_ng_noop = m_lat = m_lat_const = m_one = m_soak = None
     rss_series: list[tuple[str, dict[int, float]]] = []
@@ -612,7 +639,7 @@ def main() -> None:  # noqa: C901 (one linear script)
         env["FORWARD_AUTH_THREADS"] = str(args.threads)  # not a flag of `serve`
         python = sys.executable
         ports = {name: free_port() for name in ("service", "constant", "flask", "nginx")}
-        common = ["--workers", str(args.workers), "--threads", str(args.threads)]
+        common = ["--server", server, "--workers", str(args.workers), "--threads", str(args.threads)]
         for item in overrides:
             common += ["--set", item]
         launcher = bool(overrides or args.what_if)
@@ -622,8 +649,9 @@ def main() -> None:  # noqa: C901 (one linear script)
             if args.what_if:
                 service_args += ["--what-if", args.what_if]
         else:
-            service_args = [python, "-m", "forward_auth", "serve", "--bind", f"{HOST}:{ports['service']}",
-                            "--workers", str(args.workers), "--core-url", core_url, "--core-api-key", API_KEY]
+            service_args = [python, "-m", "forward_auth", "serve", "--server", server,
+                            "--bind", f"{HOST}:{ports['service']}", "--workers", str(args.workers),
+                            "--core-url", core_url, "--core-api-key", API_KEY]
         service_env = dict(env)
         if launcher:  # `forward-auth serve` makes (and removes) its own metrics directory
             (work / "metrics").mkdir()
@@ -858,9 +886,11 @@ def main() -> None:  # noqa: C901 (one linear script)
             "rss": rss_series,
             "targets": [{"target": t, "met": ok, "value": v} for t, ok, v in targets],
         }
-        args.json.write_text(json.dumps(payload, indent=2, default=str))
+        path = args.json if len(args.servers) == 1 else args.json.with_suffix(f".{server}.json")
+        path.write_text(json.dumps(payload, indent=2, default=str))
     if args.keep:
         print(f"work directory kept: {work}")
+    return targets
 
 
 if __name__ == "__main__":

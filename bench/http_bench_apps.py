@@ -1,4 +1,5 @@
-"""The comparison apps of ``bench/http_bench.py``, each served by gunicorn with the service's settings.
+"""The comparison apps of ``bench/http_bench.py``, each served by gunicorn (or, with ``--server granian``,
+granian) with the service's settings.
 
     python bench/http_bench_apps.py constant  --bind 127.0.0.1:P --workers 2 --threads 4
     python bench/http_bench_apps.py flask-sdk --bind 127.0.0.1:P --workers 2 --threads 4 \
@@ -159,9 +160,23 @@ def options_for(bind: str, workers: int, threads: int, log_level: str, proc_name
     return options
 
 
+def serve_granian(bind: str, workers: int, threads: int, factory: Callable[[], Any]) -> None:
+    """The app under granian with the options ``forward-auth serve --server granian`` uses."""
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    from forward_auth.server import RESPAWN_INTERVAL_SECONDS
+
+    host, _, port = bind.rpartition(":")
+    Granian("unused:app", address=host, port=int(port), interface=Interfaces.WSGI, workers=workers,
+            blocking_threads=threads, websockets=False, respawn_interval=RESPAWN_INTERVAL_SECONDS,
+            ).serve(target_loader=factory, wrap_loader=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("app", choices=["constant", "flask-sdk", "service"])
+    parser.add_argument("--server", choices=["gunicorn", "granian"], default="gunicorn")
     parser.add_argument("--bind", required=True)
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--threads", type=int, required=True)
@@ -207,7 +222,10 @@ def main() -> None:
                 return empty_nginx_bodies(build())
     else:
         factory = functools.partial(flask_sdk_app, args.core_url, args.api_key)
-    _Gunicorn(options, factory).run()
+    if args.server == "granian":
+        serve_granian(args.bind, args.workers, args.threads, factory)
+    else:
+        _Gunicorn(options, factory).run()
 
 
 if __name__ == "__main__":

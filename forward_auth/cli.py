@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forward-auth", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the verifier service under gunicorn")
+    serve = commands.add_parser("serve", help="run the verifier service (gunicorn or granian)")
     serve.add_argument("--config", help="YAML config file (keys are setting names)")
     for name in settings_module.FLAGS:
         serve.add_argument(settings_module.flag_name(name), dest=name, help=settings_module.DESCRIPTIONS[name])
@@ -85,11 +85,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(json.dumps(settings_module.public_view(settings), indent=2, default=str))
         return 0
     directory = metrics_directory()
-    from .server import Server  # after the metrics directory is set: prometheus-client reads it on import
+    from .server import Server, serve_granian  # after the metrics directory is set: prometheus-client reads it
 
     master = os.getpid()
     try:
-        Server(settings).run()
+        if settings.server == "granian":
+            serve_granian(settings)
+        else:
+            Server(settings).run()
     finally:
         if directory and os.getpid() == master:  # forked workers unwind through here too when they exit
             shutil.rmtree(directory, ignore_errors=True)

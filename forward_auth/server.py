@@ -1,10 +1,12 @@
-"""gunicorn, run programmatically with the validated settings (``forward-auth serve``)."""
+"""The servers of ``forward-auth serve``: gunicorn (default) or granian, run programmatically
+with the validated settings; both build the same app per worker and reload the policy on SIGHUP."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import falcon
@@ -133,3 +135,55 @@ class Server(BaseApplication):  # type: ignore[misc]
     def load(self) -> falcon.App:
         return worker_app(self._settings, self._policy)
 
+
+
+GRANIAN_LOG_LEVELS = {"debug": "debug", "info": "info", "warning": "warning", "error": "error"}
+#: On SIGHUP granian starts each new worker, waits this long, then stops the old one (its
+#: default, 3.5 s, is for slow-starting apps; a worker here is ready once it has the JWKS).
+RESPAWN_INTERVAL_SECONDS = 1.0
+
+
+def serve_granian(settings: Settings) -> None:
+    """Serve with granian (``server: granian``): Rust HTTP handling and WSGI worker processes.
+
+    The same worker app and settings as under gunicorn; SIGHUP re-reads the policy file in the
+    main process and respawns the workers; ``metrics_bind`` is served by the main process.
+    Not available: gunicorn's ``child_exit`` (a replaced worker's key-age gauge stays listed).
+    """
+    from granian import Granian
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+
+    policy = [read_policy(settings.policy_file) if settings.policy_file else None]
+    metrics_server = None
+    if settings.metrics_bind:
+        try:
+            metrics_server = metrics.MetricsServer(settings.metrics_bind)
+        except OSError as exc:
+            raise SettingsError("metrics_bind", settings.metrics_bind,
+                                f"cannot be listened on ({exc.strerror or exc})") from None
+    if settings.bind.startswith("unix:"):
+        address: dict[str, Any] = {"uds": Path(settings.bind.removeprefix("unix:"))}
+    else:
+        host, _, port = settings.bind.rpartition(":")
+        address = {"address": host.strip("[]"), "port": int(port)}
+    server = Granian("forward_auth.wsgi:get_app", interface=Interfaces.WSGI, workers=settings.workers,
+                     blocking_threads=settings.threads, log_level=LogLevels(GRANIAN_LOG_LEVELS[settings.log_level]),
+                     websockets=False, respawn_interval=RESPAWN_INTERVAL_SECONDS, **address)
+
+    def reload_policy() -> None:
+        if settings.policy_file:
+            try:
+                policy[0] = read_policy(settings.policy_file)
+            except PolicyError as exc:
+                log.error("SIGHUP: policy not reloaded, the previous one stays in force: %s", exc)
+
+    def load() -> falcon.App:
+        if metrics_server is not None:
+            metrics_server.close_inherited()
+        return worker_app(settings, policy[0])
+
+    server.on_reload(reload_policy)
+    if metrics_server is not None:
+        server.on_shutdown(metrics_server.stop)
+    server.serve(target_loader=load, wrap_loader=False)

@@ -1,4 +1,4 @@
-"""Real processes: ``forward-auth dev-core`` and ``forward-auth serve`` (gunicorn), driven with curl."""
+"""Real processes: ``forward-auth dev-core`` and ``forward-auth serve`` (gunicorn and granian), driven with curl."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import pytest
 from proxy_harness import free_port, wait_http
 
 CLI = [sys.executable, "-m", "forward_auth"]
+SERVERS = pytest.mark.parametrize("server", ["gunicorn", "granian"])
 
 
 @contextmanager
@@ -62,9 +63,10 @@ def core_url() -> Iterator[str]:
         yield url
 
 
-def test_serve_as_a_process_answers_curl(core_url: str) -> None:
+@SERVERS
+def test_serve_as_a_process_answers_curl(core_url: str, server: str) -> None:
     port = free_port()
-    env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_CHECK_DATABASE": "true"}
+    env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_CHECK_DATABASE": "true", "FORWARD_AUTH_SERVER": server}
     with process([*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--core-url", core_url], env):
         wait_http(f"http://127.0.0.1:{port}/readyz")
         created = post_json(core_url + "/dev/sessions", {"userId": "curl-user"})
@@ -131,48 +133,103 @@ def test_gunicorn_directly_with_the_shipped_config(core_url: str) -> None:
         assert status == 200 and headers["x-user-id"] == "direct"
 
 
+class Hammer:
+    """Threads sending /verify with a session until stopped, recording (status, rule) or the failure."""
+
+    def __init__(self, port: int, token: str, threads: int = 4) -> None:
+        self.seen: list[tuple[int, str]] = []
+        self.failures: list[str] = []
+        self._url, self._token, self._stop = f"http://127.0.0.1:{port}/verify", token, threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            request = urllib.request.Request(self._url, headers={"Cookie": f"sAccessToken={self._token}"})
+            try:
+                with urllib.request.urlopen(request, timeout=5) as reply:
+                    self.seen.append((reply.status, reply.headers["X-Forward-Auth-Rule"]))
+            except Exception as exc:  # noqa: BLE001 - any failed request fails the test
+                self.failures.append(repr(exc))
+
+    def __enter__(self) -> Hammer:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
+BEFORE = "rules: [{name: before, match: {path_prefix: /}, session: required}]\n"
+AFTER = "rules: [{name: after, match: {path_prefix: /}, session: public}]\n"
+BROKEN = "rules: [{name: broken, session: sometimes}]\n"
+
+
+def _policy_switched_without_loss(hammer: Hammer) -> None:
+    assert hammer.failures == []
+    assert {status for status, _ in hammer.seen} == {200} and len(hammer.seen) > 50
+    rules = [rule for _, rule in hammer.seen]
+    assert rules[0] == "before" and rules[-1] == "after"  # the broken edit kept the last good policy
+    assert "broken" not in rules
+
+
 def test_policy_reload_under_load_with_sighup_loses_no_request(core_url: str, tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
-    policy.write_text("rules: [{name: before, match: {path_prefix: /}, session: required}]\n")
+    policy.write_text(BEFORE)
     port = free_port()
     env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_POLICY_RELOAD_SECONDS": "0"}
     args = [*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--core-url", core_url,
             "--policy-file", str(policy)]
     token = post_json(core_url + "/dev/sessions", {"userId": "loaded"})["accessToken"]["token"]
-    seen: list[tuple[int, str]] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def hammer() -> None:
-        while not stop.is_set():
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/verify",
-                                             headers={"Cookie": f"sAccessToken={token}"})
-            try:
-                with urllib.request.urlopen(request, timeout=5) as reply:
-                    seen.append((reply.status, reply.headers["X-Forward-Auth-Rule"]))
-            except Exception as exc:  # noqa: BLE001 - any failed request fails the test
-                failures.append(repr(exc))
-
     with process(args, env) as proc:
         wait_http(f"http://127.0.0.1:{port}/readyz")
-        threads = [threading.Thread(target=hammer) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        time.sleep(1.0)
-        policy.write_text("rules: [{name: after, match: {path_prefix: /}, session: public}]\n")
+        with Hammer(port, token) as hammer:
+            time.sleep(1.0)
+            for text in (AFTER, BROKEN):
+                policy.write_text(text)
+                os.kill(proc.pid, signal.SIGHUP)
+                time.sleep(2.0)
+    _policy_switched_without_loss(hammer)
+
+
+@SERVERS
+def test_policy_file_edits_under_load_lose_no_request(core_url: str, tmp_path: Path, server: str) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(BEFORE)
+    port = free_port()
+    env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_POLICY_RELOAD_SECONDS": "0.3"}
+    args = [*CLI, "serve", "--server", server, "--bind", f"127.0.0.1:{port}", "--workers", "2",
+            "--core-url", core_url, "--policy-file", str(policy)]
+    token = post_json(core_url + "/dev/sessions", {"userId": "loaded"})["accessToken"]["token"]
+    with process(args, env):
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        with Hammer(port, token) as hammer:
+            time.sleep(1.0)
+            for text in (AFTER, BROKEN):
+                policy.write_text(text)
+                time.sleep(1.5)
+    _policy_switched_without_loss(hammer)
+
+
+def test_granian_reloads_the_policy_on_sighup(core_url: str, tmp_path: Path) -> None:
+    """granian replaces its workers one by one on SIGHUP (and may drop a request a stopping
+    worker had accepted: README); the new workers serve the re-read policy."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(BEFORE)
+    port = free_port()
+    env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_POLICY_RELOAD_SECONDS": "0"}
+    args = [*CLI, "serve", "--server", "granian", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+            "--core-url", core_url, "--policy-file", str(policy)]
+    with process(args, env) as proc:
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        assert curl(f"http://127.0.0.1:{port}/verify")[1]["x-forward-auth-rule"] == "before"
+        policy.write_text(AFTER)
         os.kill(proc.pid, signal.SIGHUP)
-        time.sleep(2.0)
-        policy.write_text("rules: [{name: broken, session: sometimes}]\n")
-        os.kill(proc.pid, signal.SIGHUP)
-        time.sleep(2.0)
-        stop.set()
-        for thread in threads:
-            thread.join()
-    assert failures == []
-    assert {status for status, _ in seen} == {200} and len(seen) > 50
-    rules = [rule for _, rule in seen]
-    assert rules[0] == "before" and rules[-1] == "after"  # the broken edit kept the last good policy
-    assert "broken" not in rules
+        time.sleep(3.5)
+        rules = {curl(f"http://127.0.0.1:{port}/verify")[1]["x-forward-auth-rule"] for _ in range(10)}
+    assert rules == {"after"}
 
 
 def test_invalid_policy_file_stops_start_up(tmp_path: Path) -> None:
@@ -192,9 +249,11 @@ def metric(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"no sample {name}{{{wanted}}}")
 
 
-def test_metrics_add_up_every_worker_and_json_logs_hold_no_token(core_url: str) -> None:
+@SERVERS
+def test_metrics_add_up_every_worker_and_json_logs_hold_no_token(core_url: str, server: str) -> None:
     port = free_port()
-    env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_LOG_FORMAT": "json", "FORWARD_AUTH_LOG_LEVEL": "debug"}
+    env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_LOG_FORMAT": "json", "FORWARD_AUTH_LOG_LEVEL": "debug",
+           "FORWARD_AUTH_SERVER": server}
     token = post_json(core_url + "/dev/sessions", {"userId": "counted"})["accessToken"]["token"]
     with process([*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--core-url", core_url], env) as proc:
         wait_http(f"http://127.0.0.1:{port}/readyz")
@@ -222,11 +281,12 @@ def test_metrics_add_up_every_worker_and_json_logs_hold_no_token(core_url: str) 
     assert all(segment not in everything for segment in token.split("."))
 
 
-def test_metrics_bind_serves_every_workers_metrics_from_the_master_only_there(core_url: str) -> None:
+@SERVERS
+def test_metrics_bind_serves_every_workers_metrics_from_the_master_only_there(core_url: str, server: str) -> None:
     port, metrics_port = free_port(), free_port()
     token = post_json(core_url + "/dev/sessions", {"userId": "counted"})["accessToken"]["token"]
-    args = [*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--core-url", core_url,
-            "--metrics-bind", f"127.0.0.1:{metrics_port}"]
+    args = [*CLI, "serve", "--server", server, "--bind", f"127.0.0.1:{port}", "--workers", "2", "--core-url",
+            core_url, "--metrics-bind", f"127.0.0.1:{metrics_port}"]
     with process(args, {"FORWARD_AUTH_CORE_API_KEY": API_KEY}):
         wait_http(f"http://127.0.0.1:{port}/readyz")
         wait_http(f"http://127.0.0.1:{metrics_port}/metrics")
@@ -244,13 +304,14 @@ def test_metrics_bind_serves_every_workers_metrics_from_the_master_only_there(co
     assert metric(text, "forward_auth_jwks_fetches_total", result="ok") == 2  # one per worker: both added up
 
 
-def test_a_taken_metrics_address_stops_start_up_naming_the_setting() -> None:
+@SERVERS
+def test_a_taken_metrics_address_stops_start_up_naming_the_setting(server: str) -> None:
     port = free_port()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = "127.0.0.1:%d" % taken.getsockname()[1]
-        result = subprocess.run([*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+        result = subprocess.run([*CLI, "serve", "--server", server, "--bind", f"127.0.0.1:{port}", "--workers", "1",
                                  "--metrics-bind", address], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (

@@ -64,6 +64,7 @@ def test_samesite_none_derives_custom_header_csrf_as_the_sdk() -> None:
         ({"metrics_bind": "0.0.0.0:99999"}, "metrics_bind"),
         ({"metrics_bind": "127.0.0.1:8080"}, "metrics_bind"),  # the main port's address
         ({"tracing": "sometimes"}, "tracing"),
+        ({"server": "uwsgi"}, "server"),
     ],
 )
 def test_invalid_values_name_the_setting(overrides: dict[str, str], name: str) -> None:
@@ -81,6 +82,15 @@ def test_metrics_bind_is_a_host_and_port_or_unset() -> None:
         s.load(environ={"FORWARD_AUTH_METRICS_BIND": "metrics:port"})
     assert str(info.value) == ("invalid setting metrics_bind='metrics:port': "
                                "must be HOST:PORT (empty: /metrics on the main port)")
+
+
+def test_granian_server_needs_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert s.load({"server": "granian"}, environ={}).server == "granian"
+    monkeypatch.setattr(s.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(s.SettingsError) as info:
+        s.load({"server": "granian"}, environ={})
+    assert str(info.value) == ("invalid setting server='granian': "
+                               "needs the granian extra: pip install 'forward-auth[granian]'")
 
 
 def test_unknown_key_in_config_file_is_refused(tmp_path: Path) -> None:
