@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
-import uuid
 from typing import Any
 
 import falcon
@@ -53,7 +53,7 @@ class DecisionRecorder:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
         supplied = (req.get_header("X-Request-Id") or "")[:128]
-        req.context.request_id = supplied if supplied.isprintable() and supplied else uuid.uuid4().hex
+        req.context.request_id = supplied if supplied.isprintable() and supplied else f"{random.getrandbits(128):032x}"
         if _deciding(req.path):
             route = "/verify/{path}" if req.path.startswith("/verify/") else req.path
             req.context.span = tracing.decision_span(f"{req.method} {route}", req.get_header,

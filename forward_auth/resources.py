@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
+import re
 from collections.abc import Mapping
-from ipaddress import ip_address
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +24,7 @@ from .settings import Settings, parse_bool
 log = logging.getLogger(__name__)
 #: Longest claim header value passed on; longer ones are left out (and named) rather than cut.
 MAX_HEADER_VALUE = 4096
+_HEADER_SAFE = re.compile(r"[\x21-\x24\x26-\x7e]*")  # printable ASCII but space and %
 
 
 def header_value(text: str) -> str:
@@ -30,6 +33,8 @@ def header_value(text: str) -> str:
     Spaces are encoded because servers strip them at the ends of header values (`` admin ``
     would reach the upstream as ``admin``); control characters could split headers.
     """
+    if _HEADER_SAFE.fullmatch(text):  # user ids, handles, tenants: nearly always
+        return text
     return "".join(
         ch if 0x20 < ord(ch) < 0x7F and ch != "%" else "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
         for ch in text
@@ -126,11 +131,17 @@ def trusted_peer(req: falcon.Request, settings: Settings) -> bool:
     """Whether the TCP peer may tell us the original request (a unix socket is local)."""
     if not req.remote_addr:
         return True
+    return _trusted_address(req.remote_addr, settings.trusted_proxies)
+
+
+@functools.lru_cache(maxsize=1024)
+def _trusted_address(address: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:
+    """Remembered per peer address: a proxy reconnects from the same few addresses."""
     try:
-        peer = ip_address(req.remote_addr)
+        peer = ip_address(address)
     except ValueError:
         return False
-    return any(peer in network for network in settings.trusted_proxies)
+    return any(peer in network for network in networks)
 
 
 def apply_headers(resp: falcon.Response, headers: ResponseHeaders) -> None:
