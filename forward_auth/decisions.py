@@ -63,7 +63,7 @@ class DecisionRecorder:
                          req_succeeded: bool) -> None:
         if not _deciding(req.path) or not hasattr(req.context, "started"):
             return
-        span: tracing.Span = req.context.span
+        span: tracing.Span = req.context.get("span", tracing.NO_SPAN)
         try:
             self._record(req, resp, span)
         finally:

@@ -24,7 +24,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -153,6 +153,7 @@ class DevCore:
         self._keys: dict[str, SigningKey] = {self._static_key.kid: self._static_key}
         self._foreign_key: SigningKey | None = None
         self._requests: deque[tuple[str, str]] = deque(maxlen=_REQUEST_LOG_SIZE)
+        self._request_counts: Counter[str] = Counter()
         self._add_dynamic_key()
 
     # -- keys, API key, request log -------------------------------------------------
@@ -180,6 +181,12 @@ class DevCore:
         """Remember a request (the last 1000 are kept) for tests to inspect."""
         with self._lock:
             self._requests.append((method, path))
+            self._request_counts[f"{method} {path}"] += 1
+
+    def request_counts(self) -> dict[str, int]:
+        """Every request since start, counted by ``"METHOD path"`` (never forgets, unlike the log)."""
+        with self._lock:
+            return dict(self._request_counts)
 
     def request_log(self) -> list[tuple[str, str]]:
         """Return the remembered ``(method, path)`` pairs, oldest first."""

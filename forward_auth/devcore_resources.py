@@ -13,8 +13,9 @@ Test-only endpoints (they need the API key too, when one is set):
 - ``POST /dev/sessions`` with ``{"userId", "tenantId"?, "userDataInJWT"?,
   "userDataInDatabase"?, "enableAntiCsrf"?, "useDynamicSigningKey"?}`` -> the
   answer of session creation.
-- ``GET /dev/requests`` -> ``{"requests": [[method, path], ...]}``: the last 1000 requests
-  this core received, oldest first (for counting what a verifier asked).
+- ``GET /dev/requests`` -> ``{"requests": [[method, path], ...], "counts": {"METHOD path": n}}``:
+  the last 1000 requests this core received, oldest first, and every request since start
+  counted (for counting what a verifier asked).
 """
 
 from __future__ import annotations
@@ -281,7 +282,8 @@ class _DevRequests(_Resource):
     """The requests this core received, for tests that count a verifier's calls."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"requests": [list(pair) for pair in self._core.request_log()]}
+        resp.media = {"requests": [list(pair) for pair in self._core.request_log()],
+                      "counts": self._core.request_counts()}
 
 
 def _presented_api_key(req: falcon.Request) -> str | None:

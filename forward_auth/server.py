@@ -4,6 +4,9 @@ with the validated settings; both build the same app per worker and reload the p
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import multiprocessing.util
+import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -137,22 +140,29 @@ class Server(BaseApplication):  # type: ignore[misc]
 
 
 
-GRANIAN_LOG_LEVELS = {"debug": "debug", "info": "info", "warning": "warning", "error": "error"}
 #: On SIGHUP granian starts each new worker, waits this long, then stops the old one (its
 #: default, 3.5 s, is for slow-starting apps; a worker here is ready once it has the JWKS).
 RESPAWN_INTERVAL_SECONDS = 1.0
+
+
+def _worker_exited(pid: int) -> None:
+    tracing.stop()
+    metrics.worker_exited(pid)
 
 
 def serve_granian(settings: Settings) -> None:
     """Serve with granian (``server: granian``): Rust HTTP handling and WSGI worker processes.
 
     The same worker app and settings as under gunicorn; SIGHUP re-reads the policy file in the
-    main process and respawns the workers; ``metrics_bind`` is served by the main process.
-    Not available: gunicorn's ``child_exit`` (a replaced worker's key-age gauge stays listed).
+    main process and respawns the workers; ``metrics_bind`` is served by the main process. A
+    unix socket is made as gunicorn makes it: a stale one replaced, open to every local user.
     """
     from granian import Granian
     from granian.constants import Interfaces
     from granian.log import LogLevels
+
+    # Workers are forked: the loader below is a closure (forkserver, Python 3.14's default, would pickle it).
+    multiprocessing.set_start_method("fork", force=True)
 
     policy = [read_policy(settings.policy_file) if settings.policy_file else None]
     metrics_server = None
@@ -163,12 +173,15 @@ def serve_granian(settings: Settings) -> None:
             raise SettingsError("metrics_bind", settings.metrics_bind,
                                 f"cannot be listened on ({exc.strerror or exc})") from None
     if settings.bind.startswith("unix:"):
-        address: dict[str, Any] = {"uds": Path(settings.bind.removeprefix("unix:"))}
+        socket_path = Path(settings.bind.removeprefix("unix:"))
+        if socket_path.is_socket():  # left by a killed server; anything else at that path is refused by granian
+            socket_path.unlink()
+        address: dict[str, Any] = {"uds": socket_path, "uds_permissions": 0o777}
     else:
         host, _, port = settings.bind.rpartition(":")
         address = {"address": host.strip("[]"), "port": int(port)}
     server = Granian("forward_auth.wsgi:get_app", interface=Interfaces.WSGI, workers=settings.workers,
-                     blocking_threads=settings.threads, log_level=LogLevels(GRANIAN_LOG_LEVELS[settings.log_level]),
+                     blocking_threads=settings.threads, log_level=LogLevels(settings.log_level),
                      websockets=False, respawn_interval=RESPAWN_INTERVAL_SECONDS, **address)
 
     def reload_policy() -> None:
@@ -181,6 +194,9 @@ def serve_granian(settings: Settings) -> None:
     def load() -> falcon.App:
         if metrics_server is not None:
             metrics_server.close_inherited()
+        # granian workers end through multiprocessing's exit path (no atexit): flush spans and
+        # drop this worker's live gauges there, as gunicorn's child_exit does.
+        multiprocessing.util.Finalize(None, _worker_exited, args=(os.getpid(),), exitpriority=10)
         return worker_app(settings, policy[0])
 
     server.on_reload(reload_policy)

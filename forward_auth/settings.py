@@ -250,7 +250,7 @@ DESCRIPTIONS: Mapping[str, str] = {
     "cors_preflight": "let an `OPTIONS` request with `Access-Control-Request-Method` pass without a session",
     "policy_file": "YAML file of route rules (first match wins); without it, query parameters choose the policy",
     "policy_reload_seconds": "how often the policy file is checked for changes (0: only at start and on SIGHUP)",
-    "server": "`gunicorn` (gthread workers) or `granian` (a Rust HTTP server running the same WSGI app; the `granian` extra): same settings, signals and metrics",
+    "server": "`gunicorn` (gthread workers) or `granian` (a Rust HTTP server running the same WSGI app; the `granian` extra; only behind a proxy that drops header names with underscores: see above)",
     "bind": "address the service listens on",
     "metrics_bind": "HOST:PORT on which the master process serves `/metrics` (every worker added up) instead of the main port, which then answers 404; unset: `/metrics` on the main port",
     "workers": "worker processes",

@@ -720,6 +720,9 @@ def test_dev_requests_lists_what_the_core_received(client: Client) -> None:
     _create(client)
     client.simulate_get("/.well-known/jwks.json")
 
-    seen = client.simulate_get("/dev/requests").json["requests"]
+    answer = client.simulate_get("/dev/requests").json
+    seen = answer["requests"]
 
+    assert answer["counts"]["POST /public/recipe/session"] >= 1
+    assert answer["counts"]["GET /dev/requests"] == sum(pair == ["GET", "/dev/requests"] for pair in seen)
     assert seen[-3:] == [["POST", "/public/recipe/session"], ["GET", "/.well-known/jwks.json"], ["GET", "/dev/requests"]]

@@ -215,11 +215,15 @@ def test_policy_file_edits_under_load_lose_no_request(core_url: str, tmp_path: P
 
 def test_granian_reloads_the_policy_on_sighup(core_url: str, tmp_path: Path) -> None:
     """granian replaces its workers one by one on SIGHUP (and may drop a request a stopping
-    worker had accepted: README); the new workers serve the re-read policy."""
+    worker had accepted: README); the new workers serve the re-read policy, and the old ones
+    released their live gauges on the way out."""
     policy = tmp_path / "policy.yaml"
     policy.write_text(BEFORE)
     port = free_port()
-    env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_POLICY_RELOAD_SECONDS": "0"}
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_POLICY_RELOAD_SECONDS": "0",
+           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     args = [*CLI, "serve", "--server", "granian", "--bind", f"127.0.0.1:{port}", "--workers", "2",
             "--core-url", core_url, "--policy-file", str(policy)]
     with process(args, env) as proc:
@@ -229,7 +233,11 @@ def test_granian_reloads_the_policy_on_sighup(core_url: str, tmp_path: Path) -> 
         os.kill(proc.pid, signal.SIGHUP)
         time.sleep(3.5)
         rules = {curl(f"http://127.0.0.1:{port}/verify")[1]["x-forward-auth-rule"] for _ in range(10)}
+        gauge_pids = {int(path.stem.rsplit("_", 1)[1]) for path in metrics_dir.glob("gauge_live*_*.db")}
+        workers = {int(pid) for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                      text=True).stdout.split()}
     assert rules == {"after"}
+    assert len(workers) == 2 and gauge_pids - {proc.pid} == workers
 
 
 def test_invalid_policy_file_stops_start_up(tmp_path: Path) -> None:
@@ -332,3 +340,39 @@ def test_tracing_under_gunicorn_continues_the_callers_trace(core_url: str) -> No
     assert f'"trace_id": "0x{trace_id}"' in output and '"parent_id": "0x00f067aa0ba902b7"' in output
     assert '"name": "POST /recipe/session/verify"' in output and '"user.id": "traced"' in output
     assert all(segment not in output for segment in token.split("."))
+
+
+@SERVERS
+def test_underscore_spelling_of_a_forwarded_header(tmp_path: Path, server: str) -> None:
+    """gunicorn drops `X_Forwarded_Uri`; granian lets it overwrite `X-Forwarded-Uri` (README:
+    granian only behind a proxy that drops such names). Kept true by this test."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: [{name: public, match: {path_prefix: /public/}, session: public}]\n")
+    port = free_port()
+    args = [*CLI, "serve", "--server", server, "--bind", f"127.0.0.1:{port}", "--workers", "1",
+            "--core-url", "http://127.0.0.1:9", "--policy-file", str(policy)]
+    with process(args):
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        status, _, _ = curl(f"http://127.0.0.1:{port}/verify", "-H", "X-Forwarded-Uri: /admin/x",
+                            "-H", "X_Forwarded_Uri: /public/x")
+    assert status == {"gunicorn": 401, "granian": 200}[server]
+
+
+@SERVERS
+def test_unix_socket_replaces_a_stale_one_and_is_open_to_local_users(tmp_path: Path, server: str) -> None:
+    path = tmp_path / "fa.sock"
+    with socket.socket(socket.AF_UNIX) as stale:  # what a killed server leaves behind
+        stale.bind(str(path))
+    args = [*CLI, "serve", "--server", server, "--bind", f"unix:{path}", "--workers", "1",
+            "--core-url", "http://127.0.0.1:9"]
+    with process(args):
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            result = subprocess.run(["curl", "-s", "--unix-socket", str(path), "http://forward-auth/healthz"],
+                                    capture_output=True, text=True)
+            if result.stdout:
+                break
+            time.sleep(0.2)
+        mode = path.stat().st_mode & 0o777
+    assert json.loads(result.stdout) == {"status": "ok"}
+    assert mode == 0o777

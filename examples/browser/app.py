@@ -26,6 +26,8 @@ IDENTITY = ("X-User-Id", "X-Session-Handle", "X-Tenant-Id", "X-Recipe-User-Id", 
 
 def bundle_file(name: str) -> Path | None:
     """The bundle file ``name.<contenthash>.js`` (the hash changes with every SDK release)."""
+    if not name.isidentifier():  # a bare bundle name: no path, no glob characters
+        return None
     found = sorted(BUNDLE.glob(f"{name}.*.js"))
     return found[0] if len(found) == 1 else None
 

@@ -51,9 +51,9 @@ class Services:
         with urllib.request.urlopen(request, timeout=5) as reply:
             return json.load(reply)
 
-    def core_requests(self) -> list[tuple[str, str]]:
-        """Every request the dev core received so far (its last 1000)."""
-        return [(method, path) for method, path in self.core("GET", "/dev/requests")["requests"]]
+    def core_requests(self) -> dict[str, int]:
+        """Every request the dev core received so far, counted by ``"METHOD path"``."""
+        return dict(self.core("GET", "/dev/requests")["counts"])
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,11 @@
     return { status: 0, error: String(error && error.message ? error.message : error) };
   }
 
+  document.addEventListener("DOMContentLoaded", () => {
+    document.getElementById("mode").textContent = mode;
+    document.getElementById("expired").textContent = String(expired);
+  });
+
   window.fa = {
     mode, expired, events,
     // POST /auth/dev-login through the SDK, which stores the tokens it is given.
