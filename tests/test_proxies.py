@@ -129,10 +129,10 @@ def front(request: pytest.FixtureRequest, stack: Stack, tmp_path_factory: pytest
     base = tmp_path_factory.mktemp(kind)
     ports = {profile: free_port() for profile in PROFILES}
     with (
-        start_proxy(kind, base / "modern", Ports(ports["modern"], stack.service_ports["modern"], stack.echo.port)),
-        start_proxy(kind, base / "legacy", Ports(ports["legacy"], stack.service_ports["legacy"], stack.echo.port)),
-        start_proxy(kind, base / "broken", Ports(ports["broken"], stack.service_ports["broken"], stack.echo.port)),
-        start_proxy(kind, base / "down", Ports(ports["down"], stack.service_ports["down"], stack.echo.port)),
+        start_proxy(kind, base / "modern", Ports(ports["modern"], stack.service_ports["modern"], stack.echo.port, stack.echo.port)),
+        start_proxy(kind, base / "legacy", Ports(ports["legacy"], stack.service_ports["legacy"], stack.echo.port, stack.echo.port)),
+        start_proxy(kind, base / "broken", Ports(ports["broken"], stack.service_ports["broken"], stack.echo.port, stack.echo.port)),
+        start_proxy(kind, base / "down", Ports(ports["down"], stack.service_ports["down"], stack.echo.port, stack.echo.port)),
     ):
         yield Front(kind, ports, startup_problems(kind, base / "modern"))
 
@@ -410,6 +410,19 @@ def forged_identity_on_public_route(ctx: Ctx) -> None:
     answer = ctx.request("modern", "GET", ctx.path("/public/"), FORGED)
     assert answer.status == 200, answer
     echo = answer.echo()
+    assert_anonymous(echo)
+    assert_not_forged(echo)
+    assert_no_original_request_headers(echo)
+
+
+@case
+def forged_identity_on_the_supertokens_backend_route(ctx: Ctx) -> None:
+    """/auth/ (the SuperTokens backend, here the echo application too) is public: no check, and
+    nothing the client says about identity or the original request reaches it."""
+    answer = ctx.request("modern", "POST", ctx.path("/auth/", "session/refresh"), FORGED)
+    assert answer.status == 200, answer
+    echo = answer.echo()
+    assert echo.path.startswith("/auth/session/refresh")
     assert_anonymous(echo)
     assert_not_forged(echo)
     assert_no_original_request_headers(echo)
