@@ -556,6 +556,8 @@ def parse_args() -> argparse.Namespace:
                              "nginx-empty-body = answer ?proxy=nginx with an empty body")
     parser.add_argument("--phases", default="1,2,3,4", help="which phases to run: " +
                         ", ".join(f"{k} {v}" for k, v in PHASES.items()))
+    parser.add_argument("--decision-cache", type=float, default=0.0, metavar="SECONDS",
+                        help="the service's decision_cache_seconds (0: off, the default)")
     parser.add_argument("--servers", default="gunicorn,granian",
                         help="run everything under each of these servers in turn (forward-auth serve --server)")
     parser.add_argument("--json", type=Path, help="also write the measurements here (.<server>.json for several)")
@@ -653,6 +655,7 @@ def bench(args: argparse.Namespace, server: str, wrk_binary: str,  # noqa: C901 
                             "--bind", f"{HOST}:{ports['service']}", "--workers", str(args.workers),
                             "--core-url", core_url, "--core-api-key", API_KEY]
         service_env = dict(env)
+        service_env["FORWARD_AUTH_DECISION_CACHE_SECONDS"] = str(args.decision_cache)
         if launcher:  # `forward-auth serve` makes (and removes) its own metrics directory
             (work / "metrics").mkdir()
             service_env["PROMETHEUS_MULTIPROC_DIR"] = str(work / "metrics")
@@ -759,7 +762,7 @@ def bench(args: argparse.Namespace, server: str, wrk_binary: str,  # noqa: C901 
     print()
     print(f"forward-auth HTTP benchmark: wrk -t1 (one client thread), {os.cpu_count()} CPUs, all on 127.0.0.1; "
           f"phases 1-2: {args.rounds} interleaved rounds of {args.seconds:g} s per variant, median round shown")
-    print(settings_line + f"; service run as `{service_how}`")
+    print(settings_line + f"; service run as `{service_how}`, decision_cache_seconds={args.decision_cache:g}")
     print("nginx: 1 worker, keep-alive upstreams (keepalive 32, reloaded before each round), static file "
           "behind auth_request")
     print()

@@ -52,8 +52,7 @@ class DecisionRecorder:
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
-        supplied = (req.get_header("X-Request-Id") or "")[:128]
-        req.context.request_id = supplied if supplied.isprintable() and supplied else f"{random.getrandbits(128):032x}"
+        req.context.request_id = request_id(req.get_header("X-Request-Id"))
         if _deciding(req.path):
             route = "/verify/{path}" if req.path.startswith("/verify/") else req.path
             req.context.span = tracing.decision_span(f"{req.method} {route}", req.get_header,
@@ -90,10 +89,21 @@ class DecisionRecorder:
                   "user.id": record["user_id"], "forward_auth.tenant_id": record["tenant_id"]})
         if outcome == "error":
             span.fail(reason)
-        detail = req.context.get("detail")
-        level = logging.WARNING if outcome == "error" else logging.INFO if outcome == "deny" else logging.DEBUG
-        text = f"{'deny' if outcome != 'allow' else 'allow'} {status} {original}: {reason}"
-        log.log(level, text + (f" ({detail})" if detail else ""), extra={"decision": record})
+        log_decision(record, req.context.get("detail"))
+
+
+def request_id(supplied: str | None) -> str:
+    """The caller's ``X-Request-Id`` when it is printable (at most 128 characters), else a new one."""
+    supplied = (supplied or "")[:128]
+    return supplied if supplied.isprintable() and supplied else f"{random.getrandbits(128):032x}"
+
+
+def log_decision(record: dict[str, Any], detail: str | None = None) -> None:
+    """The decision's log line: allowed at debug, denied at info, our own errors at warning."""
+    outcome = record["outcome"]
+    level = logging.WARNING if outcome == "error" else logging.INFO if outcome == "deny" else logging.DEBUG
+    text = f"{'deny' if outcome != 'allow' else 'allow'} {record['status']} {record['request']}: {record['reason']}"
+    log.log(level, text + (f" ({detail})" if detail else ""), extra={"decision": record})
 
 
 def _deciding(path: str) -> bool:

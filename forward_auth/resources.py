@@ -16,6 +16,7 @@ import falcon
 
 from . import claims, credentials, metrics, verifier
 from .cookies import ResponseHeaders, new_access_token_headers
+from .decision_cache import CACHEABLE
 from .errors import BadRequest, ForwardAuthError, TryRefreshToken, Unauthorised
 from .gate import Gate
 from .policy import AmbiguousPath, PolicyFile, Rule
@@ -229,7 +230,8 @@ class VerifyResource:
             if rule.session == "public":
                 resp.media = {"message": "public"}
                 return
-        session = self._gate.verify(creds, policy_from(params, settings, rule))
+        policy = policy_from(params, settings, rule)
+        session = self._gate.verify(creds, policy)
         if session is None:
             resp.media = {"message": "no session"}
             return
@@ -246,6 +248,11 @@ class VerifyResource:
         apply_headers(resp, promotion_headers(settings, session, creds.anti_csrf))
         resp.media = {"message": "ok", "userId": session.user_id, "sessionHandle": session.handle,
                       "tenantId": session.tenant_id}
+        if session.new_access_token is None and not policy.check_database and not any(
+                validator.max_age_seconds is not None for validator in policy.claims):
+            req.env[CACHEABLE] = {"until": session.expiry_ms / 1000, "request": req.context.original,
+                                  "user_id": session.user_id, "tenant_id": session.tenant_id,
+                                  "rule": rule.name if rule is not None else None}
 
     on_post = on_put = on_patch = on_delete = on_head = on_options = on_get
     on_post_path = on_put_path = on_patch_path = on_delete_path = on_head_path = on_options_path = on_get_path

@@ -12,11 +12,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import falcon
 from gunicorn.app.base import BaseApplication
 
 from . import metrics, tracing
 from .app import build_gate, create_app
+from .decision_cache import DecisionCache, WSGIApp
 from .decisions import configure_logging
 from .errors import ForwardAuthError
 from .policy import PolicyError, PolicyFile, PolicySet, read_policy
@@ -45,7 +45,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def worker_app(settings: Settings, policy: PolicySet | None = None) -> falcon.App:
+def worker_app(settings: Settings, policy: PolicySet | None = None) -> WSGIApp:
     """Build the app in a worker and load the signing keys before the first request.
 
     ``policy`` is the master's last good policy: a worker started by a reload with a broken
@@ -62,7 +62,10 @@ def worker_app(settings: Settings, policy: PolicySet | None = None) -> falcon.Ap
     policies = None
     if settings.policy_file:
         policies = PolicyFile(settings.policy_file, every=settings.policy_reload_seconds, initial=policy)
-    return create_app(settings, gate, policies)
+    app = create_app(settings, gate, policies)
+    if settings.decision_cache_seconds > 0 and not settings.tracing:  # a replayed answer has no span
+        return DecisionCache(app, settings.decision_cache_seconds)
+    return app
 
 
 def _child_exit(arbiter: object, worker: Any) -> None:
@@ -135,7 +138,7 @@ class Server(BaseApplication):  # type: ignore[misc]
         except PolicyError as exc:
             log.error("SIGHUP: policy not reloaded, the previous one stays in force: %s", exc)
 
-    def load(self) -> falcon.App:
+    def load(self) -> WSGIApp:
         return worker_app(self._settings, self._policy)
 
 
@@ -191,7 +194,7 @@ def serve_granian(settings: Settings) -> None:
             except PolicyError as exc:
                 log.error("SIGHUP: policy not reloaded, the previous one stays in force: %s", exc)
 
-    def load() -> falcon.App:
+    def load() -> WSGIApp:
         if metrics_server is not None:
             metrics_server.close_inherited()
         # granian workers end through multiprocessing's exit path (no atexit): flush spans and

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import falcon
-
+from .decision_cache import WSGIApp
 from .server import worker_app
 from .settings import load
 
 
-def get_app() -> falcon.App:
+def get_app() -> WSGIApp:
     """The app configured from ``FORWARD_AUTH_*`` variables (and ``FORWARD_AUTH_CONFIG``)."""
     return worker_app(load())

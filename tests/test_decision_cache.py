@@ -1,0 +1,165 @@
+"""The decision cache in front of the real app (falcon.testing), with really signed tokens.
+
+The seam: the wrapped app is the real service app behind a counter of the calls that reach it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import falcon.testing
+import pytest
+from conftest import CORE, FakeCore, v5
+from prometheus_client import REGISTRY
+
+from forward_auth import settings as settings_module
+from forward_auth.app import build_gate, create_app
+from forward_auth.decision_cache import DecisionCache
+from forward_auth.minter import SigningKey
+
+
+class Counted:
+    """The service app, counting the requests that get past the cache."""
+
+    def __init__(self, app: Any) -> None:
+        self.app, self.calls = app, 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        self.calls += 1
+        return self.app(environ, start_response)
+
+
+@pytest.fixture
+def cached(fake_core: FakeCore) -> Callable[..., tuple[falcon.testing.TestClient, Counted]]:
+    def build(seconds: float = 30.0, **overrides: Any) -> tuple[falcon.testing.TestClient, Counted]:
+        settings = settings_module.load({"core_url": CORE, **overrides}, environ={})
+        counted = Counted(create_app(settings, build_gate(settings, transport=fake_core)))
+        return falcon.testing.TestClient(DecisionCache(counted, seconds)), counted
+
+    return build
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _allowed() -> float:
+    return _sample("forward_auth_decisions_total", outcome="allow", reason="ok")
+
+
+def cookie(token: str) -> dict[str, str]:
+    return {"Cookie": f"sAccessToken={token}"}
+
+
+def test_the_same_request_again_is_answered_from_the_cache(cached, key: SigningKey) -> None:
+    client, app = cached()
+    token = v5(key)
+    hits, allowed = _sample("forward_auth_cache_total", cache="decision", result="hit"), _allowed()
+    first = client.simulate_get("/verify", headers={**cookie(token), "X-Request-Id": "one"})
+    again = client.simulate_get("/verify", headers={**cookie(token), "X-Request-Id": "two"})
+
+    assert app.calls == 1
+    assert _sample("forward_auth_cache_total", cache="decision", result="hit") == hits + 1
+    assert _allowed() == allowed + 2  # a hit counts as a decision
+    assert (again.status_code, again.text) == (first.status_code, first.text) == (200, first.text)
+    assert [h for h in again.headers.items() if h[0] != "x-request-id"] == \
+           [h for h in first.headers.items() if h[0] != "x-request-id"]
+    assert (first.headers["X-Request-Id"], again.headers["X-Request-Id"]) == ("one", "two")
+    assert again.headers["X-User-Id"] == "user-1"
+
+
+@pytest.mark.parametrize("change", [
+    {"Cookie": "sAccessToken=OTHER"},                  # another token
+    {"X-Forwarded-Uri": "/admin/x"},                   # another original request
+    {"X-Forwarded-Method": "POST"},                    # anti-CSRF applies
+    {"rid": "anti-csrf"},                              # any other header
+])
+def test_any_other_input_is_decided_afresh(cached, key: SigningKey, change: dict[str, str]) -> None:
+    client, app = cached(anti_csrf="VIA_CUSTOM_HEADER")
+    token = v5(key)
+    base = {**cookie(token), "X-Forwarded-Uri": "/api/x", "X-Forwarded-Method": "GET"}
+    client.simulate_get("/verify", headers=base)
+    changed = {**base, **{k: v.replace("OTHER", v5(key, sub="user-2")) for k, v in change.items()}}
+
+    answer = client.simulate_get("/verify", headers=changed)
+
+    assert app.calls == 2
+    if "X-Forwarded-Method" in change:
+        assert answer.status_code == 401  # the cached 200 of the GET did not leak to the POST
+    if "Cookie" in change:
+        assert answer.headers["X-User-Id"] == "user-2"
+
+
+def test_query_string_and_path_are_part_of_the_key(cached, key: SigningKey) -> None:
+    client, app = cached()
+    headers = cookie(v5(key, **{"st-role": None}))
+    assert client.simulate_get("/verify", headers=headers).status_code == 200
+    assert client.simulate_get("/verify", params={"requireRole": "admin"}, headers=headers).status_code == 403
+    assert app.calls == 2
+
+
+def test_denials_are_never_kept(cached) -> None:
+    client, app = cached()
+    for _ in range(3):
+        assert client.simulate_get("/verify").status_code == 401
+    assert app.calls == 3
+
+
+def test_revocation_checks_promotions_and_max_age_claims_are_never_kept(cached, fake_core: FakeCore, key: SigningKey,
+                                                                       tmp_path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: [{name: fresh-ev, match: {path_prefix: /ev/},"
+                      " claims: [{claim: st-ev, equals: true, max_age_seconds: 300}]}]\n")
+    client, app = cached(policy_file=str(policy))
+    now_ms = int(time.time() * 1000)
+    fake_core.verify_answer = {"status": "OK", "session": {"handle": "handle-1", "userId": "user-1",
+                                                           "recipeUserId": "user-1", "userDataInJWT": {},
+                                                           "tenantId": "public"},
+                               "accessToken": {"token": v5(key), "expiry": now_ms + 3_600_000, "createdTime": now_ms}}
+    requests = [
+        ({"checkDatabase": "true"}, cookie(v5(key))),
+        ({}, cookie(v5(key, parentRefreshTokenHash1="p"))),
+        ({}, {**cookie(v5(key, **{"st-ev": {"v": True, "t": now_ms}})), "X-Forwarded-Uri": "/ev/x"}),
+    ]
+    for params, headers in requests:
+        for _ in range(2):
+            assert client.simulate_get("/verify", params=params, headers=headers).status_code == 200
+    assert app.calls == 6
+
+
+def test_an_answer_never_outlives_its_token(cached, key: SigningKey) -> None:
+    client, app = cached(seconds=60)
+    expiry_ms = int(time.time() * 1000) + 1200
+    headers = cookie(v5(key, exp=expiry_ms // 1000))
+    assert client.simulate_get("/verify", headers=headers).status_code == 200
+    time.sleep(max(0.0, expiry_ms / 1000 - time.time()) + 1.05)
+
+    assert client.simulate_get("/verify", headers=headers).status_code == 401  # try refresh: expired
+    assert app.calls == 2
+
+
+def test_an_answer_lives_at_most_the_setting(cached, key: SigningKey) -> None:
+    client, app = cached(seconds=0.2)
+    headers = cookie(v5(key))
+    client.simulate_get("/verify", headers=headers)
+    time.sleep(0.3)
+    client.simulate_get("/verify", headers=headers)
+    assert app.calls == 2
+
+
+def test_other_routes_pass_through(cached) -> None:
+    client, app = cached()
+    for _ in range(2):
+        assert client.simulate_get("/healthz").status_code == 200
+    assert app.calls == 2
+
+
+def test_the_setting_wraps_the_worker_app_unless_tracing() -> None:
+    from forward_auth.server import worker_app
+
+    on = settings_module.load({"decision_cache_seconds": "1", "core_url": "http://127.0.0.1:9"}, environ={})
+    off = settings_module.load({"core_url": "http://127.0.0.1:9"}, environ={})
+    assert isinstance(worker_app(on), DecisionCache)
+    assert not isinstance(worker_app(off), DecisionCache)
