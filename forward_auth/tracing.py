@@ -28,16 +28,21 @@ def _exporter_names() -> list[str]:
     return [name.strip() for name in names if name.strip() and name.strip() != "none"]
 
 
-def _exporter_classes() -> list[Callable[[], Any]]:
-    classes = []
+def _exporter_entry_points() -> list[Any]:
+    """The exporters named, found but not imported (validation runs in the master, before forks)."""
+    found_all = []
     for name in _exporter_names():
         found = entry_points(group=EXPORTER_GROUP, name=name)
         if not found:
             hint = "pip install opentelemetry-exporter-otlp" if name.startswith("otlp") else "install its package"
             raise LookupError(f"OTEL_TRACES_EXPORTER names {name!r}, which is not installed ({hint}, "
                               "or set OTEL_TRACES_EXPORTER=console)")
-        classes.append(next(iter(found)).load())
-    return classes
+        found_all.append(next(iter(found)))
+    return found_all
+
+
+def _exporter_classes() -> list[Callable[[], Any]]:
+    return [entry_point.load() for entry_point in _exporter_entry_points()]
 
 
 def unavailable() -> str | None:
@@ -47,7 +52,7 @@ def unavailable() -> str | None:
     except ImportError:
         return "needs the otel extra: pip install 'forward-auth[otel]'"
     try:
-        _exporter_classes()
+        _exporter_entry_points()
     except LookupError as exc:
         return str(exc)
     return None
