@@ -613,7 +613,7 @@ def bench(args: argparse.Namespace, server: str, wrk_binary: str,  # noqa: C901 
                      f"same for all three apps)")
     if server == "granian":
         settings_line = (f"granian WSGI, workers={args.workers}, blocking threads={args.threads} "
-                         "(forward_auth.server.serve_granian; same for all three apps)")
+                         "(forward_auth.server.granian_server; same for all three apps)")
     phases = args.phases
     m_svc = m_const = m_ng_svc = m_ng_sdk = m_ng_const = m_ng_noop = m_lat = m_lat_const = m_one = m_soak = None
     rss_series: list[tuple[str, dict[int, float]]] = []

@@ -160,19 +160,6 @@ def options_for(bind: str, workers: int, threads: int, log_level: str, proc_name
     return options
 
 
-def serve_granian(bind: str, workers: int, threads: int, factory: Callable[[], Any]) -> None:
-    """The app under granian with the options ``forward-auth serve --server granian`` uses."""
-    from granian import Granian
-    from granian.constants import Interfaces
-
-    from forward_auth.server import RESPAWN_INTERVAL_SECONDS
-
-    host, _, port = bind.rpartition(":")
-    Granian("unused:app", address=host, port=int(port), interface=Interfaces.WSGI, workers=workers,
-            blocking_threads=threads, websockets=False, respawn_interval=RESPAWN_INTERVAL_SECONDS,
-            ).serve(target_loader=factory, wrap_loader=False)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("app", choices=["constant", "flask-sdk", "service"])
@@ -223,7 +210,11 @@ def main() -> None:
     else:
         factory = functools.partial(flask_sdk_app, args.core_url, args.api_key)
     if args.server == "granian":
-        serve_granian(args.bind, args.workers, args.threads, factory)
+        from forward_auth.server import granian_server  # the options `forward-auth serve --server granian` uses
+
+        settings = load({"bind": args.bind, "workers": args.workers, "threads": args.threads,
+                         "log_level": args.log_level}, environ={})
+        granian_server(settings).serve(target_loader=factory, wrap_loader=False)
     else:
         _Gunicorn(options, factory).run()
 

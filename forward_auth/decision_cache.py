@@ -21,7 +21,7 @@ from typing import Any
 import cachetools
 
 from . import metrics
-from .decisions import log_decision, request_id
+from .decisions import record_decision, request_id
 
 #: environ key the resource sets on a cacheable answer: the decision's log fields and ``until``
 #: (the token's ``exp``, epoch seconds).
@@ -91,10 +91,7 @@ class DecisionCache:
                 started: float) -> Iterable[bytes]:
         rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
         start_response(answer.status, [*answer.headers, ("X-Request-Id", rid)])
-        elapsed = time.perf_counter() - started
         metrics.CACHE.labels(cache="decision", result="hit").inc()
-        metrics.DECISIONS.labels(outcome="allow", reason="ok").inc()
-        metrics.DECISION_SECONDS.observe(elapsed)
-        log_decision({**answer.record, "outcome": "allow", "status": 200, "reason": "ok",
-                      "latency_ms": round(elapsed * 1000, 3), "request_id": rid, "cached": True})
+        record_decision({**answer.record, "outcome": "allow", "status": 200, "reason": "ok", "request_id": rid,
+                         "cached": True}, time.perf_counter() - started)
         return [answer.body]

@@ -53,7 +53,7 @@ class DecisionRecorder:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
         req.context.request_id = request_id(req.get_header("X-Request-Id"))
-        if _deciding(req.path):
+        if tracing.active() and _deciding(req.path):
             route = "/verify/{path}" if req.path.startswith("/verify/") else req.path
             req.context.span = tracing.decision_span(f"{req.method} {route}", req.get_header,
                                                      {"forward_auth.request_id": req.context.request_id})
@@ -74,22 +74,19 @@ class DecisionRecorder:
         status = resp.status_code
         outcome = "allow" if status < 300 else "deny" if status < 500 else "error"
         reason = resp.get_header("X-Forward-Auth-Reason") or _allow_reason(resp)
-        metrics.DECISIONS.labels(outcome=outcome, reason=reason).inc()
-        metrics.DECISION_SECONDS.observe(elapsed)
         resp.set_header("X-Request-Id", req.context.request_id)
         original = req.context.get("original", req.path)
         record = {
             "outcome": outcome, "status": status, "reason": reason, "request": original,
             "user_id": req.context.get("user_id"), "tenant_id": req.context.get("tenant_id"),
-            "rule": resp.get_header("X-Forward-Auth-Rule"), "latency_ms": round(elapsed * 1000, 3),
-            "request_id": req.context.request_id,
+            "rule": resp.get_header("X-Forward-Auth-Rule"), "request_id": req.context.request_id,
         }
         span.set({"forward_auth.outcome": outcome, "forward_auth.reason": reason, "http.response.status_code": status,
                   "forward_auth.request": original, "forward_auth.rule": record["rule"],
                   "user.id": record["user_id"], "forward_auth.tenant_id": record["tenant_id"]})
         if outcome == "error":
             span.fail(reason)
-        log_decision(record, req.context.get("detail"))
+        record_decision(record, elapsed, req.context.get("detail"))
 
 
 def request_id(supplied: str | None) -> str:
@@ -98,9 +95,13 @@ def request_id(supplied: str | None) -> str:
     return supplied if supplied.isprintable() and supplied else f"{random.getrandbits(128):032x}"
 
 
-def log_decision(record: dict[str, Any], detail: str | None = None) -> None:
-    """The decision's log line: allowed at debug, denied at info, our own errors at warning."""
+def record_decision(record: dict[str, Any], elapsed: float, detail: str | None = None) -> None:
+    """Count the decision and log its line (allowed at debug, denied at info, our own errors at
+    warning); ``record`` holds its fields but the latency, added here."""
     outcome = record["outcome"]
+    metrics.DECISIONS.labels(outcome=outcome, reason=record["reason"]).inc()
+    metrics.DECISION_SECONDS.observe(elapsed)
+    record["latency_ms"] = round(elapsed * 1000, 3)
     level = logging.WARNING if outcome == "error" else logging.INFO if outcome == "deny" else logging.DEBUG
     text = f"{'deny' if outcome != 'allow' else 'allow'} {record['status']} {record['request']}: {record['reason']}"
     log.log(level, text + (f" ({detail})" if detail else ""), extra={"decision": record})

@@ -77,13 +77,30 @@ def _child_exit(arbiter: object, worker: Any) -> None:
 _metrics_server: metrics.MetricsServer | None = None
 
 
+def _open_metrics_server(address: str) -> metrics.MetricsServer:
+    """``metrics_bind``'s server; an address that cannot be listened on is a settings error."""
+    try:
+        return metrics.MetricsServer(address)
+    except OSError as exc:
+        raise SettingsError("metrics_bind", address, f"cannot be listened on ({exc.strerror or exc})") from None
+
+
+def _reread_policy(settings: Settings, current: PolicySet | None) -> PolicySet | None:
+    """SIGHUP: the policy file again, or ``current`` when it no longer parses (a bad edit never
+    takes the gate down)."""
+    if not settings.policy_file:
+        return current
+    try:
+        return read_policy(settings.policy_file)
+    except PolicyError as exc:
+        log.error("SIGHUP: policy not reloaded, the previous one stays in force: %s", exc)
+        return current
+
+
 def _serve_metrics(address: str, arbiter: Any) -> None:
     global _metrics_server
     if _metrics_server is None:
-        try:
-            _metrics_server = metrics.MetricsServer(address)
-        except OSError as exc:
-            raise SettingsError("metrics_bind", address, f"cannot be listened on ({exc.strerror or exc})") from None
+        _metrics_server = _open_metrics_server(address)
         arbiter.log.info("Metrics at: http://%s/metrics", address)
 
 
@@ -131,12 +148,7 @@ class Server(BaseApplication):  # type: ignore[misc]
             self.cfg.set(hook, function)
 
     def _on_reload(self, arbiter: object) -> None:
-        if not self._settings.policy_file:
-            return
-        try:
-            self._policy = read_policy(self._settings.policy_file)
-        except PolicyError as exc:
-            log.error("SIGHUP: policy not reloaded, the previous one stays in force: %s", exc)
+        self._policy = _reread_policy(self._settings, self._policy)
 
     def load(self) -> WSGIApp:
         return worker_app(self._settings, self._policy)
@@ -153,28 +165,16 @@ def _worker_exited(pid: int) -> None:
     metrics.worker_exited(pid)
 
 
-def serve_granian(settings: Settings) -> None:
-    """Serve with granian (``server: granian``): Rust HTTP handling and WSGI worker processes.
-
-    The same worker app and settings as under gunicorn; SIGHUP re-reads the policy file in the
-    main process and respawns the workers; ``metrics_bind`` is served by the main process. A
-    unix socket is made as gunicorn makes it: a stale one replaced, open to every local user.
-    """
+def granian_server(settings: Settings) -> Any:
+    """A granian server with the options of ``server: granian`` (``bind``, ``workers``,
+    ``threads``, ``log_level``), serving a loader passed to its ``serve``. A unix socket is made
+    as gunicorn makes it: a stale one replaced, open to every local user."""
     from granian import Granian
     from granian.constants import Interfaces
     from granian.log import LogLevels
 
-    # Workers are forked: the loader below is a closure (forkserver, Python 3.14's default, would pickle it).
+    # Workers are forked: loaders are closures (forkserver, Python 3.14's default, would pickle them).
     multiprocessing.set_start_method("fork", force=True)
-
-    policy = [read_policy(settings.policy_file) if settings.policy_file else None]
-    metrics_server = None
-    if settings.metrics_bind:
-        try:
-            metrics_server = metrics.MetricsServer(settings.metrics_bind)
-        except OSError as exc:
-            raise SettingsError("metrics_bind", settings.metrics_bind,
-                                f"cannot be listened on ({exc.strerror or exc})") from None
     if settings.bind.startswith("unix:"):
         socket_path = Path(settings.bind.removeprefix("unix:"))
         if socket_path.is_socket():  # left by a killed server; anything else at that path is refused by granian
@@ -183,16 +183,24 @@ def serve_granian(settings: Settings) -> None:
     else:
         host, _, port = settings.bind.rpartition(":")
         address = {"address": host.strip("[]"), "port": int(port)}
-    server = Granian("forward_auth.wsgi:get_app", interface=Interfaces.WSGI, workers=settings.workers,
-                     blocking_threads=settings.threads, log_level=LogLevels(settings.log_level),
-                     websockets=False, respawn_interval=RESPAWN_INTERVAL_SECONDS, **address)
+    # The target is granian's required argument; the loader given to serve() builds the app.
+    return Granian("forward_auth.wsgi:get_app", interface=Interfaces.WSGI, workers=settings.workers,
+                   blocking_threads=settings.threads, log_level=LogLevels(settings.log_level),
+                   websockets=False, respawn_interval=RESPAWN_INTERVAL_SECONDS, **address)
+
+
+def serve_granian(settings: Settings) -> None:
+    """Serve with granian (``server: granian``): Rust HTTP handling and WSGI worker processes.
+
+    The same worker app and settings as under gunicorn; SIGHUP re-reads the policy file in the
+    main process and respawns the workers; ``metrics_bind`` is served by the main process.
+    """
+    policy = [read_policy(settings.policy_file) if settings.policy_file else None]
+    metrics_server = _open_metrics_server(settings.metrics_bind) if settings.metrics_bind else None
+    server = granian_server(settings)
 
     def reload_policy() -> None:
-        if settings.policy_file:
-            try:
-                policy[0] = read_policy(settings.policy_file)
-            except PolicyError as exc:
-                log.error("SIGHUP: policy not reloaded, the previous one stays in force: %s", exc)
+        policy[0] = _reread_policy(settings, policy[0])
 
     def load() -> WSGIApp:
         if metrics_server is not None:

@@ -91,6 +91,11 @@ def start(processor: SpanProcessor | None = None) -> None:
     _active = _Tracer(processors)
 
 
+def active() -> bool:
+    """Whether spans are being recorded in this process."""
+    return _active is not None
+
+
 def stop() -> None:
     """Export what is pending and stop tracing."""
     global _active

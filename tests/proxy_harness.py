@@ -321,6 +321,12 @@ class DevCore:
         with urllib.request.urlopen(request, timeout=10) as reply:
             return json.loads(reply.read())
 
+    def request_counts(self) -> dict[str, int]:
+        """Every request the dev core received, counted by ``"METHOD path"`` (``GET /dev/requests``)."""
+        request = urllib.request.Request(self.url + "/dev/requests", headers={"api-key": self._api_key})
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return dict(json.loads(reply.read())["counts"])
+
     def session(self, user_id: str, roles: list[str] | None = None) -> dict[str, Any]:
         jwt_data = {"st-role": {"v": roles, "t": 0}} if roles is not None else {}
         return self.post("/dev/sessions", {"userId": user_id, "userDataInJWT": jwt_data})

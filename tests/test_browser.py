@@ -224,7 +224,7 @@ def revoked_tabs(sites: dict[int, Site], browser: Browser) -> Iterator[dict[str,
         tab = new_tab(browser, sites[401], mode)
         login = tab.login("root", ["admin"])
         before = tab.call("GET", "/admin/whoami")
-        tab.site.services.core("POST", "/recipe/session/remove", {"sessionHandles": [login["handle"]]})
+        tab.site.services.core.post("/recipe/session/remove", {"sessionHandles": [login["handle"]]})
         mark = tab.mark()
         found[mode] = Revoked(tab, before, tab.call("GET", "/admin/whoami"), mark)
     # Playwright delivers page events only while one of its calls runs: wait inside one.
@@ -249,7 +249,7 @@ def _wait_for_expiry() -> None:
 
 
 def _verify_calls(services_: Services) -> int:
-    return sum(n for request, n in services_.core_requests().items() if request.endswith("/recipe/session/verify"))
+    return sum(n for request, n in services_.core.request_counts().items() if request.endswith("/recipe/session/verify"))
 
 
 def _parent(tab: Tab) -> str | None:

@@ -13,7 +13,6 @@ tests/proxy_harness.py, which this file reuses.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -22,13 +21,12 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from proxy_harness import PROXIES, Ports, free_port, process, start_proxy, wait_http  # noqa: E402
+from proxy_harness import PROXIES, DevCore, Ports, free_port, process, start_proxy, wait_http  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 API_KEY = "browser-example-api-key"
@@ -39,21 +37,9 @@ ANTI_CSRF = "VIA_CUSTOM_HEADER"
 class Services:
     """The parts every site shares: the dev core and the application."""
 
-    core_url: str
+    core: DevCore
     app_port: int
     logs: Path
-
-    def core(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """Call the dev core's API (as the backend SDK would)."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.core_url + path, data=data, method=method, headers={
-            "api-key": API_KEY, "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=5) as reply:
-            return json.load(reply)
-
-    def core_requests(self) -> dict[str, int]:
-        """Every request the dev core received so far, counted by ``"METHOD path"``."""
-        return dict(self.core("GET", "/dev/requests")["counts"])
 
 
 @dataclass(frozen=True)
@@ -75,22 +61,22 @@ class Site:
 def services(logs: Path, access_token_validity: int) -> Iterator[Services]:
     """The dev core (short-lived access tokens, so expiry is quick to see) and the application."""
     core_port, app_port = free_port(), free_port()
-    core_url = f"http://127.0.0.1:{core_port}"
+    core = DevCore(core_port, API_KEY)
     with (
         process([str(VENV_BIN / "forward-auth"), "dev-core", "--bind", f"127.0.0.1:{core_port}",
                  "--api-key", API_KEY, "--access-token-validity", str(access_token_validity)], logs / "core.log"),
         process([sys.executable, str(HERE / "app.py"), "--port", str(app_port)], logs / "app.log"),
     ):
-        wait_http(core_url + "/hello")
+        wait_http(core.url + "/hello")
         wait_http(f"http://127.0.0.1:{app_port}/public/ready")
-        yield Services(core_url, app_port, logs)
+        yield Services(core, app_port, logs)
 
 
 @contextmanager
 def gate(shared: Services, expired_status: int) -> Iterator[int]:
     """``forward-auth serve`` for one profile; yields its port once it has keys."""
     port = free_port()
-    env = {"FORWARD_AUTH_CORE_URL": shared.core_url, "FORWARD_AUTH_CORE_API_KEY": API_KEY,
+    env = {"FORWARD_AUTH_CORE_URL": shared.core.url, "FORWARD_AUTH_CORE_API_KEY": API_KEY,
            "FORWARD_AUTH_BIND": f"127.0.0.1:{port}", "FORWARD_AUTH_WORKERS": "1",
            "FORWARD_AUTH_ANTI_CSRF": ANTI_CSRF, "FORWARD_AUTH_SESSION_EXPIRED_STATUS": str(expired_status)}
     with process([str(VENV_BIN / "forward-auth"), "serve"], shared.logs / f"gate-{expired_status}.log", env=env):
@@ -105,7 +91,7 @@ def site(kind: str, shared: Services, gate_port: int, expired_status: int) -> It
     origin = f"http://127.0.0.1:{listen}"
     workdir = shared.logs / f"{kind}-{expired_status}"
     workdir.mkdir(parents=True, exist_ok=True)
-    env = {"CORE_URL": shared.core_url, "CORE_API_KEY": API_KEY, "API_DOMAIN": origin,
+    env = {"CORE_URL": shared.core.url, "CORE_API_KEY": API_KEY, "API_DOMAIN": origin,
            "SESSION_EXPIRED_STATUS": str(expired_status), "ANTI_CSRF": ANTI_CSRF}
     backend = [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{backend_port}", "--workers", "1",
                "--threads", "4", "--chdir", str(HERE), "backend:create_app()"]
