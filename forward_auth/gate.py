@@ -6,6 +6,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import cachetools
 
@@ -19,6 +20,21 @@ from .settings import Settings
 
 #: Seconds a verified signature is trusted without checking it again (and never past ``exp``).
 VERIFIED_TTL_CAP = 300.0
+_SIGNATURE_HIT = metrics.CACHE.labels(cache="signature", result="hit")
+_SIGNATURE_MISS = metrics.CACHE.labels(cache="signature", result="miss")
+
+
+class _Remembered(NamedTuple):
+    """A token whose signature verified, the second it is trusted until, and the sessions built
+    from it so far (by transfer method)."""
+
+    token: tokens.AccessToken
+    until: float
+    sessions: dict[str, verifier.Session]
+
+
+def _digest(raw: str) -> bytes:
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).digest()
 
 
 class Gate:
@@ -36,25 +52,33 @@ class Gate:
         self.keys = keys
         self.core = core
         self._now = now
-        # Entries live until the token's exp (wall clock), at most VERIFIED_TTL_CAP seconds.
-        self._verified: cachetools.TLRUCache[bytes, float] = cachetools.TLRUCache(
-            maxsize=settings.verified_cache_size,
-            ttu=lambda _digest, exp, at: min(exp, at + VERIFIED_TTL_CAP),
-            timer=now,
-        )
+        # Verified tokens by digest: an LRU bound, and the time limit checked on every read (a
+        # TLRU cache costs ~10x more per lookup).
+        self._verified: cachetools.LRUCache[bytes, _Remembered] = cachetools.LRUCache(
+            maxsize=settings.verified_cache_size)
         self._lock = threading.Lock()
 
     def verify(self, creds: Credentials, policy: verifier.Policy) -> verifier.Session | None:
         """The verified session, ``None`` for "no session" (optional), or a SessionError."""
-        selection = verifier.select(creds, policy, self.settings)
+        now = self._now()
+        seen: dict[str, tuple[bytes, _Remembered | None]] = {}
+
+        def parse(raw: str) -> tokens.AccessToken:
+            _, known = seen[raw] = self._lookup(raw, now)
+            return tokens.parse(raw) if known is None else known.token
+
+        selection = verifier.select(creds, policy, self.settings, parse=parse)
         if selection is None:
             return None
         token = selection.token
-        now = self._now()
-        self._check_signature(token, now)
+        digest, known = seen[token.raw]
+        verified = known or self._check_signature(token, now, digest)
         verifier.check_local(selection, creds, self.settings, now=now)
         if not verifier.needs_core(token, policy):
-            return self._with_claims(verifier.session_from_token(selection), policy, now)
+            session = verified.sessions.get(selection.transfer_method)
+            if session is None:
+                session = verified.sessions[selection.transfer_method] = verifier.session_from_token(selection)
+            return self._with_claims(session, policy, now)
         mode = self.settings.effective_anti_csrf
         core_session = self.core.verify_session(
             token.raw,
@@ -72,24 +96,33 @@ class Gate:
                 raise CoreError("core returned an unparsable access token", reason="core-bad-answer") from None
         return self._with_claims(verifier.session_from_core(selection, core_session, new_payload), policy, now)
 
-    def _check_signature(self, token: tokens.AccessToken, now: float) -> None:
-        """Verify once per token: a verified signature is remembered until the token expires."""
-        digest = hashlib.sha256(token.raw.encode("utf-8", "surrogatepass")).digest()
+    def _lookup(self, raw: str, now: float) -> tuple[bytes, _Remembered | None]:
+        """The token's digest and its remembered verification, if still trusted (b"" when off)."""
+        if not self._verified.maxsize:
+            return b"", None
+        digest = _digest(raw)
         with self._lock:
-            until = self._verified.get(digest)
-        hit = until is not None and now < until
-        metrics.CACHE.labels(cache="signature", result="hit" if hit else "miss").inc()
-        if hit:
-            return
+            known = self._verified.get(digest)
+        if known is None or now >= known.until:
+            return digest, None
+        _SIGNATURE_HIT.inc()
+        return digest, known
+
+    def _check_signature(self, token: tokens.AccessToken, now: float, digest: bytes) -> _Remembered:
+        """Verify the signature; remember the verified token (by ``digest``) until it expires."""
+        _SIGNATURE_MISS.inc()
         if token.version >= 3:
             key = self.keys.key_for(token.kid or "")
             candidates = [key] if key is not None else []
         else:
             candidates = self.keys.all_keys()
         tokens.verify_signature(token, candidates, now=now)
-        if self._verified.maxsize:
+        verified = _Remembered(tokens.AccessToken(token.raw, token.version, token.kid, token.payload),
+                               min(token.valid_until, now + VERIFIED_TTL_CAP), {})
+        if digest:
             with self._lock:
-                self._verified[digest] = token.valid_until
+                self._verified[digest] = verified
+        return verified
 
     @staticmethod
     def _with_claims(session: verifier.Session, policy: verifier.Policy, now: float) -> verifier.Session:

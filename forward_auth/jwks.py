@@ -101,6 +101,7 @@ class JwksFetcher:
         self._last_good: KeySet | None = None
         self._last_attempt = float("-inf")
         self._attempts = 0
+        self._age_reported_at = float("-inf")
         self._fetch_lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self.last_error: str | None = None
@@ -108,7 +109,10 @@ class JwksFetcher:
     def keys(self) -> KeySet:
         """The current key set: cached, fetched, or stale within bounds; else KeysUnavailable."""
         key_set = self._cached() or self._refresh(forced=False)
-        metrics.JWKS_AGE.set(self._clock() - key_set.fetched_at)
+        now = self._clock()
+        if now - self._age_reported_at >= 1.0:  # a gauge write per verification costs more than it tells
+            self._age_reported_at = now
+            metrics.JWKS_AGE.set(now - key_set.fetched_at)
         return key_set
 
     def _cached(self) -> KeySet | None:

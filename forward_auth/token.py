@@ -1,7 +1,9 @@
 """SuperTokens access tokens: parsing, structure checks and signature checks (pure, no I/O).
 
 Parsing follows supertokens-python 0.31.x (``recipe/session/jwt.py``) byte for byte, so a
-token the SDK would ignore is ignored here too. Signatures are checked with RS256 only, the
+token the SDK would ignore is ignored here too. A token in canonical JWS form (every issued token)
+is decoded once, for both the SDK's parse and PyJWT's rules: for such input the two decodings give
+the same bytes; anything else takes the SDK's lenient path and then PyJWT's own checks. Signatures are checked with RS256 only, the
 algorithm pinned (never taken from the token header), directly with ``cryptography``: v3-v5
 under the JWS/JWT rules PyJWT 2.15 applies for the SDK (``tests/test_token_vs_pyjwt.py`` holds
 the two to the same answers), v2 in the legacy padded standard-base64 format, which PyJWT >= 2.14
@@ -12,11 +14,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
-import re
+import json.scanner
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -28,21 +30,40 @@ from .errors import TryRefreshToken
 #: The fixed header of v2 tokens: padded standard base64 of the compact, sorted JSON.
 V2_HEADER = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsInZlcnNpb24iOiIyIn0="
 DEFAULT_TENANT = "public"
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+#: Last characters without stray bits, by the unpadded length modulo 4 (2: 4 zero bits, 3: 2).
+_CANONICAL_LAST = {2: frozenset(_B64URL_ALPHABET[::16]), 3: frozenset(_B64URL_ALPHABET[::4])}
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_PADDING = {0: b"", 2: b"==", 3: b"="}
+_SCAN_JSON = json.scanner.make_scanner(json.JSONDecoder())
+_PKCS1V15 = padding.PKCS1v15()
+_SHA256 = hashes.SHA256()
 
 
 class MalformedToken(ValueError):
     """The string is not a SuperTokens access token (the SDK ignores such tokens)."""
 
 
-@dataclass(frozen=True)
-class AccessToken:
-    """A parsed, structure-checked access token whose signature is not yet checked."""
+class Jws(NamedTuple):
+    """The segments of a v3+ token as PyJWT decodes them (set when they pass its rules)."""
+
+    header: dict[str, Any]
+    signing_input: bytes
+    signature: bytes
+
+
+class AccessToken(NamedTuple):
+    """A parsed, structure-checked access token whose signature is not yet checked.
+
+    This and the other per-request values are named tuples: one is built for every request,
+    and a frozen dataclass costs about six times as much to build.
+    """
 
     raw: str
     version: int
     kid: str | None
     payload: dict[str, Any]
+    jws: Jws | None = None
 
     @property
     def user_id(self) -> str:
@@ -106,52 +127,101 @@ def _lenient_b64decode(segment: str) -> str:
 
 def parse(raw: str) -> AccessToken:
     """Parse and structure-check a token as the SDK does, or raise :class:`MalformedToken`."""
+    parts = raw.split(".")
+    if len(parts) != 3:
+        raise MalformedToken("a token has three dot-separated parts")
+    canonical = None if parts[0] == V2_HEADER else decode_jws(parts)
+    if canonical is not None:
+        return _checked(raw, *canonical)
     try:
-        parts = raw.split(".")
-        if len(parts) != 3:
-            raise MalformedToken("a token has three dot-separated parts")
-        header, payload_segment, _ = parts
-        version, kid = 2, None
-        if header != V2_HEADER:
-            parsed_header = json.loads(_lenient_b64decode(header))
-            try:
-                version = int(parsed_header.get("version", "3"))
-            except (TypeError, ValueError):
-                raise MalformedToken("header version is not a number") from None
-            kid = parsed_header.get("kid")
-            if parsed_header["typ"] != "JWT" or version < 3 or kid is None:
-                raise MalformedToken("JWT header mismatch")
-        payload = json.loads(_lenient_b64decode(payload_segment))
-    except MalformedToken:
-        raise
-    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error, RecursionError):
+        header = None if parts[0] == V2_HEADER else json.loads(_lenient_b64decode(parts[0]))
+        payload = json.loads(_lenient_b64decode(parts[1]))
+    except (ValueError, RecursionError):
         raise MalformedToken("token segments are not base64 JSON") from None
+    return _checked(raw, header, payload, None)
+
+
+def decode_jws(parts: list[str]) -> tuple[Any, Any, Jws] | None:
+    """Header, payload and :class:`Jws` of three segments PyJWT would decode, else ``None``."""
+    header = _jws_header(parts[0])
+    payload_bytes, signature = _b64url_canonical(parts[1]), _b64url_canonical(parts[2])
+    if header is None or payload_bytes is None or signature is None:
+        return None
+    try:
+        payload = _json(payload_bytes.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    return header, payload, Jws(header, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
+
+
+@functools.lru_cache(maxsize=64)
+def _jws_header(segment: str) -> Any:
+    """A decoded header segment, else ``None``; remembered, as a core signs with a handful of
+    headers (one per key). Callers never change the returned object."""
+    decoded = _b64url_canonical(segment)
+    if decoded is None:
+        return None
+    try:
+        return _json(decoded.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+
+
+def _json(text: str) -> Any:
+    """``json.loads(text)``; a text that is exactly one JSON object goes straight to the decoder's
+    C scanner, skipping ``loads``' Python wrapper (about a third of the cost)."""
+    if text[:1] == "{":
+        try:
+            value, end = _SCAN_JSON(text, 0)
+        except StopIteration:
+            return json.loads(text)  # raises the usual error
+        if end == len(text):
+            return value
+    return json.loads(text)
+
+
+def _checked(raw: str, header: Any, payload: Any, jws: Jws | None) -> AccessToken:
+    """The SDK's checks of a decoded header (``None`` for v2) and payload."""
+    version, kid = 2, None
+    if header is not None:
+        if not isinstance(header, dict):
+            raise MalformedToken("JWT header is not an object")
+        try:
+            version = int(header.get("version", "3"))
+        except (TypeError, ValueError):
+            raise MalformedToken("header version is not a number") from None
+        kid = header.get("kid")
+        if header.get("typ") != "JWT" or version < 3 or kid is None:
+            raise MalformedToken("JWT header mismatch")
     if not isinstance(payload, dict):
         raise MalformedToken("payload is not a JSON object")
     check_structure(payload, version)
     if kid is not None and not isinstance(kid, str):
         kid = str(kid)  # the SDK would crash on it; here it is just an unknown kid
-    return AccessToken(raw=raw, version=version, kid=kid, payload=payload)
+    return AccessToken(raw=raw, version=version, kid=kid, payload=payload, jws=jws)
+
+
+_NUMBER = (int, float)
+_V3_CLAIMS = (("sub", str), ("exp", _NUMBER), ("iat", _NUMBER), ("sessionHandle", str), ("refreshTokenHash1", str))
+#: The claims each token version must carry, with their JSON types (the SDK's ``validate_access_token_structure``).
+_REQUIRED_CLAIMS = {
+    2: (("sessionHandle", str), ("userId", str), ("refreshTokenHash1", str), ("expiryTime", _NUMBER),
+        ("timeCreated", _NUMBER)),
+    3: _V3_CLAIMS,
+    4: (*_V3_CLAIMS, ("tId", str)),
+    5: (*_V3_CLAIMS, ("tId", str), ("rsub", str)),
+}
 
 
 def check_structure(payload: dict[str, Any], version: int) -> None:
     """Raise :class:`MalformedToken` unless the payload has the claims its version needs."""
-    stt = payload.get("stt", 0)
-    if "stt" in payload and (isinstance(stt, bool) or stt != 0):
-        raise MalformedToken("wrong token type (stt)")
-    number = (int, float)
-    if version >= 3:
-        required = {"sub": str, "exp": number, "iat": number, "sessionHandle": str, "refreshTokenHash1": str}
-        if version >= 4:
-            required["tId"] = str
-        if version >= 5:
-            required["rsub"] = str
-    else:
-        required = {"sessionHandle": str, "userId": str, "refreshTokenHash1": str,
-                    "expiryTime": number, "timeCreated": number}
-        if payload.get("userData") is None:
-            raise MalformedToken("v2 token without userData")
-    for claim, kind in required.items():
+    if "stt" in payload:
+        stt = payload["stt"]
+        if isinstance(stt, bool) or stt != 0:
+            raise MalformedToken("wrong token type (stt)")
+    if version < 3 and payload.get("userData") is None:
+        raise MalformedToken("v2 token without userData")
+    for claim, kind in _REQUIRED_CLAIMS[min(version, 5)]:
         if not isinstance(payload.get(claim), kind):
             raise MalformedToken(f"claim {claim} is missing or has the wrong type")
 
@@ -171,21 +241,28 @@ def verify_signature(token: AccessToken, keys: Sequence[RSAPublicKey], *, now: f
         _verify_legacy(token, keys)
 
 
-def _jws_segment(segment: str) -> bytes:
-    """Decode one JWS segment with PyJWT's (>= 2.14) acceptance rules, at C speed.
+def _b64url_canonical(segment: str) -> bytes | None:
+    """One JWS segment decoded with PyJWT's (>= 2.14) acceptance rules at C speed, else ``None``.
 
     Up to two trailing ``=`` (only when the length is a multiple of 4), the base64url
-    alphabet only, and the canonical encoding (no stray bits): what the SDK's PyJWT refuses
-    is refused here too.
+    alphabet only, and the canonical encoding (no stray bits in the last character): what the
+    SDK's PyJWT refuses is refused here too.
     """
     stripped = segment.rstrip("=")
-    padding = len(segment) - len(stripped)
-    if padding > 2 or (padding and len(segment) % 4) or len(stripped) % 4 == 1 or not _B64URL.fullmatch(stripped):
-        raise TryRefreshToken("token segment is not base64url", reason="invalid-token")
-    decoded = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
-    if base64.urlsafe_b64encode(decoded).rstrip(b"=").decode("ascii") != stripped:
-        raise TryRefreshToken("token segment is not canonical base64url", reason="invalid-token")
-    return decoded
+    padded = len(segment) - len(stripped)
+    rest = len(stripped) % 4
+    if padded and (padded > 2 or len(segment) % 4) or rest == 1:
+        return None
+    if rest and stripped[-1] not in _CANONICAL_LAST[rest] or not stripped.isascii():
+        return None
+    data = stripped.encode("ascii")
+    standard = data.translate(_URLSAFE_TO_STANDARD, b"+/")  # '+' and '/' are not base64url
+    if len(standard) != len(data):
+        return None
+    try:
+        return binascii.a2b_base64(standard + _PADDING[rest], strict_mode=True)
+    except binascii.Error:
+        return None
 
 
 def _check_jws_header(header: Any) -> None:
@@ -208,25 +285,18 @@ def _verify_jwt(token: AccessToken, key: RSAPublicKey, *, now: float) -> None:
     """RS256 JWS and JWT claim rules as PyJWT 2.15 applies them for the SDK, done directly.
 
     PyJWT spends most of a decode in a pure-Python alphabet scan; the same rules take a few
-    microseconds here. PyJWT stays in charge of JWK parsing (``jwks.py``), which it does well.
+    microseconds here, on segments :func:`parse` already decoded. PyJWT stays in charge of JWK
+    parsing (``jwks.py``), which it does well.
     """
-    header_segment, payload_segment, signature_segment = token.raw.split(".")
+    jws = token.jws
+    if jws is None:  # a segment PyJWT refuses to decode
+        raise TryRefreshToken("token segments are not canonical base64url JSON", reason="invalid-token")
+    _check_jws_header(jws.header)
     try:
-        header = json.loads(_jws_segment(header_segment))
-        _check_jws_header(header)
-        payload_bytes = _jws_segment(payload_segment)
-        signature = _jws_segment(signature_segment)
-    except (ValueError, RecursionError) as exc:
-        raise TryRefreshToken(f"token rejected: {exc.__class__.__name__}", reason="invalid-token") from None
-    try:
-        key.verify(signature, f"{header_segment}.{payload_segment}".encode("ascii"), padding.PKCS1v15(),
-                   hashes.SHA256())
+        key.verify(jws.signature, jws.signing_input, _PKCS1V15, _SHA256)
     except InvalidSignature:
         raise TryRefreshToken("signature does not verify", reason="bad-signature") from None
-    try:
-        payload = json.loads(payload_bytes)
-    except (ValueError, RecursionError):
-        raise TryRefreshToken("payload is not JSON", reason="invalid-token") from None
+    payload = token.payload
     if not isinstance(payload, dict):
         raise TryRefreshToken("payload is not a JSON object", reason="invalid-token")
     _check_times(payload, now=now)
@@ -267,7 +337,7 @@ def _verify_legacy(token: AccessToken, keys: Sequence[RSAPublicKey]) -> None:
     signed = f"{header}.{payload}".encode("ascii", "replace")
     for key in keys:
         try:
-            key.verify(signature_bytes, signed, padding.PKCS1v15(), hashes.SHA256())
+            key.verify(signature_bytes, signed, _PKCS1V15, _SHA256)
             return
         except InvalidSignature:
             continue

@@ -8,8 +8,9 @@ core) -> a :class:`Session`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import token as tokens
 from .claims import Validator
@@ -29,8 +30,7 @@ class Policy:
     claims: tuple[Validator, ...] = ()
 
 
-@dataclass(frozen=True)
-class Selection:
+class Selection(NamedTuple):
     """The access token chosen from a request and whether anti-CSRF must still be checked."""
 
     token: tokens.AccessToken
@@ -59,9 +59,9 @@ class CoreSession:
     access_token: NewAccessToken | None = None
 
 
-@dataclass(frozen=True)
-class Session:
-    """A verified session: everything the token (or the core) proved."""
+class Session(NamedTuple):
+    """A verified session: everything the token (or the core) proved (a named tuple, as
+    :class:`~forward_auth.token.AccessToken`: built on every request)."""
 
     user_id: str
     recipe_user_id: str
@@ -74,11 +74,11 @@ class Session:
     new_access_token: NewAccessToken | None = None
 
 
-def _parsed(raw: str | None) -> tokens.AccessToken | None:
+def _parsed(raw: str | None, parse: Callable[[str], tokens.AccessToken]) -> tokens.AccessToken | None:
     if raw is None:
         return None
     try:
-        return tokens.parse(raw)
+        return parse(raw)
     except tokens.MalformedToken:
         return None
 
@@ -94,8 +94,14 @@ def _legacy_gate(creds: Credentials, policy: Policy) -> bool:
     return True
 
 
-def select(creds: Credentials, policy: Policy, settings: Settings) -> Selection | None:
-    """Choose the access token as the SDK does; ``None`` means no session (optional only)."""
+def select(
+    creds: Credentials, policy: Policy, settings: Settings, *, parse: Callable[[str], tokens.AccessToken] = tokens.parse
+) -> Selection | None:
+    """Choose the access token as the SDK does; ``None`` means no session (optional only).
+
+    ``parse`` turns a raw token into an :class:`~forward_auth.token.AccessToken` (the gate's
+    own also answers from its memory of verified tokens).
+    """
     if not policy.session_required and creds.method in ("OPTIONS", "TRACE"):
         return None  # verify_session's own shortcut, before any token is looked at
     if settings.legacy:
@@ -103,8 +109,8 @@ def select(creds: Credentials, policy: Policy, settings: Settings) -> Selection 
             return None
     elif creds.id_refresh_token is not None:
         raise TryRefreshToken("using legacy session, please call the refresh API", reason="legacy-session")
-    header_token = _parsed(creds.bearer_token)
-    cookie_token = _parsed(creds.cookie_token)
+    header_token = _parsed(creds.bearer_token, parse)
+    cookie_token = _parsed(creds.cookie_token, parse)
     if header_token is not None:
         chosen, method = header_token, "header"
     elif cookie_token is not None:

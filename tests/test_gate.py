@@ -10,7 +10,7 @@ from conftest import CORE, FakeCore, v5
 from forward_auth import credentials, settings, token, verifier
 from forward_auth.app import build_gate
 from forward_auth.errors import TryRefreshToken
-from forward_auth.gate import Gate
+from forward_auth.gate import VERIFIED_TTL_CAP, Gate
 from forward_auth.minter import SigningKey
 
 
@@ -77,3 +77,25 @@ def test_the_cache_can_be_turned_off(fake_core: FakeCore, key: SigningKey, count
     subject.verify(creds(raw), verifier.Policy())
     subject.verify(creds(raw), verifier.Policy())
     assert len(counted) == 2
+
+
+def test_a_remembered_signature_is_checked_again_after_the_cap(
+        fake_core: FakeCore, key: SigningKey, counted: list[str]) -> None:
+    clock = Clock()
+    subject = gate(fake_core, clock)
+    raw = v5(key, exp=int(clock.now) + 3600)
+    subject.verify(creds(raw), verifier.Policy())
+    clock.now += VERIFIED_TTL_CAP - 1
+    subject.verify(creds(raw), verifier.Policy())
+    assert len(counted) == 1
+    clock.now += 2
+    subject.verify(creds(raw), verifier.Policy())
+    assert len(counted) == 2
+
+
+def test_the_memory_is_bounded(fake_core: FakeCore, key: SigningKey, counted: list[str]) -> None:
+    subject = gate(fake_core, Clock(), verified_cache_size="2")
+    first, second, third = (v5(key, sub=f"user-{n}") for n in range(3))
+    for raw in (first, second, third, third, first):
+        subject.verify(creds(raw), verifier.Policy())
+    assert counted == [first, second, third, first]  # the least recently used one was forgotten

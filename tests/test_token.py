@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 
 import jwt
 import pytest
@@ -109,6 +110,21 @@ def test_valid_v5_verifies(key: SigningKey) -> None:
     tokens.verify_signature(tokens.parse(v5(key)), [public(key)], now=time.time())
 
 
+@pytest.mark.parametrize("edit", [lambda seg: seg[:8] + "!" + seg[8:], lambda seg: seg + " "])
+@pytest.mark.parametrize("segment", [0, 1])
+def test_what_only_the_sdks_lenient_decoding_reads_parses_and_then_fails_pyjwts_rules(
+        key: SigningKey, segment: int, edit: Callable[[str], str]) -> None:
+    parts = v5(key).split(".")
+    parts[segment] = edit(parts[segment])
+    raw = ".".join(parts)
+    assert tokens.decode_jws(parts) is None  # not canonical: the decode-once path does not apply
+    token = tokens.parse(raw)  # the SDK's own parse reads it all the same
+    assert token.kid == key.kid and token.payload["sub"] == "user-1"
+    with pytest.raises(TryRefreshToken) as refused:
+        tokens.verify_signature(token, [public(key)], now=time.time())
+    assert refused.value.reason == "invalid-token"
+
+
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
@@ -188,3 +204,19 @@ def test_v2_with_float_times_is_refused_as_the_sdk_does(key: SigningKey) -> None
     token = tokens.parse(v2(key, expiryTime=time.time() * 1000 + 60000.5))
     with pytest.raises(TryRefreshToken):
         tokens.verify_signature(token, [public(key)], now=time.time())
+
+
+@pytest.mark.parametrize("text", [
+    '{"a":1}', ' {"a":1}', '{"a":1} ', '{"a":1}\n', '{"a":1}x', '{"a":1}{}', '{"a":', '{', '{}', '[1]', '"s"', '',
+    '{"a":NaN,"b":Infinity}', '{"a":1,"a":2}', '{"a":1e400}', '{"a":"\\ud800"}', '{"a":"\x00"}', '{"a":[' * 5 + ']' * 5,
+])
+def test_json_fast_path_matches_json_loads(text: str) -> None:
+    try:
+        expected: object = json.loads(text)
+    except ValueError as exc:
+        expected = type(exc)
+    try:
+        got: object = tokens._json(text)
+    except ValueError as exc:
+        got = type(exc)
+    assert repr(got) == repr(expected)

@@ -41,10 +41,13 @@ def pyjwt_accepts(raw: str, key: SigningKey) -> bool:
 
 def ours_accepts(raw: str, key: SigningKey) -> bool:
     parts = raw.split(".")
-    if len(parts) != 3:
+    decoded = tokens.decode_jws(parts) if len(parts) == 3 else None
+    if decoded is None:
         return False
+    _, payload, jws = decoded
     try:
-        tokens._verify_jwt(tokens.AccessToken(raw, 5, key.kid, {}), key.private_key.public_key(), now=time.time())
+        tokens._verify_jwt(tokens.AccessToken(raw, 5, key.kid, payload, jws=jws), key.private_key.public_key(),
+                           now=time.time())
     except TryRefreshToken:
         return False
     return True
