@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .cookies import ACCESS_COOKIE, LEGACY_ID_REFRESH_COOKIE, has_duplicate, parse_cookie_header
 
@@ -18,9 +18,9 @@ _METHOD_HEADERS = ("X-Forwarded-Method", "X-Original-Method")
 _URI_HEADERS = ("X-Forwarded-Uri", "X-Original-URI", "X-Original-URL")
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """The original request as the session check sees it (cookies already parsed)."""
+class Credentials(NamedTuple):
+    """The original request as the session check sees it (cookies already parsed; a named
+    tuple, as :class:`~forward_auth.token.AccessToken`: built on every request)."""
 
     method: str
     uri: str

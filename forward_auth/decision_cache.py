@@ -15,8 +15,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import cachetools
 
@@ -27,13 +26,13 @@ from .decisions import record_decision, request_id
 #: (the token's ``exp``, epoch seconds).
 CACHEABLE = "forward_auth.cacheable"
 _NOT_IN_KEY = frozenset({"HTTP_X_REQUEST_ID", "HTTP_TRACEPARENT", "HTTP_TRACESTATE"})
-_KEY_ENVIRON = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "REMOTE_ADDR")
+_HIT = metrics.CACHE.labels(cache="decision", result="hit")
+_MISS = metrics.CACHE.labels(cache="decision", result="miss")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-@dataclass(frozen=True)
-class _Answer:
+class _Answer(NamedTuple):
     status: str
     headers: list[tuple[str, str]]
     body: bytes
@@ -42,21 +41,24 @@ class _Answer:
 
 
 def _key(environ: dict[str, Any]) -> bytes:
-    digest = hashlib.blake2b(digest_size=32)
-    for name in _KEY_ENVIRON:
-        digest.update(str(environ.get(name, "")).encode("utf-8", "surrogateescape") + b"\0")
-    for name in sorted(k for k in environ if k.startswith("HTTP_") and k not in _NOT_IN_KEY):
-        digest.update(f"{name}\0{environ[name]}\0".encode("utf-8", "surrogateescape"))
-    return digest.digest()
+    """A digest of method, path, query, peer and every header (in arrival order) but the request
+    id and trace context. NUL, which no header holds, separates the parts."""
+    parts = [environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""),
+             environ.get("REMOTE_ADDR", "")]
+    parts += [f"{name}\0{value}" for name, value in environ.items()
+              if name[:5] == "HTTP_" and name not in _NOT_IN_KEY]
+    return hashlib.blake2b("\0".join(map(str, parts)).encode("utf-8", "surrogateescape"), digest_size=32).digest()
 
 
 class DecisionCache:
     """WSGI middleware in front of the service app, for ``/verify`` only."""
 
-    def __init__(self, app: WSGIApp, seconds: float, size: int = 4096) -> None:
+    def __init__(self, app: WSGIApp, seconds: float, size: int = 1024) -> None:
+        """``size`` bounds the answers kept (~1 KB each): a burst of one page's requests needs a few."""
         self._app = app
         self._seconds = seconds
-        self._answers: cachetools.TTLCache[bytes, _Answer] = cachetools.TTLCache(size, ttl=seconds)
+        # An LRU bound; each answer's own deadline is checked on read (a TTL cache lookup costs ~2 us).
+        self._answers: cachetools.LRUCache[bytes, _Answer] = cachetools.LRUCache(size)
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -68,7 +70,7 @@ class DecisionCache:
             answer = self._answers.get(key)
         if answer is not None and answer.until > time.monotonic():
             return self._replay(answer, environ, start_response, started)
-        metrics.CACHE.labels(cache="decision", result="miss").inc()
+        _MISS.inc()
         captured: list[Any] = []
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -91,7 +93,7 @@ class DecisionCache:
                 started: float) -> Iterable[bytes]:
         rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
         start_response(answer.status, [*answer.headers, ("X-Request-Id", rid)])
-        metrics.CACHE.labels(cache="decision", result="hit").inc()
+        _HIT.inc()
         record_decision({**answer.record, "outcome": "allow", "status": 200, "reason": "ok", "request_id": rid,
                          "cached": True}, time.perf_counter() - started)
         return [answer.body]

@@ -6,7 +6,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import cachetools
 
@@ -25,10 +25,12 @@ _SIGNATURE_MISS = metrics.CACHE.labels(cache="signature", result="miss")
 
 
 class _Remembered(NamedTuple):
-    """A token whose signature verified, the second it is trusted until, and the sessions built
-    from it so far (by transfer method)."""
+    """A token whose signature verified (all but its text, which each request brings), the second
+    it is trusted until, and the sessions built from it so far (by transfer method)."""
 
-    token: tokens.AccessToken
+    version: int
+    kid: str | None
+    payload: dict[str, Any]
     until: float
     sessions: dict[str, verifier.Session]
 
@@ -65,7 +67,8 @@ class Gate:
 
         def parse(raw: str) -> tokens.AccessToken:
             _, known = seen[raw] = self._lookup(raw, now)
-            return tokens.parse(raw) if known is None else known.token
+            return tokens.parse(raw) if known is None else tokens.AccessToken(raw, known.version, known.kid,
+                                                                               known.payload)
 
         selection = verifier.select(creds, policy, self.settings, parse=parse)
         if selection is None:
@@ -117,8 +120,8 @@ class Gate:
         else:
             candidates = self.keys.all_keys()
         tokens.verify_signature(token, candidates, now=now)
-        verified = _Remembered(tokens.AccessToken(token.raw, token.version, token.kid, token.payload),
-                               min(token.valid_until, now + VERIFIED_TTL_CAP), {})
+        verified = _Remembered(token.version, token.kid, token.payload, min(token.valid_until, now + VERIFIED_TTL_CAP),
+                               {})
         if digest:
             with self._lock:
                 self._verified[digest] = verified

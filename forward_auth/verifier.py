@@ -19,8 +19,7 @@ from .errors import TryRefreshToken, Unauthorised
 from .settings import Settings
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     """Per-request choices: the SDK's ``session_required``, ``anti_csrf_check``, ``check_database``
     and the claim validators (``override_global_claim_validators``)."""
 
