@@ -15,14 +15,16 @@ and measures, interleaving the variants round by round so that drift hits them a
 2. behind nginx ``auth_request``: the service, Flask + SDK, the constant app (the ceiling of any
    gunicorn app there), the no-op bound;
 3. latency of ``/verify`` paced at about half the peak of (1);
-4. a longer run cycling over many distinct tokens (signature-cache misses), with the RSS of each
-   gunicorn worker before, during and after it;
+4. a long run of 1,000,000 requests cycling over 100,000 distinct tokens (the dev core creates them
+   once, up front, for all servers; nearly every request misses the verified-token memory), with
+   the RSS of each worker after every segment;
 plus the core requests per ``/verify`` in each phase, and a footer of the performance targets.
 
-Everything runs once per server of ``forward-auth serve`` (``--servers gunicorn,granian``: the
-default gunicorn, then granian, each serving all three apps), and the targets are printed side by side.
+Everything runs once per server configuration (``--servers``, by default gunicorn, granian, and
+granian with one thread per worker and ``decision_cache_seconds: 1``, each serving all three apps
+alike), and the targets are printed side by side.
 
-Run: ``.venv/bin/python bench/http_bench.py`` (about 5 minutes on 2 cores; ``--help`` for the knobs,
+Run: ``.venv/bin/python bench/http_bench.py`` (about 20 minutes on 2 cores; ``--help`` for the knobs,
 e.g. ``--servers gunicorn --gunicorn reuse_port=true --threads 1`` to try gunicorn settings on all apps alike).
 Needs wrk (``apt-get install wrk``), nginx, and Flask in the venv (``.venv/bin/pip install flask``).
 """
@@ -527,6 +529,33 @@ def mark(ok: bool) -> str:
 PHASES = {"1": "direct HTTP", "2": "nginx auth_request", "3": "latency at half peak", "4": "many tokens, RSS"}
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One server configuration the whole benchmark runs under."""
+
+    name: str
+    server: str
+    threads: int
+    cache: float
+
+
+def variant(text: str, args: argparse.Namespace) -> Variant:
+    """``SERVER[:threads=N][:cache=S]``, the defaults from ``args``."""
+    server, *options = (part.strip() for part in text.strip().split(":"))
+    if server not in ("gunicorn", "granian"):
+        raise ValueError(f"{server!r} is not gunicorn or granian")
+    threads, cache = args.threads, args.decision_cache
+    for option in options:
+        key, _, value = option.partition("=")
+        if key == "threads":
+            threads = int(value)
+        elif key == "cache":
+            cache = float(value)
+        else:
+            raise ValueError(f"unknown option {key!r} (threads=N or cache=S)")
+    return Variant(text.strip(), server, threads, cache)
+
+
 def parse_args() -> argparse.Namespace:
     from forward_auth.settings import Settings
 
@@ -540,9 +569,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency-connections", type=int, default=8,
                         help="wrk connections for the paced half-peak latency run")
     parser.add_argument("--latency-seconds", type=float, default=5.0)
-    parser.add_argument("--tokens", type=int, default=20000, help="distinct tokens of the long run")
-    parser.add_argument("--soak-seconds", type=float, default=60.0, help="length of the long run")
-    parser.add_argument("--soak-segments", type=int, default=6, help="RSS is sampled after each segment")
+    parser.add_argument("--tokens", type=int, default=100_000, help="distinct tokens of the long run")
+    parser.add_argument("--soak-requests", type=int, default=1_000_000,
+                        help="the long run goes on, segment by segment, until this many requests")
+    parser.add_argument("--soak-segment-seconds", type=float, default=15.0,
+                        help="RSS is sampled after each segment of the long run")
     parser.add_argument("--workers", type=int, default=defaults.workers,
                         help="gunicorn workers (all three apps; the service's default)")
     parser.add_argument("--threads", type=int, default=defaults.threads,
@@ -558,16 +589,21 @@ def parse_args() -> argparse.Namespace:
                         ", ".join(f"{k} {v}" for k, v in PHASES.items()))
     parser.add_argument("--decision-cache", type=float, default=0.0, metavar="SECONDS",
                         help="the service's decision_cache_seconds (0: off, the default)")
-    parser.add_argument("--servers", default="gunicorn,granian",
-                        help="run everything under each of these servers in turn (forward-auth serve --server)")
+    parser.add_argument("--servers", default="gunicorn,granian,granian:threads=1:cache=1",
+                        help="run everything under each of these in turn: SERVER[:threads=N][:cache=S] (forward-auth "
+                             "serve --server; threads for all three apps alike, cache = the service's "
+                             "decision_cache_seconds; the defaults are --threads and --decision-cache)")
     parser.add_argument("--json", type=Path, help="also write the measurements here (.<server>.json for several)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, nginx.conf)")
     args = parser.parse_args()
     args.phases = {p.strip() for p in args.phases.split(",") if p.strip()}
-    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    if not args.servers or not set(args.servers) <= {"gunicorn", "granian"}:
-        parser.error("--servers takes gunicorn, granian or both")
-    if args.gunicorn and "granian" in args.servers:
+    try:
+        args.servers = [variant(item, args) for item in args.servers.split(",") if item.strip()]
+    except ValueError as exc:
+        parser.error(f"--servers: {exc}")
+    if not args.servers:
+        parser.error("--servers names no server")
+    if args.gunicorn and any(v.server == "granian" for v in args.servers):
         parser.error("--gunicorn settings apply to gunicorn only: add --servers gunicorn")
     if not args.phases <= set(PHASES) or not args.phases:
         parser.error(f"--phases takes a comma-separated subset of {','.join(PHASES)}")
@@ -576,10 +612,45 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+@dataclass
+class Shared:
+    """What every server's run uses: one dev core (counted), a session's token, the long run's tokens."""
+
+    core_url: str
+    counter: CoreCounter
+    token: str
+    tokens_file: Path | None
+    token_seconds: float
+
+
+@contextmanager
+def shared_core(args: argparse.Namespace) -> Iterator[Shared]:
+    """The dev core in this process, and the tokens (created once: RSA signing takes ~1 ms each)."""
+    from forward_auth.devcore_server import start_in_thread
+
+    core, core_url, stop_core = start_in_thread(api_key=API_KEY)
+    work = Path(tempfile.mkdtemp(prefix="http-bench-tokens-"))
+    try:
+        counter = CoreCounter(core)
+        token = core.create_session("public", "bench-user", {}, {})["accessToken"]["token"]
+        tokens_file, started_at = None, time.monotonic()
+        if "4" in args.phases:
+            tokens_file = work / "tokens.txt"
+            with open(tokens_file, "w") as handle:
+                for i in range(args.tokens):
+                    created = core.create_session("public", f"user-{i}", {}, {})
+                    handle.write(created["accessToken"]["token"] + "\n")
+        yield Shared(core_url, counter, token, tokens_file, time.monotonic() - started_at)
+    finally:
+        stop_core()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     args = parse_args()
     wrk_binary, nginx_binary = preflight()
-    results = {server: bench(args, server, wrk_binary, nginx_binary) for server in args.servers}
+    with shared_core(args) as shared:
+        results = {v.name: bench(args, v, shared, wrk_binary, nginx_binary) for v in args.servers}
     if len(results) > 1:
         print("\ntargets side by side (same run, same machine)")
         names = list(results)
@@ -589,20 +660,17 @@ def main() -> None:
             print(f"  {text:62s} " + " ".join(f"{cell[:30]:>30s}" for cell in cells))
 
 
-def bench(args: argparse.Namespace, server: str, wrk_binary: str,  # noqa: C901 (one linear script)
-          nginx_binary: str) -> list[tuple[str, bool, str]]:
+def bench(args: argparse.Namespace, variant: Variant, shared: Shared,  # noqa: C901 (one linear script)
+          wrk_binary: str, nginx_binary: str) -> list[tuple[str, bool, str]]:
     """Every phase with the service and the comparison apps under ``server``; prints its table
     and returns its targets as (text, met, value)."""
     started_at = time.monotonic()
 
-    try:
-        from forward_auth.devcore_server import start_in_thread
-    except ImportError:  # before the dev core's HTTP server had a module of its own
-        from forward_auth.devcore import start_in_thread  # type: ignore[attr-defined,no-redef]
     from forward_auth.server import gunicorn_options
     from forward_auth.settings import load
 
-    shown = gunicorn_options(load({"workers": args.workers, "threads": args.threads}, environ={}))
+    server, threads = variant.server, variant.threads
+    shown = gunicorn_options(load({"workers": args.workers, "threads": threads}, environ={}))
     overrides = [item.strip() for item in args.gunicorn]
     for item in overrides:
         key, _, value = item.partition("=")
@@ -612,14 +680,14 @@ def bench(args: argparse.Namespace, server: str, wrk_binary: str,  # noqa: C901 
                      f"(forward_auth.server.gunicorn_options{' + ' + ', '.join(overrides) if overrides else ''}; "
                      f"same for all three apps)")
     if server == "granian":
-        settings_line = (f"granian WSGI, workers={args.workers}, blocking threads={args.threads} "
+        settings_line = (f"granian WSGI, workers={args.workers}, blocking threads={threads} "
                          "(forward_auth.server.granian_server; same for all three apps)")
     phases = args.phases
     m_svc = m_const = m_ng_svc = m_ng_sdk = m_ng_const = m_ng_noop = m_lat = m_lat_const = m_one = m_soak = None
     rss_series: list[tuple[str, dict[int, float]]] = []
     restarted = False
     nginx_errors: list[str] = []
-    token_seconds = target = 0.0
+    target = 0.0
 
     with ExitStack() as stack:
         work = Path(tempfile.mkdtemp(prefix="http-bench-"))
@@ -630,18 +698,15 @@ def bench(args: argparse.Namespace, server: str, wrk_binary: str,  # noqa: C901 
         (work / "www" / "ok.txt").write_text("ok\n")
         (work / "www" / "ok.txt").chmod(0o644)
 
-        core, core_url, stop_core = start_in_thread(api_key=API_KEY)
-        stack.callback(stop_core)
-        counter = CoreCounter(core)
-        token = core.create_session("public", "bench-user", {}, {})["accessToken"]["token"]
-        cookie = {"Cookie": f"sAccessToken={token}"}
+        core_url, counter = shared.core_url, shared.counter
+        cookie = {"Cookie": f"sAccessToken={shared.token}"}
 
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("FORWARD_AUTH_") and k != "PROMETHEUS_MULTIPROC_DIR"}
-        env["FORWARD_AUTH_THREADS"] = str(args.threads)  # not a flag of `serve`
+        env["FORWARD_AUTH_THREADS"] = str(threads)  # not a flag of `serve`
         python = sys.executable
         ports = {name: free_port() for name in ("service", "constant", "flask", "nginx")}
-        common = ["--server", server, "--workers", str(args.workers), "--threads", str(args.threads)]
+        common = ["--server", server, "--workers", str(args.workers), "--threads", str(threads)]
         for item in overrides:
             common += ["--set", item]
         launcher = bool(overrides or args.what_if)
@@ -655,7 +720,7 @@ def bench(args: argparse.Namespace, server: str, wrk_binary: str,  # noqa: C901 
                             "--bind", f"{HOST}:{ports['service']}", "--workers", str(args.workers),
                             "--core-url", core_url, "--core-api-key", API_KEY]
         service_env = dict(env)
-        service_env["FORWARD_AUTH_DECISION_CACHE_SECONDS"] = str(args.decision_cache)
+        service_env["FORWARD_AUTH_DECISION_CACHE_SECONDS"] = str(variant.cache)
         if launcher:  # `forward-auth serve` makes (and removes) its own metrics directory
             (work / "metrics").mkdir()
             service_env["PROMETHEUS_MULTIPROC_DIR"] = str(work / "metrics")
@@ -729,21 +794,14 @@ def bench(args: argparse.Namespace, server: str, wrk_binary: str,  # noqa: C901 
             runner.round(m_lat_const, const_url, args.latency_seconds, rate=target)
             m_one = Measure("service /verify, 1 connection, closed loop", 1, service)
             runner.round(m_one, svc_url, 2, headers=cookie)
-        if "4" in phases:
-            t0 = time.monotonic()
-            tokens_file = work / "tokens.txt"
-            with open(tokens_file, "w") as handle:
-                for i in range(args.tokens):
-                    created = core.create_session("public", f"user-{i}", {}, {})
-                    handle.write(created["accessToken"]["token"] + "\n")
-            token_seconds = time.monotonic() - t0
+        if "4" in phases and shared.tokens_file is not None:
             pids = workers_of(service.popen.pid)
             rss_series = [("at start", rss_start), ("before long run", {pid: rss_mb(pid) for pid in pids})]
             m_soak = Measure(f"service /verify over {args.tokens:,} tokens", c, service)
             offset = 0
-            for _ in range(args.soak_segments):
-                done = runner.round(m_soak, svc_url, args.soak_seconds / args.soak_segments,
-                                    tokens=tokens_file, offset=offset)
+            while offset < args.soak_requests:
+                done = runner.round(m_soak, svc_url, args.soak_segment_seconds, tokens=shared.tokens_file,
+                                    offset=offset)
                 offset += done.wrk.requests
                 rss_series.append((f"after {offset:,} req",
                                    {pid: rss_mb(pid) for pid in workers_of(service.popen.pid)}))
@@ -760,9 +818,10 @@ def bench(args: argparse.Namespace, server: str, wrk_binary: str,  # noqa: C901 
                             m_soak) if m is not None]
     peak = m_svc.rate if m_svc else float("nan")
     print()
+    print(f"== {variant.name} ==")
     print(f"forward-auth HTTP benchmark: wrk -t1 (one client thread), {os.cpu_count()} CPUs, all on 127.0.0.1; "
           f"phases 1-2: {args.rounds} interleaved rounds of {args.seconds:g} s per variant, median round shown")
-    print(settings_line + f"; service run as `{service_how}`, decision_cache_seconds={args.decision_cache:g}")
+    print(settings_line + f"; service run as `{service_how}`, decision_cache_seconds={variant.cache:g}")
     print("nginx: 1 worker, keep-alive upstreams (keepalive 32, reloaded before each round), static file "
           "behind auth_request")
     print()
@@ -832,10 +891,9 @@ def bench(args: argparse.Namespace, server: str, wrk_binary: str,  # noqa: C901 
               f"p90 {fmt_ms(lat.p90_ms)} / p99 {fmt_ms(lat.p99_ms)} / p99.9 {fmt_ms(lat.p999_ms)} / "
               f"max {fmt_ms(lat.max_ms)} ms")
     if m_soak:
-        print(f"4: scale: {args.tokens:,} distinct tokens created on the dev core up front ({token_seconds:.1f} s), "
-              f"{m_soak.requests:,} requests cycling over them in {args.soak_segments} segments of "
-              f"{args.soak_seconds / args.soak_segments:g} s (the issue's 100k tokens / 1M requests scaled down "
-              f"{100000 / args.tokens:.0f}x / {1e6 / max(1, m_soak.requests):.0f}x)")
+        print(f"4: scale: {args.tokens:,} distinct tokens created on the dev core up front ({shared.token_seconds:.0f} s), "
+              f"{m_soak.requests:,} requests cycling over them in {len(m_soak.rounds)} segments of "
+              f"{args.soak_segment_seconds:g} s (the issue asks for 100,000 tokens and 1,000,000 requests)")
         pids_sorted = sorted({pid for _, sample in rss_series for pid in sample})
         print()
         print("RSS per service worker (MB):   " + "  ".join(f"{'pid ' + str(pid):>9s}" for pid in pids_sorted))
@@ -844,7 +902,7 @@ def bench(args: argparse.Namespace, server: str, wrk_binary: str,  # noqa: C901 
         if restarted:
             print("  (a worker was restarted during the long run: its RSS series is not comparable)")
         last = rss_series[-1][1]
-        half = rss_series[1 + math.ceil(args.soak_segments / 2)][1]
+        half = rss_series[1 + math.ceil(len(m_soak.rounds) / 2)][1]
         before_soak = rss_series[1][1]
         worst_rss = max(max(sample.values()) for _, sample in rss_series)
         growth_total = max(last[p] - before_soak.get(p, last[p]) for p in last)
@@ -889,7 +947,8 @@ def bench(args: argparse.Namespace, server: str, wrk_binary: str,  # noqa: C901 
             "rss": rss_series,
             "targets": [{"target": t, "met": ok, "value": v} for t, ok, v in targets],
         }
-        path = args.json if len(args.servers) == 1 else args.json.with_suffix(f".{server}.json")
+        slug = variant.name.replace(":", "-").replace("=", "")
+        path = args.json if len(args.servers) == 1 else args.json.with_suffix(f".{slug}.json")
         path.write_text(json.dumps(payload, indent=2, default=str))
     if args.keep:
         print(f"work directory kept: {work}")
