@@ -10,6 +10,7 @@ import pytest
 from conftest import FakeCore, v2, v5
 
 from forward_auth.minter import SigningKey
+from forward_auth.resources import environ_headers
 
 
 def cookie(token: str, **more: str) -> dict[str, str]:
@@ -27,6 +28,21 @@ def test_valid_cookie_session_gets_200_and_identity_headers(client, key: Signing
     assert int(result.headers["X-Session-Expiry"]) > time.time() * 1000
     assert int(result.headers["X-Session-Created"]) < time.time() * 1000
     assert "set-cookie" not in result.headers
+
+
+def test_the_200_body_names_the_session_in_json(client, key: SigningKey) -> None:
+    result = client.simulate_get("/verify", headers=cookie(v5(key, sub="usér-ü", tId="t1")))
+    assert result.headers["content-type"] == "application/json"
+    assert result.json == {"message": "ok", "userId": "usér-ü", "sessionHandle": "handle-1", "tenantId": "t1"}
+    assert result.headers["X-User-Id"] == "us%C3%A9r-%C3%BC"
+
+
+def test_header_names_are_read_case_insensitively_as_falcon_does(client, key: SigningKey) -> None:
+    raw = v5(key)
+    for name in ("authorization", "AUTHORIZATION", "Authorization"):
+        assert client.simulate_get("/verify", headers={name: f"Bearer {raw}"}).status_code == 200
+    assert environ_headers({"CONTENT_TYPE": "a", "HTTP_X_FORWARDED_URI": "/b"})("Content-Type") == "a"
+    assert environ_headers({"HTTP_X_FORWARDED_URI": "/b"})("x-forwarded-uri") == "/b"
 
 
 def test_bearer_header_session(client, key: SigningKey) -> None:
