@@ -75,7 +75,11 @@ class Gate:
             return None
         token = selection.token
         digest, known = seen[token.raw]
-        verified = known or self._check_signature(token, now, digest)
+        if known is None:
+            verified = self._check_signature(token, now, digest)
+        else:
+            _SIGNATURE_HIT.inc()
+            verified = known
         verifier.check_local(selection, creds, self.settings, now=now)
         if not verifier.needs_core(token, policy):
             session = verified.sessions.get(selection.transfer_method)
@@ -108,7 +112,6 @@ class Gate:
             known = self._verified.get(digest)
         if known is None or now >= known.until:
             return digest, None
-        _SIGNATURE_HIT.inc()
         return digest, known
 
     def _check_signature(self, token: tokens.AccessToken, now: float, digest: bytes) -> _Remembered:

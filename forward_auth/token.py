@@ -17,7 +17,6 @@ import binascii
 import functools
 import json
 import json.scanner
-import sys
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -37,6 +36,13 @@ _CANONICAL_LAST = {2: frozenset(_B64URL_ALPHABET[::16]), 3: frozenset(_B64URL_AL
 _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _PADDING = {0: b"", 2: b"==", 3: b"="}
 _SCAN_JSON = json.scanner.make_scanner(json.JSONDecoder())
+#: Header segments longer than this are decoded every time, not remembered (a core's are ~100).
+_MEMO_HEADER_CHARS = 512
+#: Claim names every SuperTokens token carries: a payload uses these string objects, not copies (a
+#: fixed table: interning whatever a client sends would keep its names forever on Python >= 3.12).
+_CLAIM_NAMES = {name: name for name in (
+    "sub", "exp", "iat", "nbf", "iss", "aud", "jti", "sessionHandle", "refreshTokenHash1",
+    "parentRefreshTokenHash1", "antiCsrfToken", "tId", "rsub", "st-role", "st-perm", "st-ev", "st-mfa", "v", "t")}
 _PKCS1V15 = padding.PKCS1v15()
 _SHA256 = hashes.SHA256()
 
@@ -152,15 +158,20 @@ def decode_jws(parts: list[str]) -> tuple[Any, Any, Jws] | None:
         payload = _json(payload_bytes.decode("utf-8"))
     except (ValueError, RecursionError):
         return None
-    if isinstance(payload, dict):  # claim names interned: the same dozen in every token a gate remembers
-        payload = {sys.intern(name): value for name, value in payload.items()}
+    if isinstance(payload, dict):  # one copy of the usual claim names for every token a gate remembers
+        payload = {_CLAIM_NAMES.get(name, name): value for name, value in payload.items()}
     return header, payload, Jws(header, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
 
 
-@functools.lru_cache(maxsize=64)
 def _jws_header(segment: str) -> Any:
-    """A decoded header segment, else ``None``; remembered, as a core signs with a handful of
-    headers (one per key). Callers never change the returned object."""
+    """A decoded header segment, else ``None``; a core's own (short) headers are remembered, as it
+    signs with one per key. Callers never change the returned object."""
+    if len(segment) > _MEMO_HEADER_CHARS:  # a client's giant header is never kept
+        return _decoded_header(segment)
+    return _remembered_header(segment)
+
+
+def _decoded_header(segment: str) -> Any:
     decoded = _b64url_canonical(segment)
     if decoded is None:
         return None
@@ -168,6 +179,9 @@ def _jws_header(segment: str) -> Any:
         return _json(decoded.decode("utf-8"))
     except (ValueError, RecursionError):
         return None
+
+
+_remembered_header = functools.lru_cache(maxsize=64)(_decoded_header)
 
 
 def _json(text: str) -> Any:
@@ -191,7 +205,7 @@ def _checked(raw: str, header: Any, payload: Any, jws: Jws | None) -> AccessToke
             raise MalformedToken("JWT header is not an object")
         try:
             version = int(header.get("version", "3"))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # "version": 1e400 is infinity
             raise MalformedToken("header version is not a number") from None
         kid = header.get("kid")
         if header.get("typ") != "JWT" or version < 3 or kid is None:

@@ -34,6 +34,7 @@ def test_the_200_body_names_the_session_in_json(client, key: SigningKey) -> None
     result = client.simulate_get("/verify", headers=cookie(v5(key, sub="usér-ü", tId="t1")))
     assert result.headers["content-type"] == "application/json"
     assert result.json == {"message": "ok", "userId": "usér-ü", "sessionHandle": "handle-1", "tenantId": "t1"}
+    assert b" " not in result.content  # compact, as every other answer
     assert result.headers["X-User-Id"] == "us%C3%A9r-%C3%BC"
 
 

@@ -6,6 +6,7 @@ import time
 
 import pytest
 from conftest import CORE, FakeCore, v5
+from prometheus_client import REGISTRY
 
 from forward_auth import credentials, settings, token, verifier
 from forward_auth.app import build_gate
@@ -99,3 +100,18 @@ def test_the_memory_is_bounded(fake_core: FakeCore, key: SigningKey, counted: li
     for raw in (first, second, third, third, first):
         subject.verify(creds(raw), verifier.Policy())
     assert counted == [first, second, third, first]  # the least recently used one was forgotten
+
+
+def test_a_signature_hit_is_counted_once_for_the_token_used(fake_core: FakeCore, key: SigningKey) -> None:
+    subject = gate(fake_core, Clock())
+    bearer, cookie = v5(key, sub="user-b"), v5(key, sub="user-c")
+    subject.verify(credentials.Credentials(method="GET", uri="/", authorization=f"Bearer {bearer}"), verifier.Policy())
+    subject.verify(creds(cookie), verifier.Policy())
+    both = credentials.Credentials(method="GET", uri="/", cookie_token=cookie, authorization=f"Bearer {bearer}")
+    before = hits()
+    assert subject.verify(both, verifier.Policy()).user_id == "user-b"
+    assert hits() == before + 1
+
+
+def hits() -> float:
+    return REGISTRY.get_sample_value("forward_auth_cache_total", {"cache": "signature", "result": "hit"}) or 0.0

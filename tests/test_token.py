@@ -100,6 +100,22 @@ def test_v1_header_is_not_accepted_as_the_sdk_does(key: SigningKey) -> None:
         tokens.parse(f"{v1_header}.{payload}.{signature}")
 
 
+def test_an_infinite_header_version_is_malformed_not_a_crash(key: SigningKey) -> None:
+    raw = v5(key, header={"version": 1e400})  # serialised as Infinity
+    with pytest.raises(tokens.MalformedToken):
+        tokens.parse(raw)
+
+
+def test_a_client_sized_header_is_decoded_but_never_remembered(key: SigningKey) -> None:
+    before = tokens._remembered_header.cache_info()
+    raw = v5(key, header={"padding": "x" * 2000})
+    assert tokens.parse(raw).kid == key.kid
+    assert tokens._remembered_header.cache_info().currsize == before.currsize
+    tokens.parse(v5(key))
+    assert tokens._remembered_header.cache_info().hits + tokens._remembered_header.cache_info().misses > (
+        before.hits + before.misses)
+
+
 def test_payload_must_be_an_object(key: SigningKey) -> None:
     header = base64.urlsafe_b64encode(json.dumps({"typ": "JWT", "kid": "k", "version": "5"}).encode()).decode()
     with pytest.raises(tokens.MalformedToken):
@@ -148,10 +164,11 @@ def test_wrong_key_and_tampering_are_bad_signatures(key: SigningKey, foreign_key
     with pytest.raises(TryRefreshToken, match="signature"):
         tokens.verify_signature(tokens.parse(v5(key)), [public(foreign_key)], now=time.time())
     header, payload, signature = v5(key).split(".")
-    forged = base64.urlsafe_b64encode(b'{"sub":"admin"}').decode().rstrip("=")
-    with pytest.raises(TryRefreshToken):
-        tokens.verify_signature(tokens.AccessToken(f"{header}.{forged}.{signature}", 5, key.kid, {}), [public(key)],
-                                now=time.time())
+    claims = tokens.parse(v5(key)).payload | {"sub": "admin"}
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    with pytest.raises(TryRefreshToken) as refused:
+        tokens.verify_signature(tokens.parse(f"{header}.{forged}.{signature}"), [public(key)], now=time.time())
+    assert refused.value.reason == "bad-signature"
 
 
 def test_hs256_signed_with_the_public_key_is_refused(key: SigningKey) -> None:
