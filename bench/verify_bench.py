@@ -7,7 +7,9 @@ access token (v5, RS256, 2048-bit key from the core's JWKS):
   (signature checked) and on a cache hit (a token verified before);
 - supertokens-python 0.31.4's ``get_session_without_request_response`` on the same token;
 - both with ``checkDatabase`` (one core round trip each), and the gate with its revocation cache;
-- the whole service answering ``/verify`` as one WSGI call (Falcon, policy, headers, metrics, log).
+- the whole service answering ``/verify`` as one WSGI call (Falcon, policy, headers, metrics, log),
+  the same answered by its decision cache (``decision_cache_seconds``), and a constant-200
+  Falcon app: what the HTTP server adds is the same for all three.
 
 Candidates run in interleaved rounds (A B C ... A B C ...), so a noisy neighbour slows all of
 them alike; each figure is the median of the rounds. Ratios, not absolute microseconds, carry
@@ -29,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import falcon
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
@@ -39,6 +42,7 @@ from supertokens_python.recipe.session.syncio import get_session_without_request
 from forward_auth import credentials, verifier  # noqa: E402
 from forward_auth import token as tokens  # noqa: E402
 from forward_auth.app import build_gate, create_app  # noqa: E402
+from forward_auth.decision_cache import DecisionCache  # noqa: E402
 from forward_auth.devcore_server import start_in_thread  # noqa: E402
 from forward_auth.settings import load  # noqa: E402
 
@@ -79,6 +83,14 @@ def answering(status: str, app: Any, environ: dict[str, Any]) -> Callable[[], ob
     return call
 
 
+class Constant:
+    """The constant-200 app of bench/http_bench_apps.py."""
+
+    def on_get(self, _req: falcon.Request, resp: falcon.Response) -> None:
+        resp.set_header("Cache-Control", "no-store")
+        resp.media = {"message": "ok"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="time per group of measurements")
@@ -104,6 +116,9 @@ def main() -> None:
         init_sdk(url, API_KEY, anti_csrf="NONE")
         no_validators = {"override_global_claim_validators": lambda _globals, _session, _context: []}
         service = create_app(load(base, environ={}))
+        cached_service = DecisionCache(create_app(load(base, environ={})), seconds=3600)
+        constant = falcon.App()
+        constant.add_route("/verify", Constant())
         environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/verify", "QUERY_STRING": "", "SERVER_NAME": "bench",
                    "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http",
                    "REMOTE_ADDR": "127.0.0.1", "HTTP_COOKIE": f"sAccessToken={raw}"}
@@ -116,6 +131,8 @@ def main() -> None:
             "SDK get_session_without_request_response": lambda: get_session_without_request_response(
                 raw, anti_csrf_check=False, **no_validators),
             "service /verify, one WSGI call": answering("200", service, environ),
+            "the same, a decision-cache hit": answering("200", cached_service, environ),
+            "constant-200 Falcon app, one WSGI call": answering("200", constant, environ),
         }, args.seconds)
         database = interleaved({
             "decision, checkDatabase": lambda: hit_gate.verify(creds, check_db),
@@ -137,6 +154,9 @@ def main() -> None:
     print(f"cache miss <= 1.5x one RSA verify: {miss / rsa:.2f}x")
     print(f"cache hit <= 3 us, 0.18x of the issue machine's 17-us RSA verify: {hit:.2f} us = {hit / rsa:.2f}x")
     print(f"SDK >= 4x the decision (miss | hit): {sdk / miss:.2f}x | {sdk / hit:.2f}x")
+    constant_call = decision["constant-200 Falcon app, one WSGI call"]
+    print(f"/verify, one WSGI call: {decision['service /verify, one WSGI call'] / constant_call:.2f}x the constant app; "
+          f"a decision-cache hit {decision['the same, a decision-cache hit'] / constant_call:.2f}x")
     print(f"SDK / decision with checkDatabase: "
           f"{database['SDK, check_database=True'] / database['decision, checkDatabase']:.2f}x")
 
