@@ -238,7 +238,7 @@ DESCRIPTIONS: Mapping[str, str] = {
     "invalid_claim_status": "status for INVALID_CLAIMS",
     "check_database": "ask the core on every request whether the session was revoked",
     "revocation_cache_seconds": "cache the core's verify answer this long (never past the token's expiry); 0 = off",
-    "verified_cache_size": "tokens whose verified signature is remembered with their session (until exp, at most 300 s; about 1.5 KB each); 0 = off",
+    "verified_cache_size": "tokens whose verified signature is remembered with their session (until exp, at most 300 s; under 2 KB each); 0 = off",
     "decision_cache_seconds": "remember an allowed `/verify` answer this long for the same request (never past the token's exp; never with a revocation check, a refresh promotion or a claim with a maximum age; a policy reload or a withdrawn key shows after at most this); 0 = off; not with `tracing`",
     "use_static_signing_key": "accept only static (`s-`) signing keys, as the SDK's `use_dynamic_access_token_signing_key=false`",
     "jwks_cache_seconds": "ceiling on how long the JWKS is cached (the core's `Cache-Control: max-age` may shorten it)",
