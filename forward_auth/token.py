@@ -3,11 +3,12 @@
 Parsing follows supertokens-python 0.31.x (``recipe/session/jwt.py``) byte for byte, so a
 token the SDK would ignore is ignored here too. A token in canonical JWS form (every issued token)
 is decoded once, for both the SDK's parse and PyJWT's rules: for such input the two decodings give
-the same bytes; anything else takes the SDK's lenient path and then PyJWT's own checks. Signatures are checked with RS256 only, the
-algorithm pinned (never taken from the token header), directly with ``cryptography``: v3-v5
-under the JWS/JWT rules PyJWT 2.15 applies for the SDK (``tests/test_token_vs_pyjwt.py`` holds
-the two to the same answers), v2 in the legacy padded standard-base64 format, which PyJWT >= 2.14
-refuses to parse.
+the same bytes; anything else takes the SDK's lenient path and then PyJWT's own checks.
+
+Signatures are checked with RS256 only, the algorithm pinned (never taken from the token
+header), directly with ``cryptography``: v3-v5 under the JWS/JWT rules PyJWT 2.15 applies for the
+SDK (``tests/test_token_vs_pyjwt.py`` holds the two to the same answers), v2 in the legacy padded
+standard-base64 format, which PyJWT >= 2.14 refuses to parse.
 """
 
 from __future__ import annotations
