@@ -626,7 +626,7 @@ class Shared:
 @contextmanager
 def shared_core(args: argparse.Namespace) -> Iterator[Shared]:
     """The dev core in this process, and the tokens (created once: RSA signing takes ~1 ms each)."""
-    from forward_auth.devcore_server import start_in_thread
+    from forward_auth.devcore.server import start_in_thread
 
     core, core_url, stop_core = start_in_thread(api_key=API_KEY)
     work = Path(tempfile.mkdtemp(prefix="http-bench-tokens-"))

@@ -43,7 +43,7 @@ from forward_auth import credentials, verifier  # noqa: E402
 from forward_auth import token as tokens  # noqa: E402
 from forward_auth.app import build_gate, create_app  # noqa: E402
 from forward_auth.decision_cache import DecisionCache  # noqa: E402
-from forward_auth.devcore_server import start_in_thread  # noqa: E402
+from forward_auth.devcore.server import start_in_thread  # noqa: E402
 from forward_auth.settings import load  # noqa: E402
 
 API_KEY = "bench-key"

@@ -100,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_dev_core(args: argparse.Namespace) -> int:
-    from .devcore_server import serve_devcore
+    from .devcore.server import serve_devcore
 
     host, port = _split_bind(args.bind)
     try:

@@ -14,7 +14,7 @@ import pytest
 
 from forward_auth import settings as settings_module
 from forward_auth.app import build_gate, create_app
-from forward_auth.minter import SigningKey, mint_v2, mint_v5, sha256_hex, v2_payload, v5_claims
+from forward_auth.devcore.minter import SigningKey, mint_v2, mint_v5, sha256_hex, v2_payload, v5_claims
 from forward_auth.transport import Reply, TransportError
 
 CORE = "http://core.test:3567"

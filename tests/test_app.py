@@ -9,7 +9,7 @@ import time
 import pytest
 from conftest import FakeCore, v2, v5
 
-from forward_auth.minter import SigningKey
+from forward_auth.devcore.minter import SigningKey
 from forward_auth.resources import environ_headers
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import v5
 
-from forward_auth.minter import SigningKey
+from forward_auth.devcore.minter import SigningKey
 
 POLICY = """
 rules:

@@ -8,9 +8,9 @@ import pytest
 from conftest import v2, v5
 
 from forward_auth.cli import main
-from forward_auth.devcore import DevCore
-from forward_auth.devcore_server import start_in_thread
-from forward_auth.minter import SigningKey
+from forward_auth.devcore.minter import SigningKey
+from forward_auth.devcore.server import start_in_thread
+from forward_auth.devcore.state import DevCore
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from forward_auth import settings as settings_module
 from forward_auth.app import build_gate, create_app
 from forward_auth.decision_cache import DecisionCache
-from forward_auth.minter import SigningKey
+from forward_auth.devcore.minter import SigningKey
 
 
 class Counted:

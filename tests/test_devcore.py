@@ -15,9 +15,9 @@ import jwt
 import pytest
 from falcon import testing
 
-from forward_auth.devcore import DevCore
-from forward_auth.devcore_server import create_devcore_app, serve_devcore, start_in_thread
-from forward_auth.minter import V2_HEADER, b64url_decode, sha256_hex
+from forward_auth.devcore.minter import V2_HEADER, b64url_decode, sha256_hex
+from forward_auth.devcore.server import create_devcore_app, serve_devcore, start_in_thread
+from forward_auth.devcore.state import DevCore
 
 API_KEY = "core-test-key"
 ACCESS_VALIDITY = 600

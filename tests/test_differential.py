@@ -21,8 +21,8 @@ from sdk_oracle import POLICY, ROUTES, init_sdk, oracle_app
 
 from forward_auth import settings as settings_module
 from forward_auth.app import create_app
-from forward_auth.devcore import DevCore
-from forward_auth.devcore_server import start_in_thread
+from forward_auth.devcore.server import start_in_thread
+from forward_auth.devcore.state import DevCore
 
 API_KEY = "differential-key"
 

@@ -10,9 +10,9 @@ from prometheus_client import REGISTRY
 
 from forward_auth import credentials, settings, token, verifier
 from forward_auth.app import build_gate
+from forward_auth.devcore.minter import SigningKey
 from forward_auth.errors import TryRefreshToken
 from forward_auth.gate import VERIFIED_TTL_CAP, Gate
-from forward_auth.minter import SigningKey
 
 
 class Clock:

@@ -9,9 +9,9 @@ import time
 import pytest
 from conftest import CORE, FakeCore
 
+from forward_auth.devcore.minter import SigningKey
 from forward_auth.errors import KeysUnavailable
 from forward_auth.jwks import JwksFetcher, max_age, parse_jwks
-from forward_auth.minter import SigningKey
 from forward_auth.transport import Reply, TransportError
 
 

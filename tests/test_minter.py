@@ -11,7 +11,7 @@ import pytest
 from jwt.types import Options
 from supertokens_python.recipe.session.jwt import parse_jwt_without_signature_verification
 
-from forward_auth.minter import (
+from forward_auth.devcore.minter import (
     V2_HEADER,
     SigningKey,
     b64url_decode,

@@ -26,9 +26,9 @@ from supertokens_python.recipe.session.framework.fastapi import verify_session
 from supertokens_python.types import RecipeUserId
 
 from forward_auth.app import create_app
-from forward_auth.devcore import DevCore
-from forward_auth.devcore_server import start_in_thread
-from forward_auth.minter import b64url_decode, sha256_hex
+from forward_auth.devcore.minter import b64url_decode, sha256_hex
+from forward_auth.devcore.server import start_in_thread
+from forward_auth.devcore.state import DevCore
 from forward_auth.settings import load
 
 API_KEY = "sdk-test-api-key"

@@ -15,8 +15,8 @@ from conftest import v2, v5
 from cryptography.hazmat.primitives import serialization
 
 from forward_auth import token as tokens
+from forward_auth.devcore.minter import SigningKey, mint_v5
 from forward_auth.errors import TryRefreshToken
-from forward_auth.minter import SigningKey, mint_v5
 
 # The only pre-made v2 token upstream (supertokens-python tests; its key is unknown).
 UPSTREAM_V2 = (

@@ -16,8 +16,8 @@ import pytest
 from conftest import v5
 
 from forward_auth import token as tokens
+from forward_auth.devcore.minter import SigningKey, mint_v5
 from forward_auth.errors import TryRefreshToken
-from forward_auth.minter import SigningKey, mint_v5
 
 NOW = time.time()
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from forward_auth import server, tracing
 from forward_auth import settings as settings_module
-from forward_auth.minter import SigningKey
+from forward_auth.devcore.minter import SigningKey
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN_ID = "b7ad6b7169203331"

@@ -29,9 +29,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .devcore_resources import (
-    PUBLIC_TENANT,
-)
 from .minter import (
     REQUIRED_CLAIMS,
     V2_HEADER,
@@ -43,6 +40,8 @@ from .minter import (
     v2_payload,
     v5_claims,
 )
+
+PUBLIC_TENANT = "public"
 
 DEFAULT_REFRESH_TOKEN_VALIDITY = 100 * 24 * 3600
 """The core's default refresh token validity (144000 minutes), in seconds."""

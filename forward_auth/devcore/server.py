@@ -13,14 +13,14 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import falcon
 
-from .devcore import DevCore
-from .devcore_resources import CoreMiddleware, add_routes, reject_bad_input, serialize_error
+from .resources import CoreMiddleware, add_routes, reject_bad_input, serialize_error
+from .state import DevCore
 
 logger = logging.getLogger("forward_auth.devcore")
 
 
 def create_devcore_app(core: DevCore) -> falcon.App:
-    """Build the WSGI app serving ``core`` (see :mod:`forward_auth.devcore_resources`)."""
+    """Build the WSGI app serving ``core`` (see :mod:`forward_auth.devcore.resources`)."""
     app = falcon.App(middleware=[CoreMiddleware(core)])
     app.set_error_serializer(serialize_error)
     app.add_error_handler(ValueError, reject_bad_input)

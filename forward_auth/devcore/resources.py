@@ -1,6 +1,6 @@
 """HTTP layer of the dev core: Falcon resources, middleware and error rendering.
 
-Resources only parse input and call :class:`forward_auth.devcore.DevCore`; every
+Resources only parse input and call :class:`forward_auth.devcore.state.DevCore`; every
 answer is HTTP 200 JSON except auth failures (401 ``Invalid API key``) and bad
 input (400 with a plain-text message).
 
@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import falcon
 
-if TYPE_CHECKING:
-    from .devcore import DevCore
+from .state import PUBLIC_TENANT, DevCore
 
-PUBLIC_TENANT = "public"
 SUPPORTED_CDI_VERSIONS = ("5.4",)
 
 JWKS_MAX_AGE_SECONDS = 3600
