@@ -21,6 +21,7 @@ from .errors import (
     Unauthorised,
 )
 from .gate import Gate
+from .headers import apply_headers
 from .jwks import JwksFetcher
 from .policy import PolicyFile
 from .resources import (
@@ -29,7 +30,6 @@ from .resources import (
     ReadyResource,
     SessionsResource,
     VerifyResource,
-    apply_headers,
 )
 from .settings import Settings
 from .transport import PooledTransport, Transport

@@ -2,211 +2,25 @@
 
 from __future__ import annotations
 
-import base64
-import functools
 import json
 import json.encoder
 import logging
-import re
-from collections.abc import Mapping
-from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 from urllib.parse import quote
 
 import falcon
 
-from . import claims, credentials, metrics, verifier
-from .cookies import ResponseHeaders, new_access_token_headers
+from . import credentials, metrics, verifier
 from .decision_cache import CACHEABLE
 from .errors import BadRequest, ForwardAuthError, TryRefreshToken, Unauthorised
 from .gate import Gate
-from .policy import AmbiguousPath, PolicyFile, Rule
-from .settings import Settings, parse_bool
+from .headers import apply_headers, header_value, session_headers
+from .peers import TrustedPeers
+from .policy import PolicyFile
+from .query import Params, policy_from, rule_for
 
 log = logging.getLogger(__name__)
-#: Longest claim header value passed on; longer ones are left out (and named) rather than cut.
-MAX_HEADER_VALUE = 4096
 _json_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
-_HEADER_SAFE = re.compile(r"[\x21-\x24\x26-\x7e]*")  # printable ASCII but space and %
-
-
-def header_value(text: str) -> str:
-    """A header-safe rendering: printable ASCII but space and ``%`` as-is, the rest percent-encoded.
-
-    Spaces are encoded because servers strip them at the ends of header values (`` admin ``
-    would reach the upstream as ``admin``); control characters could split headers.
-    """
-    if _HEADER_SAFE.fullmatch(text):  # user ids, handles, tenants: nearly always
-        return text
-    return "".join(
-        ch if 0x20 < ord(ch) < 0x7F and ch != "%" else "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
-        for ch in text
-    )
-
-
-Params = Mapping[str, "str | list[str]"]
-
-
-@functools.lru_cache(maxsize=64)
-def _environ_name(header: str) -> str:
-    name = header.upper().replace("-", "_")
-    return name if name in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{name}"
-
-
-def environ_headers(environ: Mapping[str, Any]) -> credentials.HeaderGetter:
-    """A case-insensitive header getter over a WSGI environ: Falcon's ``get_header`` without its
-    per-call name translation (a dozen header reads per decision)."""
-    return lambda name: environ.get(_environ_name(name))
-
-
-def _flag(params: Params, name: str) -> bool | None:
-    raw = params.get(name)
-    if isinstance(raw, list):
-        raw = raw[0]
-    if raw is None:
-        return None
-    value = parse_bool(raw)
-    if value is None:
-        raise BadRequest(f"query parameter {name}={raw!r} must be true or false", reason="bad-policy")
-    return value
-
-
-def _values(params: Params, name: str) -> list[str]:
-    """A repeatable, comma-separable query parameter (``?requireRole=a,b`` or ``?requireRole=a&requireRole=b``)."""
-    raw = params.get(name) or []
-    return [item.strip() for value in ([raw] if isinstance(raw, str) else raw) for item in value.split(",")
-            if item.strip()]
-
-
-def _claim_validators(params: Params) -> tuple[claims.Validator, ...]:
-    """One SDK ``includes`` validator per required role or permission, as ``verify_session`` would run."""
-    validators = [claims.Validator(claims.ROLE, "includes", role) for role in _values(params, "requireRole")]
-    validators += [claims.Validator(claims.PERMISSION, "includes", perm) for perm in _values(params, "requirePermission")]
-    if _flag(params, "requireEmailVerified"):
-        validators.append(claims.Validator(claims.EMAIL_VERIFIED, "has_value", True))
-    return tuple(validators)
-
-
-def policy_from(params: Params, settings: Settings, rule: Rule | None = None) -> verifier.Policy:
-    """The per-request policy: the matched rule (or the settings), overridden by query parameters."""
-    base = rule.to_policy(settings.check_database) if rule else verifier.Policy(check_database=settings.check_database)
-    if not params:
-        return base
-    required, anti_csrf, check_db = (_flag(params, "sessionRequired"), _flag(params, "antiCsrf"),
-                                     _flag(params, "checkDatabase"))
-    return verifier.Policy(
-        session_required=base.session_required if required is None else required,
-        anti_csrf_check=base.anti_csrf_check if anti_csrf is None else anti_csrf,
-        check_database=base.check_database if check_db is None else check_db,
-        claims=base.claims + _claim_validators(params),
-    )
-
-
-def rule_for(params: Params, creds: credentials.Credentials, policies: PolicyFile | None) -> Rule | None:
-    """``?policy=<name>`` names a rule; otherwise the policy file's first matching rule, if any."""
-    name = params.get("policy")
-    if isinstance(name, list):
-        name = name[0]
-    if name is None:
-        if policies is None:
-            return None
-        try:
-            return policies.current().select(creds.host, creds.path, creds.method)
-        except AmbiguousPath as exc:
-            raise BadRequest(str(exc), reason="ambiguous-path") from None
-    rule = policies.current().named(name) if policies else None
-    if rule is None:
-        raise BadRequest(f"no policy rule named {name!r}" + ("" if policies else " (no policy_file is set)"),
-                         reason="bad-policy")
-    return rule
-
-
-def claim_headers(rule: Rule, session: verifier.Session) -> tuple[dict[str, str], list[str]]:
-    """The rule's claim headers for this session, and the names left out because too large."""
-    values: dict[str, str] = {}
-    for header, key in rule.headers:
-        value, _ = claims.claim_value(session.payload, key)
-        if value is not None:
-            if isinstance(value, list):  # a comma inside an item is encoded: ["a,b"] is not ["a", "b"]
-                values[header] = ",".join(header_value(_text(item)).replace(",", "%2C") for item in value)
-            else:
-                values[header] = header_value(_text(value))
-    if rule.forward_payload:
-        compact = json.dumps(session.payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
-        values["X-Access-Token-Payload"] = base64.urlsafe_b64encode(compact).decode("ascii").rstrip("=")
-    omitted = [name for name, value in values.items() if len(value) > MAX_HEADER_VALUE]
-    return {k: v for k, v in values.items() if k not in omitted}, omitted
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-
-
-class TrustedPeers:
-    """Whether the TCP peer may tell us the original request (a unix socket is local); remembered
-    per address, as a proxy reconnects from the same few."""
-
-    def __init__(self, networks: tuple[IPv4Network | IPv6Network, ...]) -> None:
-        self._networks = networks
-        self._remembered = functools.lru_cache(maxsize=1024)(self._trusted)
-
-    def __call__(self, req: falcon.Request) -> bool:
-        return not req.remote_addr or self._remembered(req.remote_addr)
-
-    def _trusted(self, address: str) -> bool:
-        try:
-            peer = ip_address(address)
-        except ValueError:
-            return False
-        return any(peer in network for network in self._networks)
-
-
-def apply_headers(resp: falcon.Response, headers: ResponseHeaders) -> None:
-    """Add the headers; Set-Cookie values are also kept in ``resp.context.set_cookies``."""
-    for name, value in headers.items:
-        if name.lower() == "set-cookie":
-            resp.append_header("Set-Cookie", value)
-            resp.context.setdefault("set_cookies", []).append(value)
-        else:
-            resp.set_header(name, value)
-
-
-def identity_headers(session: verifier.Session) -> dict[str, str]:
-    """What the token proved, as the headers a proxy copies to the upstream."""
-    return {
-        "X-User-Id": header_value(session.user_id),
-        "X-Session-Handle": header_value(session.handle),
-        "X-Tenant-Id": header_value(session.tenant_id),
-        "X-Recipe-User-Id": header_value(session.recipe_user_id),
-        "X-Session-Expiry": str(session.expiry_ms),
-        "X-Session-Created": str(session.created_ms),
-    }
-
-
-def promotion_headers(settings: Settings, session: verifier.Session, anti_csrf: str | None) -> ResponseHeaders:
-    """Set-Cookie / st-access-token and front-token (and the request's ``anti-csrf`` value, as
-    the SDK echoes it) for a token the core re-minted."""
-    fresh = session.new_access_token
-    if fresh is None:
-        return ResponseHeaders()
-    return new_access_token_headers(
-        settings,
-        transfer_method=session.transfer_method,
-        token=fresh.token,
-        user_id=session.user_id,
-        expiry_ms=fresh.expiry_ms,
-        payload=session.payload,
-        anti_csrf=anti_csrf,
-    )
-
-
-def _no_forwarding(get: credentials.HeaderGetter) -> credentials.HeaderGetter:
-    """A header getter that hides the forwarded-request headers."""
-    def getter(name: str) -> str | None:
-        return None if name.lower().startswith(("x-forwarded-", "x-original-")) else get(name)
-    return getter
 
 
 class VerifyResource:
@@ -218,7 +32,7 @@ class VerifyResource:
         self._trusted_peer = TrustedPeers(gate.settings.trusted_proxies)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        creds = credentials.from_headers(environ_headers(req.env), method=req.method, uri=req.relative_uri,
+        creds = credentials.from_headers(credentials.environ_headers(req.env), method=req.method, uri=req.relative_uri,
                                          trusted=self._trusted_peer(req))
         self._decide(req, resp, creds, req.params)
 
@@ -230,7 +44,7 @@ class VerifyResource:
         # it does a forwarded URI.
         raw = quote("/" + path, safe="/!$&'()*+,;=:@~")
         query = f"?{req.query_string}" if req.query_string else ""
-        creds = credentials.from_headers(_no_forwarding(environ_headers(req.env)), method=req.method, uri=raw + query,
+        creds = credentials.from_headers(credentials.without_forwarding(credentials.environ_headers(req.env)), method=req.method, uri=raw + query,
                                          trusted=False)
         self._decide(req, resp, creds, {})
 
@@ -254,24 +68,14 @@ class VerifyResource:
             resp.media = {"message": "no session"}
             return
         req.context.user_id, req.context.tenant_id = session.user_id, session.tenant_id
-        for name, value in identity_headers(session).items():
-            resp.set_header(name, value)
-        if rule is not None:
-            forwarded, omitted = claim_headers(rule, session)
-            for name, value in forwarded.items():
-                resp.set_header(name, value)
-            if omitted:
-                resp.set_header("X-Forward-Auth-Omitted", ",".join(omitted))
-                log.warning("claim headers over %d bytes left out: %s", MAX_HEADER_VALUE, ", ".join(omitted))
-        apply_headers(resp, promotion_headers(settings, session, creds.anti_csrf))
+        apply_headers(resp, session_headers(settings, rule, session, creds.anti_csrf))
         # Written here, compact as every other answer, from json's own C string encoder: Falcon's
         # media handler (and json.dumps with separators) cost more than the JSON itself.
         # _allow_reason reads "no media" as "ok".
         resp.data = (f'{{"message":"ok","userId":{_json_string(session.user_id)},"sessionHandle":'
                      f'{_json_string(session.handle)},"tenantId":{_json_string(session.tenant_id)}}}').encode("ascii")
         resp.content_type = falcon.MEDIA_JSON
-        if session.new_access_token is None and not policy.check_database and not any(
-                validator.max_age_seconds is not None for validator in policy.claims):
+        if verifier.replayable(session, policy):
             req.env[CACHEABLE] = {"until": session.expiry_ms / 1000, "request": req.context.original,
                                   "user_id": session.user_id, "tenant_id": session.tenant_id,
                                   "rule": rule.name if rule is not None else None}

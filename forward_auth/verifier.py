@@ -156,6 +156,13 @@ def needs_core(token: tokens.AccessToken, policy: Policy) -> bool:
     return policy.check_database or token.parent_refresh_token_hash is not None
 
 
+def replayable(session: Session, policy: Policy) -> bool:
+    """An allowed answer that cannot change before the token's ``exp``: the core was not asked
+    (no revocation check, no promotion) and no claim has a maximum age."""
+    return (session.new_access_token is None and not policy.check_database
+            and not any(validator.max_age_seconds is not None for validator in policy.claims))
+
+
 def session_from_token(selection: Selection) -> Session:
     """A session proved by the token alone."""
     token = selection.token

@@ -9,8 +9,8 @@ import time
 import pytest
 from conftest import FakeCore, v2, v5
 
+from forward_auth.credentials import environ_headers
 from forward_auth.devcore.minter import SigningKey
-from forward_auth.resources import environ_headers
 
 
 def cookie(token: str, **more: str) -> dict[str, str]:

@@ -1,0 +1,111 @@
+"""The headers of an answer: identity, claim and promotion headers, rendered header-safe."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+
+import falcon
+
+from . import claims, verifier
+from .cookies import ResponseHeaders, new_access_token_headers
+from .policy import Rule
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Longest claim header value passed on; longer ones are left out (and named) rather than cut.
+MAX_HEADER_VALUE = 4096
+_HEADER_SAFE = re.compile(r"[\x21-\x24\x26-\x7e]*")  # printable ASCII but space and %
+
+
+def header_value(text: str) -> str:
+    """A header-safe rendering: printable ASCII but space and ``%`` as-is, the rest percent-encoded.
+
+    Spaces are encoded because servers strip them at the ends of header values (`` admin ``
+    would reach the upstream as ``admin``); control characters could split headers.
+    """
+    if _HEADER_SAFE.fullmatch(text):  # user ids, handles, tenants: nearly always
+        return text
+    return "".join(
+        ch if 0x20 < ord(ch) < 0x7F and ch != "%" else "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
+        for ch in text
+    )
+
+
+def claim_headers(rule: Rule, session: verifier.Session) -> tuple[dict[str, str], list[str]]:
+    """The rule's claim headers for this session, and the names left out because too large."""
+    values: dict[str, str] = {}
+    for header, key in rule.headers:
+        value, _ = claims.claim_value(session.payload, key)
+        if value is not None:
+            if isinstance(value, list):  # a comma inside an item is encoded: ["a,b"] is not ["a", "b"]
+                values[header] = ",".join(header_value(_text(item)).replace(",", "%2C") for item in value)
+            else:
+                values[header] = header_value(_text(value))
+    if rule.forward_payload:
+        compact = json.dumps(session.payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        values["X-Access-Token-Payload"] = base64.urlsafe_b64encode(compact).decode("ascii").rstrip("=")
+    omitted = [name for name, value in values.items() if len(value) > MAX_HEADER_VALUE]
+    return {k: v for k, v in values.items() if k not in omitted}, omitted
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def apply_headers(resp: falcon.Response, headers: ResponseHeaders) -> None:
+    """Add the headers; Set-Cookie values are also kept in ``resp.context.set_cookies``."""
+    for name, value in headers.items:
+        if name.lower() == "set-cookie":
+            resp.append_header("Set-Cookie", value)
+            resp.context.setdefault("set_cookies", []).append(value)
+        else:
+            resp.set_header(name, value)
+
+
+def identity_headers(session: verifier.Session) -> dict[str, str]:
+    """What the token proved, as the headers a proxy copies to the upstream."""
+    return {
+        "X-User-Id": header_value(session.user_id),
+        "X-Session-Handle": header_value(session.handle),
+        "X-Tenant-Id": header_value(session.tenant_id),
+        "X-Recipe-User-Id": header_value(session.recipe_user_id),
+        "X-Session-Expiry": str(session.expiry_ms),
+        "X-Session-Created": str(session.created_ms),
+    }
+
+
+def promotion_headers(settings: Settings, session: verifier.Session, anti_csrf: str | None) -> ResponseHeaders:
+    """Set-Cookie / st-access-token and front-token (and the request's ``anti-csrf`` value, as
+    the SDK echoes it) for a token the core re-minted."""
+    fresh = session.new_access_token
+    if fresh is None:
+        return ResponseHeaders()
+    return new_access_token_headers(
+        settings,
+        transfer_method=session.transfer_method,
+        token=fresh.token,
+        user_id=session.user_id,
+        expiry_ms=fresh.expiry_ms,
+        payload=session.payload,
+        anti_csrf=anti_csrf,
+    )
+
+
+def session_headers(settings: Settings, rule: Rule | None, session: verifier.Session,
+                    anti_csrf: str | None) -> ResponseHeaders:
+    """Every header of an allowed answer: identity, the rule's claim headers (too large ones
+    named in ``X-Forward-Auth-Omitted``) and, on a refresh promotion, the new token."""
+    items = list(identity_headers(session).items())
+    if rule is not None:
+        forwarded, omitted = claim_headers(rule, session)
+        items += forwarded.items()
+        if omitted:
+            items.append(("X-Forward-Auth-Omitted", ",".join(omitted)))
+            log.warning("claim headers over %d bytes left out: %s", MAX_HEADER_VALUE, ", ".join(omitted))
+    return ResponseHeaders(tuple(items) + promotion_headers(settings, session, anti_csrf).items)

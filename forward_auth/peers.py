@@ -1,0 +1,27 @@
+"""Which TCP peers may tell us the original request (``trusted_proxies``)."""
+
+from __future__ import annotations
+
+import functools
+from ipaddress import IPv4Network, IPv6Network, ip_address
+
+import falcon
+
+
+class TrustedPeers:
+    """Whether the TCP peer may tell us the original request (a unix socket is local); remembered
+    per address, as a proxy reconnects from the same few."""
+
+    def __init__(self, networks: tuple[IPv4Network | IPv6Network, ...]) -> None:
+        self._networks = networks
+        self._remembered = functools.lru_cache(maxsize=1024)(self._trusted)
+
+    def __call__(self, req: falcon.Request) -> bool:
+        return not req.remote_addr or self._remembered(req.remote_addr)
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            peer = ip_address(address)
+        except ValueError:
+            return False
+        return any(peer in network for network in self._networks)
