@@ -1,0 +1,189 @@
+"""Serving-edge benchmark: the service behind a plain nginx ``auth_request`` config and direct, side by
+side with nginx's own bound, supertokens-node and supertokens-python, in one run.
+
+Run (about 6 minutes on 2 cores with the defaults; ``--help`` for the knobs)::
+
+    .venv/bin/python bench/edge_bench.py | tee /tmp/edge_bench.txt
+    .venv/bin/python bench/edge_bench.py --service-args '--server gunicorn'   # any `serve` flags
+
+Needs, besides the venv (``.venv/bin/pip install -e '.[test]'``): wrk and nginx (``apt-get install -y
+wrk nginx``), Node.js with npm and ``npm ci --prefix bench/node`` (supertokens-node 24.0.3 and express
+from ``bench/node/package-lock.json``), and uvicorn with httptools beside the venv::
+
+    .venv/bin/pip install --no-deps --require-hashes --target bench/python/site -r bench/python/requirements.txt
+
+One dev core runs in this process (``forward_auth.devcore.server.start_in_thread``, its requests
+counted) with one session whose token every request sends as the ``sAccessToken`` cookie. Then
+(``bench/edge_servers.py``), on free loopback ports, each with 2 worker processes:
+
+- ``forward-auth serve --workers 2`` with its defaults (``--service-args`` adds flags), twice: on TCP
+  and on a unix socket;
+- the constant-200 Falcon app served exactly as ``serve`` serves the service (``bench/edge_constant.py``);
+- supertokens-node 24.0.3 ``verifySession()`` under express, a node cluster (``bench/node/verify.js``);
+- supertokens-python 0.31.4 ``verify_session`` under FastAPI and uvicorn (``bench/edge_fastapi_sdk.py``);
+- one nginx, plain ``auth_request`` to each of them, and to a location that nginx answers itself.
+
+Configurations, each measured ``--rounds`` times for ``--seconds``, interleaved round by round:
+1. bound: nginx ``auth_request`` to ``return 200;``; 2. the service behind plain nginx (TCP);
+3. supertokens-node; 4. supertokens-python; 5. the service direct and the constant app direct;
+7. the service behind nginx over a unix socket. Then 6.: latency behind nginx paced at half the
+median peak of 2 (wrk's Lua ``delay()`` pacing from ``bench/http_bench.lua``), beside the bound paced alike.
+Prints min/median/max req/s per configuration (flagging max/min > ``--bimodal``), ratios, the issue's
+targets met or NOT MET, and notes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from edge_report import Config, report
+from edge_servers import Edge, started_edge
+from processes import CLOCK_TICKS, NGINX_HINT, WRK_HINT, Wrk, find_binary
+from servers import reload_nginx, shared_core
+from workloads import Measure, Round, Runner
+
+
+def closed_since(port: int, seconds: float) -> int:
+    """TCP connections to or from ``port`` closed in the last ``seconds``: their TIME_WAIT sockets (kept
+    60 s by Linux, on the side that closed first) whose timer has at least 60 - ``seconds`` left."""
+    least = (60 - seconds) * CLOCK_TICKS  # /proc/net/tcp shows a TIME_WAIT's time left in clock ticks
+    count = 0
+    with open("/proc/net/tcp") as handle:
+        next(handle)
+        for line in handle:
+            fields = line.split()
+            if fields[3] == "06" and int(fields[5].split(":")[1], 16) >= least and port in (
+                    int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)):
+                count += 1
+    return count
+
+
+def code_state() -> str:
+    """The commit measured, and the service's files changed in the work tree (measured as they were)."""
+    root = Path(__file__).resolve().parent.parent
+    git = ["git", "-C", str(root)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "forward_auth", "pyproject.toml"],
+                           capture_output=True, text=True).stdout.split("\n")
+    changed = [line[3:] for line in dirty if line.strip()]
+    return f"measured HEAD {head or '?'}" + (f" plus uncommitted changes to {', '.join(changed)}" if changed else "")
+
+
+def is_helper(pid: int) -> bool:
+    """A process that is no worker: multiprocessing's resource tracker (a child of uvicorn's supervisor)."""
+    try:
+        return b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def measured(runner: Runner, cfg: Config, seconds: float, **wrk_args: object) -> Round:
+    """One wrk round of ``cfg``, with its server's TCP connections closed per request; helpers' ticks dropped."""
+    start = time.monotonic()
+    done = runner.round(cfg.measure, cfg.url, seconds, headers=cfg.headers, **wrk_args)
+    if cfg.port is not None:
+        closed = closed_since(cfg.port, time.monotonic() - start + 0.1)
+        cfg.closed.append(closed / max(1, done.wrk.requests))
+    for pid in [pid for pid in done.worker_ticks if is_helper(pid)]:
+        del done.worker_ticks[pid]
+    return done
+
+
+def configurations(args: argparse.Namespace, edge: Edge) -> dict[str, Config]:
+    """The configurations in report order."""
+    p, u, ck = edge.procs, edge.urls, edge.cookie
+    c, d = args.connections, args.direct_connections
+    port = edge.ports
+    rows = [("bound", "1 bound: nginx auth_request -> return 200", None, c, True, None),
+            ("svc", "2 service behind plain nginx (TCP)", "service", c, True, port["svc"]),
+            ("svc_unix", "7 service behind plain nginx (unix socket)", "service-unix", c, True, None),
+            ("node", "3 supertokens-node 24.0.3 verifySession", "node", c, True, port["node"]),
+            ("pysdk", "4 supertokens-python 0.31.4 verify_session", "pysdk", c, True, port["pysdk"]),
+            ("direct", "5 service direct", "service", d, False, port["svc"]),
+            ("const", "5 constant-200 Falcon app direct", "constant", d, False, port["const"])]
+    configs = {key: Config(key, label, u[key], {} if key == "const" else ck,
+                           Measure(label, conns, p[proc] if proc else None), nginx, tcp)
+               for key, label, proc, conns, nginx, tcp in rows}
+    lc = args.latency_connections
+    configs["paced_svc"] = Config("paced_svc", "6 service behind plain nginx, paced", u["svc"], ck,
+                                  Measure("paced service", lc, p["service"]), True, port["svc"])
+    configs["paced_bound"] = Config("paced_bound", "6 bound, paced at the same rate", u["bound"], ck,
+                                    Measure("paced bound", lc, None), True, None)
+    for key, what in (("const_body", "a JSON body"), ("const_empty", "no body")):
+        configs[key] = Config(key, f"constant app, 200 with {what}", u[key], {},
+                              Measure(key, c, p["constant"]), True, port["const"])
+    return configs
+
+
+def interleaved(args: argparse.Namespace, runner: Runner, edge: Edge, configs: list[Config], rounds: int,
+                **wrk_args: object) -> None:
+    """A warm-up second each, then ``rounds`` rounds of every configuration, the order rotated each round."""
+    for cfg in configs:
+        runner.wrk.run(cfg.url, seconds=1, connections=cfg.measure.connections, headers=cfg.headers, **wrk_args)
+    for n in range(rounds):
+        for cfg in configs[n % len(configs):] + configs[:n % len(configs)]:
+            if cfg.nginx:
+                reload_nginx(edge.procs["nginx"], edge.urls["bound"])
+            measured(runner, cfg, args.seconds, **wrk_args)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per configuration")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of one wrk round")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections through nginx")
+    parser.add_argument("--direct-connections", type=int, default=16, help="wrk connections to the services direct")
+    parser.add_argument("--latency-connections", type=int, default=32, help="wrk connections of the paced runs")
+    parser.add_argument("--service-args", default="", type=shlex.split,
+                        help="more `forward-auth serve` flags for the service and the constant app, "
+                             "e.g. '--server gunicorn'")
+    parser.add_argument("--nginx-workers", type=int, default=1)
+    parser.add_argument("--bimodal", type=float, default=1.5, help="flag a configuration whose max/min exceeds this")
+    parser.add_argument("--json", type=Path, help="also write the rounds and targets here")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, nginx.conf)")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.seconds < 1:
+        parser.error("--rounds and --seconds must be at least 1")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    wrk_binary = find_binary("wrk")
+    nginx_binary = find_binary("nginx", ("/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin"))
+    if wrk_binary is None or nginx_binary is None:
+        raise SystemExit(f"edge_bench: {WRK_HINT if wrk_binary is None else NGINX_HINT}")
+    started_at = time.monotonic()
+    with shared_core(argparse.Namespace(phases=set(), tokens=0)) as shared, \
+            started_edge(args, shared, nginx_binary) as edge:
+        runner = Runner(Wrk(wrk_binary), shared.counter, list(edge.procs.values()))
+        configs = configurations(args, edge)
+        peak = [cfg for key, cfg in configs.items() if not key.startswith(("paced", "const_"))]
+        interleaved(args, runner, edge, peak, args.rounds)
+        pace = configs["svc"].median / 2
+        interleaved(args, runner, edge, [configs["paced_svc"], configs["paced_bound"]], args.rounds, rate=pace)
+        # what an auth answer's body costs behind nginx (it closes the upstream connection after one)
+        interleaved(args, runner, edge, [configs["const_body"], configs["const_empty"]], min(args.rounds, 2))
+        counts = shared.counter.snapshot()
+        notes = [code_state(), *edge.notes, "dev core requests of the whole run (start-up and checks included): " +
+                 ", ".join(f"{method} {path} x{n}" for (method, path), n in sorted(counts.items()))]
+        errors = edge.nginx_errors()
+        if errors:
+            notes.append(f"nginx logged {len(errors)} errors, the last: {errors[-1]}")
+        if args.keep:
+            notes.append(f"work directory kept: {edge.work}")
+        settings = edge.settings
+    report(args, configs, settings, notes, pace, (time.monotonic() - started_at) / 60)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,156 @@
+"""The report of ``bench/edge_bench.py``: one table of min/median/max rates per configuration with
+ratios to the bound, supertokens-node and supertokens-python, the issue's targets (met or not), notes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workloads import Measure
+
+#: The issue's targets.
+TARGET_VS_SDK = 3.0           # behind plain nginx >= 3x supertokens-node and >= 3x supertokens-python
+TARGET_VS_BOUND = 0.20        # behind plain nginx >= 20% of nginx's own bound
+TARGET_DIRECT = 0.70          # direct >= 70% of the constant app under the same server settings
+TARGET_P99_MS = 2.0           # p99 at half of the peak behind nginx
+TARGET_SHARE = 0.5            # least/busiest worker CPU during the direct run
+
+
+@dataclass
+class Config:
+    """One configuration: its wrk target, its rounds (``measure``) and its server's TCP connections closed
+    per request (``port``: the server's TCP port; None for nginx's own answer and the unix socket)."""
+
+    key: str
+    label: str
+    url: str
+    headers: dict[str, str]
+    measure: Measure
+    nginx: bool                       # behind nginx: reload it before each round
+    port: int | None
+    closed: list[float] = field(default_factory=list)
+
+    @property
+    def rates(self) -> list[float]:
+        return sorted(r.wrk.rate for r in self.measure.rounds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+    def spread(self) -> float:
+        return self.rates[-1] / self.rates[0]
+
+    def shares(self) -> list[float]:
+        """Least/busiest worker CPU ticks, per round (empty when there is no app or one worker)."""
+        out = []
+        for r in self.measure.rounds:
+            ticks = list(r.worker_ticks.values())
+            if len(ticks) > 1 and max(ticks) > 0:
+                out.append(min(ticks) / max(ticks))
+        return out
+
+    def p99s(self) -> list[float]:
+        return sorted(r.wrk.p99_ms for r in self.measure.rounds)
+
+
+def cell_share(config: Config) -> str:
+    shares = config.shares()
+    return f"{statistics.median(shares):.2f}/{min(shares):.2f}" if shares else "-"
+
+
+def report(args: argparse.Namespace, configs: dict[str, Config], settings: str, notes: list[str],
+           pace: float, minutes: float) -> None:
+    """The table, the targets and the notes, printed."""
+    c = configs
+    bound, node, py = c["bound"].median, c["node"].median, c["pysdk"].median
+    print()
+    print(f"forward-auth edge benchmark: wrk -t1, {os.cpu_count()} CPUs, all on 127.0.0.1, {args.rounds} interleaved "
+          f"rounds of {args.seconds:g} s per configuration (order rotated each round), {minutes:.1f} min")
+    command = " ".join(["forward-auth serve --workers 2", *args.service_args])
+    print(f"service: `{command}` -> {settings}; the constant app served the same way (bench/edge_constant.py)")
+    print(f"nginx: {args.nginx_workers} worker, plain auth_request (upstream keepalive 32, HTTP/1.1, no body, "
+          "X-Original-URI/-Method, no query), reloaded before each round; protected content `return 200 \"ok\"` "
+          "after the auth (via try_files -> @ok)")
+    print("rates in req/s; p50/p99 ms of the median round; closed/req = the server's TCP connections closed per "
+          "request (TIME_WAIT sockets of its port made during the round); wkr = least/busiest worker CPU, median/worst round; "
+          "core = dev-core requests per request; other = worst share of the machine's CPU used by others")
+    print()
+    head = (f"{'configuration':46s} {'conns':>5s} {'min':>7s} {'median':>7s} {'max':>7s} {'spread':>13s} "
+            f"{'p50':>6s} {'p99':>6s} {'ratios (median)':>30s} {'closed/req':>10s} {'wkr':>9s} {'core':>6s} {'other':>5s}")
+    print(head)
+    print("-" * len(head))
+    for key, cfg in c.items():
+        if key.startswith(("paced", "const_")):
+            continue
+        m = cfg.measure
+        if key in ("direct", "const"):
+            ratio = f"{cfg.median / c['const'].median:.2f} of constant"
+        else:
+            ratio = f"{cfg.median / bound:.2f} bound {cfg.median / node:.2f}x node {cfg.median / py:.2f}x py"
+        spread = cfg.spread()
+        flag = f"{spread:.2f}" + (" BIMODAL" if spread > args.bimodal else "")
+        print(f"{cfg.label:46s} {m.connections:5d} {cfg.rates[0]:7,.0f} {cfg.median:7,.0f} {cfg.rates[-1]:7,.0f} "
+              f"{flag:>13s} {m.median.p50_ms:6.2f} {m.median.p99_ms:6.2f} {ratio:>30s} "
+              f"{f'{statistics.median(cfg.closed):.3f}' if cfg.closed else '-':>10s} {cell_share(cfg):>9s} "
+              f"{m.core_other / max(1, m.requests):6.4f} {m.foreign:5.0%}")
+    print()
+    print(f"latency paced at ~50% of the median peak behind nginx ({pace:,.0f} req/s; wrk + bench/http_bench.lua's "
+          "delay() pacing, latency from each request's write, no coordinated-omission correction):")
+    for key in ("paced_svc", "paced_bound"):
+        cfg = c[key]
+        p50 = statistics.median(r.wrk.p50_ms for r in cfg.measure.rounds)
+        p99 = cfg.p99s()
+        behind = f" (FELL BEHIND: {cfg.median / pace:.0%} of the pace)" if cfg.median < 0.95 * pace else ""
+        print(f"  {cfg.label:44s} {cfg.measure.connections:3d} conns  achieved {cfg.median:7,.0f} req/s  "
+              f"p50 {p50:.2f} ms  p99 median {statistics.median(p99):.2f} ms (min {p99[0]:.2f}, max {p99[-1]:.2f})"
+              f"{behind}")
+    print()
+    print("keep-alive probe: nginx auth_request -> the constant app (its 200 with a body or without):")
+    for key in ("const_body", "const_empty"):
+        cfg = c[key]
+        print(f"  {cfg.label:44s} {cfg.measure.connections:3d} conns  {cfg.median:7,.0f} req/s  "
+              f"upstream connections closed per request {statistics.median(cfg.closed):.3f}")
+    svc, direct = c["svc"].median, c["direct"].median
+    p99 = statistics.median(c["paced_svc"].p99s())
+    shares = c["direct"].shares()
+    share = statistics.median(shares) if shares else float("nan")
+    targets = [
+        ("behind plain nginx >= 3x supertokens-node", svc / node >= TARGET_VS_SDK, f"{svc / node:.2f}x"),
+        ("behind plain nginx >= 3x supertokens-python", svc / py >= TARGET_VS_SDK, f"{svc / py:.2f}x"),
+        ("behind plain nginx >= 20% of the bound", svc / bound >= TARGET_VS_BOUND, f"{svc / bound:.0%}"),
+        ("direct >= 70% of the constant app", direct / c["const"].median >= TARGET_DIRECT,
+         f"{direct / c['const'].median:.0%}"),
+        ("p99 <= 2 ms at half peak behind nginx", p99 <= TARGET_P99_MS, f"{p99:.2f} ms"),
+        ("direct: least/busiest worker CPU >= 0.5 (median round)", share >= TARGET_SHARE,
+         f"{share:.2f} (worst round {min(shares, default=float('nan')):.2f})"),
+    ]
+    print()
+    print("targets (medians of the rounds):")
+    for name, ok, value in targets:
+        print(f"  {'met    ' if ok else 'NOT MET'}  {name:56s} {value}")
+    unix = c["svc_unix"].median
+    notes = [f"unix socket vs TCP between nginx and the service: {unix / svc:.2f}x ({unix:,.0f} vs {svc:,.0f} req/s)",
+             *notes]
+    bimodal = [cfg.label for cfg in c.values() if cfg.spread() > args.bimodal]
+    if bimodal:
+        notes.append(f"max/min > {args.bimodal:g} (bimodal or noisy, rerun before trusting): {', '.join(bimodal)}")
+    print()
+    for note in notes:
+        print(f"note: {note}")
+    if args.json:
+        write_json(args.json, configs, targets)
+
+
+def write_json(path: Path, configs: dict[str, Config], targets: list[tuple[str, bool, str]]) -> None:
+    data = {"configurations": {k: {"label": cfg.label, "connections": cfg.measure.connections,
+                                   "rates": [r.wrk.rate for r in cfg.measure.rounds],
+                                   "p99_ms": [r.wrk.p99_ms for r in cfg.measure.rounds],
+                                   "closed_per_request": cfg.closed, "worker_shares": cfg.shares()}
+                               for k, cfg in configs.items()},
+            "targets": [{"target": t, "met": ok, "value": v} for t, ok, v in targets]}
+    path.write_text(json.dumps(data, indent=2) + "\n")
