@@ -18,11 +18,14 @@ from typing import Any
 import cachetools
 
 from . import metrics, tracing
+from .blocking import may_block
 from .errors import CoreError, CoreUnavailable, TryRefreshToken, Unauthorised
 from .transport import Reply, Transport, TransportError
 from .verifier import CoreSession, NewAccessToken
 
 CDI_VERSION = "5.4"
+_REVOCATION_HIT = metrics.CACHE.labels(cache="revocation", result="hit")
+_REVOCATION_MISS = metrics.CACHE.labels(cache="revocation", result="miss")
 
 
 def _core_session(answer: dict[str, Any]) -> CoreSession:
@@ -98,6 +101,9 @@ class CoreClient:
         key = (access_token, anti_csrf_token, do_anti_csrf_check, enable_anti_csrf, check_database)
         answer = self._cached(key)
         if answer is None:
+            may_block()
+            if self._cache_seconds > 0:
+                _REVOCATION_MISS.inc()
             body: dict[str, Any] = {
                 "accessToken": access_token,
                 "doAntiCsrfCheck": do_anti_csrf_check,
@@ -117,7 +123,8 @@ class CoreClient:
             return None
         with self._lock:
             answer = self._cache.get(key)
-        metrics.CACHE.labels(cache="revocation", result="miss" if answer is None else "hit").inc()
+        if answer is not None:
+            _REVOCATION_HIT.inc()
         return answer
 
     def _remember(self, key: tuple[Any, ...], answer: _Answer) -> None:

@@ -116,12 +116,12 @@ class Gate:
 
     def _check_signature(self, token: tokens.AccessToken, now: float, digest: bytes) -> _Remembered:
         """Verify the signature; remember the verified token (by ``digest``) until it expires."""
-        _SIGNATURE_MISS.inc()
         if token.version >= 3:
             key = self.keys.key_for(token.kid or "")
             candidates = [key] if key is not None else []
         else:
             candidates = self.keys.all_keys()
+        _SIGNATURE_MISS.inc()  # counted once the keys are at hand (a request handed to the core pool asks again)
         tokens.verify_signature(token, candidates, now=now)
         verified = _Remembered(token.version, token.kid, token.payload, min(token.valid_until, now + VERIFIED_TTL_CAP),
                                {})

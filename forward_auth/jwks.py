@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import RSAAlgorithm
 
 from . import metrics, tracing
+from .blocking import may_block
 from .errors import KeysUnavailable
 from .transport import Transport, TransportError
 
@@ -146,6 +147,7 @@ class JwksFetcher:
         }
 
     def _refresh(self, *, forced: bool) -> KeySet:
+        may_block()  # a fetch, or the wait for one in flight
         attempts = self._attempts
         with self._fetch_lock:
             if self._attempts != attempts:

@@ -306,10 +306,12 @@ class PolicyFile:
     """
 
     def __init__(self, path: str, *, every: float = 2.0, clock: Callable[[], float] = time.monotonic,
-                 initial: PolicySet | None = None) -> None:
+                 initial: PolicySet | None = None, reloads: Callable[[], int] | None = None) -> None:
         self.path = path
         self._every = every
         self._clock = clock
+        self._reloads = reloads  # a counter raised by SIGHUP: re-read at the next look
+        self._reloads_seen = reloads() if reloads is not None else 0
         self._lock = threading.Lock()
         # With an inherited policy the file is read again at the first look: it may have changed
         # since the policy was read (a worker started long after the master's last reload).
@@ -326,7 +328,15 @@ class PolicyFile:
         return stat.st_mtime, stat.st_size
 
     def current(self) -> PolicySet:
-        """The policy in force, re-read first if the file changed since the last look."""
+        """The policy in force, re-read first if the file changed since the last look (or a
+        SIGHUP asked for it)."""
+        if self._reloads is not None and self._reloads() != self._reloads_seen:
+            with self._lock:
+                if self._reloads() != self._reloads_seen:
+                    self._reloads_seen = self._reloads()
+                    self._checked, self._stamp = self._clock(), self._file_stamp()
+                    self._reload()
+            return self._policy
         if self._every <= 0 or self._clock() - self._checked < self._every:
             return self._policy
         with self._lock:

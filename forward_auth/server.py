@@ -20,12 +20,15 @@ from .decision_cache import DecisionCache, WSGIApp
 from .decisions import configure_logging
 from .errors import ForwardAuthError
 from .policy import PolicyError, PolicyFile, PolicySet, read_policy
+from .rsgi import RSGIApp
 from .settings import Settings, SettingsError
 
 log = logging.getLogger("forward_auth")
 
 #: Long SuperTokens cookies must reach us; nginx's own limit (8k per line) applies before.
 LIMIT_REQUEST_FIELD_SIZE = 32768
+#: How long a stopping worker may finish what it holds (gunicorn's ``graceful_timeout`` too).
+GRACEFUL_TIMEOUT_SECONDS = 10
 
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
@@ -36,7 +39,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "worker_class": "gthread",
         "threads": settings.threads,
         "timeout": 30,
-        "graceful_timeout": 10,
+        "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
         "keepalive": 75,
         "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,
         "loglevel": settings.log_level,
@@ -45,11 +48,13 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def worker_app(settings: Settings, policy: PolicySet | None = None) -> WSGIApp:
+def worker_app(settings: Settings, policy: PolicySet | None = None,
+               reloads: Callable[[], int] | None = None) -> WSGIApp:
     """Build the app in a worker and load the signing keys before the first request.
 
     ``policy`` is the master's last good policy: a worker started by a reload with a broken
     policy file keeps serving it (the file is watched and picked up once it is fixed).
+    ``reloads`` counts SIGHUPs under granian: a change re-reads the policy file at once.
     """
     configure_logging(settings.log_level, settings.log_format)
     if settings.tracing:
@@ -61,7 +66,8 @@ def worker_app(settings: Settings, policy: PolicySet | None = None) -> WSGIApp:
         log.warning("signing keys not loaded at start: %s", exc)
     policies = None
     if settings.policy_file:
-        policies = PolicyFile(settings.policy_file, every=settings.policy_reload_seconds, initial=policy)
+        policies = PolicyFile(settings.policy_file, every=settings.policy_reload_seconds, initial=policy,
+                              reloads=reloads)
     app = create_app(settings, gate, policies)
     if settings.decision_cache_seconds > 0 and not settings.tracing:  # a replayed answer has no span
         return DecisionCache(app, settings.decision_cache_seconds)
@@ -155,9 +161,9 @@ class Server(BaseApplication):  # type: ignore[misc]
 
 
 
-#: On SIGHUP granian starts each new worker, waits this long, then stops the old one (its
-#: default, 3.5 s, is for slow-starting apps; a worker here is ready once it has the JWKS).
-RESPAWN_INTERVAL_SECONDS = 1.0
+#: A worker's requests that may wait for a core thread (``threads`` of them) before the next is
+#: answered 503 ``core-busy``: a hung core costs memory for these, never a verification's latency.
+CORE_QUEUE = 64
 
 
 def _worker_exited(pid: int) -> None:
@@ -167,11 +173,21 @@ def _worker_exited(pid: int) -> None:
 
 def granian_server(settings: Settings) -> Any:
     """A granian server with the options of ``server: granian`` (``bind``, ``workers``,
-    ``threads``, ``log_level``), serving a loader passed to its ``serve``. A unix socket is made
-    as gunicorn makes it: a stale one replaced, open to every local user."""
+    ``log_level``) speaking RSGI to a loader passed to its ``serve``: one event loop per worker
+    (single-threaded runtime, Rust tasks; see :mod:`forward_auth.rsgi`). SIGHUP replaces no
+    worker: the hooks given to ``on_reload`` run and the workers keep serving. A unix socket is
+    made as gunicorn makes it: a stale one replaced, open to every local user."""
     from granian import Granian
-    from granian.constants import Interfaces
+    from granian.constants import Interfaces, RuntimeModes, TaskImpl
     from granian.log import LogLevels
+
+    class Server(Granian):  # type: ignore[misc,valid-type]
+        def _reload(self, spawn_target: Any, target_loader: Any) -> None:
+            # granian's own reload respawns every worker, and a stopping worker resets the
+            # connections still in its accept queue; the policy is all a reload changes here.
+            self.reload_signal = False
+            self.main_loop_interrupt.clear()
+            self._call_hooks(self.hooks_reload)
 
     # Workers are forked: loaders are closures (forkserver, Python 3.14's default, would pickle them).
     multiprocessing.set_start_method("fork", force=True)
@@ -184,31 +200,42 @@ def granian_server(settings: Settings) -> Any:
         host, _, port = settings.bind.rpartition(":")
         address = {"address": host.strip("[]"), "port": int(port)}
     # The target is granian's required argument; the loader given to serve() builds the app.
-    return Granian("forward_auth.wsgi:get_app", interface=Interfaces.WSGI, workers=settings.workers,
-                   blocking_threads=settings.threads, log_level=LogLevels(settings.log_level),
-                   websockets=False, respawn_interval=RESPAWN_INTERVAL_SECONDS, **address)
+    return Server("forward_auth.wsgi:get_app", interface=Interfaces.RSGI, workers=settings.workers,
+                  blocking_threads=1, runtime_mode=RuntimeModes.st, task_impl=TaskImpl.rust,
+                  log_level=LogLevels(settings.log_level), websockets=False,
+                  workers_kill_timeout=GRACEFUL_TIMEOUT_SECONDS, **address)
+
+
+def rsgi_app(settings: Settings, app: WSGIApp) -> RSGIApp:
+    """``app`` as a granian worker serves it: over RSGI, ``threads`` core threads (also the bench's)."""
+    return RSGIApp(app, core_concurrency=settings.threads, core_queue=CORE_QUEUE)
 
 
 def serve_granian(settings: Settings) -> None:
-    """Serve with granian (``server: granian``): Rust HTTP handling and WSGI worker processes.
+    """Serve with granian (``server: granian``, the default): Rust HTTP handling, the same
+    worker app as under gunicorn over RSGI (:mod:`forward_auth.rsgi`).
 
-    The same worker app and settings as under gunicorn; SIGHUP re-reads the policy file in the
-    main process and respawns the workers; ``metrics_bind`` is served by the main process.
+    SIGHUP re-reads the policy without replacing a worker: the main process checks the file
+    (and logs a bad edit) and raises a counter the workers share, and each worker's policy
+    re-reads the file at its next request, keeping its last good policy if the file is broken.
+    ``metrics_bind`` is served by the main process.
     """
-    policy = [read_policy(settings.policy_file) if settings.policy_file else None]
+    initial = read_policy(settings.policy_file) if settings.policy_file else None
+    reloads = multiprocessing.RawValue("L", 0)  # shared with the forked workers
     metrics_server = _open_metrics_server(settings.metrics_bind) if settings.metrics_bind else None
     server = granian_server(settings)
 
     def reload_policy() -> None:
-        policy[0] = _reread_policy(settings, policy[0])
+        _reread_policy(settings, None)  # logs why a broken file is not taken
+        reloads.value += 1
 
-    def load() -> WSGIApp:
+    def load() -> RSGIApp:
         if metrics_server is not None:
             metrics_server.close_inherited()
         # granian workers end through multiprocessing's exit path (no atexit): flush spans and
         # drop this worker's live gauges there, as gunicorn's child_exit does.
         multiprocessing.util.Finalize(None, _worker_exited, args=(os.getpid(),), exitpriority=10)
-        return worker_app(settings, policy[0])
+        return rsgi_app(settings, worker_app(settings, initial, reloads=lambda: reloads.value))
 
     server.on_reload(reload_policy)
     if metrics_server is not None:

@@ -9,7 +9,6 @@ with :class:`SettingsError`, which names the setting, the value and what is allo
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import yaml
 ENV_PREFIX = "FORWARD_AUTH_"
 ANTI_CSRF_MODES = ("NONE", "VIA_CUSTOM_HEADER", "VIA_TOKEN")
 SAMESITE_VALUES = ("lax", "strict", "none")
-SERVERS = ("gunicorn", "granian")
+SERVERS = ("granian", "gunicorn")
 IPNetwork = IPv4Network | IPv6Network
 
 
@@ -62,7 +61,7 @@ class Settings:
     cors_preflight: bool = False
     policy_file: str | None = None
     policy_reload_seconds: float = 2.0
-    server: str = "gunicorn"
+    server: str = "granian"
     bind: str = "127.0.0.1:8080"
     metrics_bind: str | None = None
     workers: int = 2
@@ -253,11 +252,11 @@ DESCRIPTIONS: Mapping[str, str] = {
     "cors_preflight": "let an `OPTIONS` request with `Access-Control-Request-Method` pass without a session",
     "policy_file": "YAML file of route rules (first match wins); without it, query parameters choose the policy",
     "policy_reload_seconds": "how often the policy file is checked for changes (0: only at start and on SIGHUP)",
-    "server": "`gunicorn` (gthread workers) or `granian` (a Rust HTTP server running the same WSGI app; the `granian` extra; only behind a proxy that drops header names with underscores: see above)",
+    "server": "`granian` (a Rust HTTP server; each worker verifies on an event loop and waits on the core in `threads` threads) or `gunicorn` (gthread workers)",
     "bind": "address the service listens on",
     "metrics_bind": "HOST:PORT on which the master process serves `/metrics` (every worker added up) instead of the main port, which then answers 404; unset: `/metrics` on the main port",
     "workers": "worker processes",
-    "threads": "threads per worker (gunicorn gthread threads; granian blocking threads)",
+    "threads": "threads per worker: under granian, those that wait on the core (revocation checks, promotions, JWKS fetches; 64 more requests may queue for them, then 503 `core-busy`); under gunicorn, its gthread threads",
     "log_level": "debug, info, warning or error (allowed requests are logged at debug, denials at info)",
     "log_format": "`text` or `json` (one object per line; a decision's fields: outcome, reason, request, user, rule, latency, request id)",
     "tracing": "OpenTelemetry spans per decision and per core request, continuing the caller's `traceparent` (needs the `otel` extra; exporter from `OTEL_TRACES_EXPORTER`)",
@@ -336,8 +335,6 @@ def validate(settings: Settings) -> Settings:
         )
     if settings.metrics_bind is not None and settings.metrics_bind == settings.bind:
         raise SettingsError("metrics_bind", settings.metrics_bind, "must differ from bind")
-    if settings.server == "granian" and importlib.util.find_spec("granian") is None:
-        raise SettingsError("server", settings.server, "needs the granian extra: pip install 'forward-auth[granian]'")
     if settings.tracing:
         from .tracing import unavailable  # opentelemetry is optional: only looked for when asked
 

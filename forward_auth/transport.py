@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 import urllib3
 
+from .blocking import may_block
+
 
 class TransportError(Exception):
     """The core could not be reached, or did not answer in time."""
@@ -43,6 +45,7 @@ class PooledTransport:
     def request(
         self, method: str, url: str, *, headers: dict[str, str], body: bytes | None = None, timeout: float
     ) -> Reply:
+        may_block()  # the edges ask first (before their spans and counters); this is the backstop
         try:
             response = self._pool.request(
                 method, url, headers=headers, body=body, timeout=urllib3.Timeout(total=timeout),

@@ -84,13 +84,11 @@ def test_metrics_bind_is_a_host_and_port_or_unset() -> None:
                                "must be HOST:PORT (empty: /metrics on the main port)")
 
 
-def test_granian_server_needs_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert s.load({"server": "granian"}, environ={}).server == "granian"
-    monkeypatch.setattr(s.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(s.SettingsError) as info:
-        s.load({"server": "granian"}, environ={})
-    assert str(info.value) == ("invalid setting server='granian': "
-                               "needs the granian extra: pip install 'forward-auth[granian]'")
+def test_granian_is_the_default_server_and_gunicorn_a_choice() -> None:
+    assert s.load(environ={}).server == "granian"
+    assert s.load({"server": "gunicorn"}, environ={}).server == "gunicorn"
+    with pytest.raises(s.SettingsError, match="must be one of granian, gunicorn"):
+        s.load({"server": "uvicorn"}, environ={})
 
 
 def test_unknown_key_in_config_file_is_refused(tmp_path: Path) -> None:
