@@ -75,6 +75,12 @@ def original_method(get: HeaderGetter, fallback: str, *, trusted: bool) -> str:
     return forwarded.upper()
 
 
+def proxied(get: HeaderGetter) -> bool:
+    """Whether a proxy sent the request: it names the original method or URI. A proxy reads only
+    an allowed answer's headers, and nginx keeps the upstream connection only after an empty one."""
+    return _first(get, _METHOD_HEADERS) is not None or _first(get, _URI_HEADERS) is not None
+
+
 def _path_of(uri: str) -> str:
     """The path and query of a URI; ``X-Original-URL`` (ingress-nginx) carries the whole URL."""
     scheme, sep, rest = uri.partition("://")

@@ -74,7 +74,7 @@ class DecisionRecorder:
         elapsed = time.perf_counter() - req.context.started
         status = resp.status_code
         outcome = "allow" if status < 300 else "deny" if status < 500 else "error"
-        reason = resp.get_header("X-Forward-Auth-Reason") or _allow_reason(resp)
+        reason = resp.get_header("X-Forward-Auth-Reason") or req.context.get("allow_reason") or "ok"
         resp.set_header("X-Request-Id", req.context.request_id)
         original = req.context.get("original", req.path)
         record = {
@@ -121,7 +121,3 @@ def _decisions(outcome: str, reason: str) -> Any:
 def _deciding(path: str) -> bool:
     return path in DECIDING_PATHS or path.startswith("/verify/")
 
-
-def _allow_reason(resp: falcon.Response) -> str:
-    message = resp.media.get("message") if isinstance(resp.media, dict) else None
-    return {"no session": "no-session", "public": "public", "preflight": "preflight"}.get(str(message), "ok")

@@ -32,9 +32,10 @@ class VerifyResource:
         self._trusted_peer = TrustedPeers(gate.settings.trusted_proxies)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        creds = credentials.from_headers(credentials.environ_headers(req.env), method=req.method, uri=req.relative_uri,
+        headers = credentials.environ_headers(req.env)
+        creds = credentials.from_headers(headers, method=req.method, uri=req.relative_uri,
                                          trusted=self._trusted_peer(req))
-        self._decide(req, resp, creds, req.params)
+        self._decide(req, resp, creds, req.params, proxied=credentials.proxied(headers))
 
     def on_get_path(self, req: falcon.Request, resp: falcon.Response, path: str) -> None:
         """``/verify/<original path>`` (Envoy ext_authz): the request *is* the original one, so
@@ -44,37 +45,30 @@ class VerifyResource:
         # it does a forwarded URI.
         raw = quote("/" + path, safe="/!$&'()*+,;=:@~")
         query = f"?{req.query_string}" if req.query_string else ""
-        creds = credentials.from_headers(credentials.without_forwarding(credentials.environ_headers(req.env)), method=req.method, uri=raw + query,
-                                         trusted=False)
-        self._decide(req, resp, creds, {})
+        creds = credentials.from_headers(credentials.without_forwarding(credentials.environ_headers(req.env)),
+                                         method=req.method, uri=raw + query, trusted=False)
+        self._decide(req, resp, creds, {}, proxied=True)
 
     def _decide(self, req: falcon.Request, resp: falcon.Response, creds: credentials.Credentials,
-                params: Params) -> None:
+                params: Params, *, proxied: bool) -> None:
+        """Decide; an allowed answer to a proxy is its headers only, to a person (curl) also JSON."""
         settings = self._gate.settings
         req.context.original = f"{header_value(creds.method)} {header_value(creds.path)}"  # no query, no forged lines
         resp.set_header("Cache-Control", "no-store")
         if settings.cors_preflight and creds.method == "OPTIONS" and req.get_header("Access-Control-Request-Method"):
-            resp.media = {"message": "preflight"}
-            return
+            return _allow(req, resp, "preflight", proxied)
         rule = rule_for(params, creds, self._policies)
         if rule is not None:
             resp.set_header("X-Forward-Auth-Rule", header_value(rule.name))
             if rule.session == "public":
-                resp.media = {"message": "public"}
-                return
+                return _allow(req, resp, "public", proxied)
         policy = policy_from(params, settings, rule)
         session = self._gate.verify(creds, policy)
         if session is None:
-            resp.media = {"message": "no session"}
-            return
+            return _allow(req, resp, "no-session", proxied)
         req.context.user_id, req.context.tenant_id = session.user_id, session.tenant_id
         apply_headers(resp, session_headers(settings, rule, session, creds.anti_csrf))
-        # Written here, compact as every other answer, from json's own C string encoder: Falcon's
-        # media handler (and json.dumps with separators) cost more than the JSON itself.
-        # _allow_reason reads "no media" as "ok".
-        resp.data = (f'{{"message":"ok","userId":{_json_string(session.user_id)},"sessionHandle":'
-                     f'{_json_string(session.handle)},"tenantId":{_json_string(session.tenant_id)}}}').encode("ascii")
-        resp.content_type = falcon.MEDIA_JSON
+        _allow(req, resp, "ok", proxied, session)
         if verifier.replayable(session, policy):
             req.env[CACHEABLE] = {"until": session.expiry_ms / 1000, "request": req.context.original,
                                   "user_id": session.user_id, "tenant_id": session.tenant_id,
@@ -82,6 +76,25 @@ class VerifyResource:
 
     on_post = on_put = on_patch = on_delete = on_head = on_options = on_get
     on_post_path = on_put_path = on_patch_path = on_delete_path = on_head_path = on_options_path = on_get_path
+
+
+#: The ``message`` of an allowed answer's JSON, by its reason.
+_MESSAGES = {"ok": "ok", "no-session": "no session", "public": "public", "preflight": "preflight"}
+
+
+def _allow(req: falcon.Request, resp: falcon.Response, reason: str, proxied: bool,
+           session: verifier.Session | None = None) -> None:
+    """An allowed answer: to a proxy its headers only (nginx keeps an upstream connection only
+    after an empty answer); to a person (a direct ``curl``) also JSON: the session, or the reason."""
+    req.context.allow_reason = reason
+    if proxied:
+        resp.data = b""
+    elif session is not None:  # compact, from json's C string encoder: Falcon's media handler costs more
+        resp.data = (f'{{"message":"ok","userId":{_json_string(session.user_id)},"sessionHandle":'
+                     f'{_json_string(session.handle)},"tenantId":{_json_string(session.tenant_id)}}}').encode("ascii")
+        resp.content_type = falcon.MEDIA_JSON
+    else:
+        resp.media = {"message": _MESSAGES[reason]}
 
 
 class SessionsResource:

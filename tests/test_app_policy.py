@@ -50,12 +50,27 @@ def at(uri: str, token: str | None = None, method: str = "GET", **extra: str) ->
 
 def test_public_rule_checks_nothing(policy_client) -> None:  # noqa: ANN001
     result = policy_client.simulate_get("/verify", headers=at("/public/x", "garbage"))
-    assert (result.status_code, result.json) == (200, {"message": "public"})
+    assert (result.status_code, result.content) == (200, b"")
     assert result.headers["X-Forward-Auth-Rule"] == "public" and "X-User-Id" not in result.headers
 
 
+def test_allowed_answers_to_a_proxy_are_headers_only_and_json_to_a_person(policy_client, key: SigningKey) -> None:  # noqa: ANN001
+    """A proxy (it names the original request) reads only headers, and nginx keeps its upstream
+    connection only after an empty answer; a direct curl gets the JSON."""
+    proxied = policy_client.simulate_get("/verify", headers=at("/api/x", v5(key)))
+    assert (proxied.status_code, proxied.content, proxied.headers["X-User-Id"]) == (200, b"", "user-1")
+    direct = policy_client.simulate_get("/verify", headers={"Cookie": f"sAccessToken={v5(key)}"})
+    assert direct.status_code == 200 and direct.json["userId"] == "user-1" and direct.json["message"] == "ok"
+    for headers, message in (({"X-Original-URI": "/public/x"}, None), ({}, "no session")):
+        answer = policy_client.simulate_get("/verify", params={"sessionRequired": "false"}, headers=headers)
+        assert answer.status_code == 200
+        assert (answer.json or {}).get("message") == message
+    assert policy_client.simulate_get("/verify/api/x", headers={"Cookie": f"sAccessToken={v5(key)}"}).content == b""
+
+
 def test_optional_rule(policy_client, key: SigningKey) -> None:  # noqa: ANN001
-    assert policy_client.simulate_get("/verify", headers=at("/optional/x")).json == {"message": "no session"}
+    no_session = policy_client.simulate_get("/verify", headers=at("/optional/x"))
+    assert (no_session.status_code, no_session.content) == (200, b"") and "X-User-Id" not in no_session.headers
     assert policy_client.simulate_get("/verify", headers=at("/optional/x", v5(key))).headers["X-User-Id"] == "user-1"
 
 
@@ -115,7 +130,7 @@ def test_named_rule_from_the_query(policy_client, key: SigningKey) -> None:  # n
 
 def test_query_parameters_override_the_rule(policy_client) -> None:  # noqa: ANN001
     result = policy_client.simulate_get("/verify", params={"sessionRequired": "false"}, headers=at("/anything"))
-    assert result.json == {"message": "no session"}
+    assert result.status_code == 200 and "X-User-Id" not in result.headers
 
 
 def test_named_rule_without_a_policy_file_is_400(client) -> None:  # noqa: ANN001
@@ -131,7 +146,8 @@ class TestPathRoute:
     """``/verify/<original path>`` for Envoy ext_authz: method and path are the request's own."""
 
     def test_method_and_path_come_from_the_request(self, policy_client, key: SigningKey) -> None:  # noqa: ANN001
-        assert policy_client.simulate_get("/verify/public/x").json == {"message": "public"}
+        public = policy_client.simulate_get("/verify/public/x")
+        assert public.status_code == 200 and public.headers["X-Forward-Auth-Rule"] == "public"
         assert policy_client.simulate_get("/verify/admin/x", headers={"Cookie": f"sAccessToken={v5(key)}"}
                                           ).status_code == 403
         token = {"Cookie": f"sAccessToken={v5(key)}"}
