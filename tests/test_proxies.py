@@ -474,6 +474,19 @@ def forged_original_method(ctx: Ctx) -> None:
 
 
 @case
+def many_request_headers(ctx: Ctx) -> None:
+    """120 request headers are never a 5xx: nginx passes the service only what it reads (and
+    would turn the service's 431 into a 500); Traefik and Caddy pass every header, and the
+    431 of the service's server on."""
+    answer = ctx.request("modern", "GET", ctx.path("/api/"), {f"X-Filler-{i}": "x" for i in range(120)})
+    if ctx.kind == "nginx":  # the service decided: no session
+        assert_denied(ctx, answer, 401, {"message": "unauthorised"})
+    else:
+        assert answer.status == 431, answer
+        assert not ctx.reached_app()
+
+
+@case
 def preflight_allowed_when_enabled(ctx: Ctx) -> None:
     """cors_preflight=true (modern instance): a preflight goes through without identity."""
     headers = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST", **FORGED}
