@@ -109,3 +109,10 @@ def session_headers(settings: Settings, rule: Rule | None, session: verifier.Ses
             items.append(("X-Forward-Auth-Omitted", ",".join(omitted)))
             log.warning("claim headers over %d bytes left out: %s", MAX_HEADER_VALUE, ", ".join(omitted))
     return ResponseHeaders(tuple(items) + promotion_headers(settings, session, anti_csrf).items)
+
+
+def reuse_until(settings: Settings, session: verifier.Session, now: float) -> int | None:
+    """For an answer that cannot change before the token's exp (:func:`verifier.replayable`):
+    until when nginx's ``proxy_cache`` may reuse it (epoch seconds, never past exp), or None."""
+    until = int(min(now + settings.proxy_cache_seconds, session.expiry_ms / 1000))
+    return until if until > now else None

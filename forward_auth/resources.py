@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import json.encoder
 import logging
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -14,7 +15,7 @@ from . import credentials, metrics, verifier
 from .decision_cache import CACHEABLE
 from .errors import BadRequest, ForwardAuthError, TryRefreshToken, Unauthorised
 from .gate import Gate
-from .headers import apply_headers, header_value, session_headers
+from .headers import apply_headers, header_value, reuse_until, session_headers
 from .peers import TrustedPeers
 from .policy import PolicyFile
 from .query import Params, policy_from, rule_for
@@ -70,6 +71,11 @@ class VerifyResource:
         apply_headers(resp, session_headers(settings, rule, session, creds.anti_csrf))
         _allow(req, resp, "ok", proxied, session)
         if verifier.replayable(session, policy):
+            until = reuse_until(settings, session, time.time()) if settings.proxy_cache_seconds else None
+            if until is not None:  # nginx reads X-Accel-Expires only when it comes before the no-store
+                resp.delete_header("Cache-Control")
+                resp.set_header("X-Accel-Expires", f"@{until}")
+                resp.set_header("Cache-Control", "no-store")
             req.env[CACHEABLE] = {"until": session.expiry_ms / 1000, "request": req.context.original,
                                   "user_id": session.user_id, "tenant_id": session.tenant_id,
                                   "rule": rule.name if rule is not None else None}

@@ -48,6 +48,7 @@ class Settings:
     revocation_cache_seconds: float = 0.0
     verified_cache_size: int = 4096
     decision_cache_seconds: float = 0.0
+    proxy_cache_seconds: float = 0.0
     use_static_signing_key: bool = False
     jwks_cache_seconds: float = 14400.0
     jwks_refetch_cooldown_seconds: float = 0.5
@@ -204,6 +205,7 @@ PARSERS: Mapping[str, Callable[[str, object], Any]] = {
     "revocation_cache_seconds": _number,
     "verified_cache_size": _count,
     "decision_cache_seconds": _number,
+    "proxy_cache_seconds": _number,
     "use_static_signing_key": _bool,
     "jwks_cache_seconds": _number,
     "jwks_refetch_cooldown_seconds": _number,
@@ -239,6 +241,7 @@ DESCRIPTIONS: Mapping[str, str] = {
     "revocation_cache_seconds": "cache the core's verify answer this long (never past the token's expiry); 0 = off",
     "verified_cache_size": "tokens whose verified signature is remembered with their session (until exp, at most 300 s; under 2 KB each); 0 = off",
     "decision_cache_seconds": "remember an allowed `/verify` answer this long for the same request (never past the token's exp; never with a revocation check, a refresh promotion or a claim with a maximum age; a policy reload or a withdrawn key shows after at most this); 0 = off; not with `tracing`",
+    "proxy_cache_seconds": "let nginx's `proxy_cache` reuse an allowed answer this long (`X-Accel-Expires`, whole seconds; the same answers as `decision_cache_seconds`, never past the token's exp; the cache key is nginx's: see nginx.conf.example); 0 = off",
     "use_static_signing_key": "accept only static (`s-`) signing keys, as the SDK's `use_dynamic_access_token_signing_key=false`",
     "jwks_cache_seconds": "ceiling on how long the JWKS is cached (the core's `Cache-Control: max-age` may shorten it)",
     "jwks_refetch_cooldown_seconds": "minimum time between two JWKS fetches caused by unknown `kid`s",

@@ -250,8 +250,8 @@ def http_request(port: int, method: str, path: str, headers: dict[str, str] | li
                  body: bytes | None = None, timeout: float = 15.0) -> Answer:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
         items = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+        conn.putrequest(method, path, skip_accept_encoding=True, skip_host=any(k.lower() == "host" for k, _ in items))
         for name, value in items:
             conn.putheader(name, value)
         if body is not None:

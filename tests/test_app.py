@@ -422,3 +422,22 @@ def test_nginx_answers_have_an_empty_body(make_client, key: SigningKey) -> None:
     for headers in (cookie(v5(key), sIdRefreshToken="x"), cookie(v5(key))):
         result = client.simulate_get("/verify", params={"proxy": "nginx"}, headers=headers)
         assert result.content == b"" and result.headers["content-length"] == "0"
+
+
+def test_proxy_cache_seconds_says_until_when_nginx_may_reuse_an_allowed_answer(make_client, key: SigningKey) -> None:
+    """X-Accel-Expires: @epoch, at most proxy_cache_seconds ahead and never past the token's exp;
+    only on answers that cannot change before exp; Cache-Control stays no-store for everyone else."""
+    cached, plain = make_client(proxy_cache_seconds="30"), make_client()
+    now = int(time.time())
+    long_lived, short_lived = v5(key), v5(key, exp=now + 10)
+    answer = cached.simulate_get("/verify", headers={"Cookie": f"sAccessToken={long_lived}"})
+    assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
+    assert now + 29 <= int(answer.headers["X-Accel-Expires"].removeprefix("@")) <= now + 31
+    short = cached.simulate_get("/verify", headers={"Cookie": f"sAccessToken={short_lived}"})
+    assert short.headers["X-Accel-Expires"] == f"@{now + 10}"
+    claim_with_max_age = cached.simulate_get("/verify", params={"requireEmailVerified": "true"},
+                                             headers={"Cookie": f"sAccessToken={long_lived}"})
+    assert "X-Accel-Expires" not in claim_with_max_age.headers  # a denial (403) is never reusable
+    assert "X-Accel-Expires" not in cached.simulate_get("/verify").headers
+    assert "X-Accel-Expires" not in plain.simulate_get("/verify", headers={"Cookie": f"sAccessToken={long_lived}"}
+                                                        ).headers
