@@ -63,6 +63,13 @@ def closed_since(port: int, seconds: float) -> int:
     return count
 
 
+def passive_opens() -> int:
+    """TCP connections the machine has accepted so far (``Tcp: PassiveOpens`` of /proc/net/snmp)."""
+    with open("/proc/net/snmp") as handle:
+        rows = [line.split() for line in handle if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("PassiveOpens")])
+
+
 def code_state() -> str:
     """The commit measured, and the service's files changed in the work tree (measured as they were)."""
     root = Path(__file__).resolve().parent.parent
@@ -83,12 +90,14 @@ def is_helper(pid: int) -> bool:
 
 
 def measured(runner: Runner, cfg: Config, seconds: float, **wrk_args: object) -> Round:
-    """One wrk round of ``cfg``, with its server's TCP connections closed per request; helpers' ticks dropped."""
-    start = time.monotonic()
+    """One wrk round of ``cfg``, with the TCP connections closed (its server's port) and accepted (the whole
+    machine) per request; helpers' ticks dropped."""
+    start, opens = time.monotonic(), passive_opens()
     done = runner.round(cfg.measure, cfg.url, seconds, headers=cfg.headers, **wrk_args)
+    requests = max(1, done.wrk.requests)
+    cfg.accepted.append((passive_opens() - opens) / requests)
     if cfg.port is not None:
-        closed = closed_since(cfg.port, time.monotonic() - start + 0.1)
-        cfg.closed.append(closed / max(1, done.wrk.requests))
+        cfg.closed.append(closed_since(cfg.port, time.monotonic() - start + 0.1) / requests)
     for pid in [pid for pid in done.worker_ticks if is_helper(pid)]:
         del done.worker_ticks[pid]
     return done

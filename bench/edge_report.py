@@ -32,7 +32,8 @@ class Config:
     measure: Measure
     nginx: bool                       # behind nginx: reload it before each round
     port: int | None
-    closed: list[float] = field(default_factory=list)
+    closed: list[float] = field(default_factory=list)     # TIME_WAIT sockets of ``port``: a lower bound
+    accepted: list[float] = field(default_factory=list)   # the machine's PassiveOpens: an upper bound
 
     @property
     def rates(self) -> list[float]:
@@ -77,7 +78,7 @@ def report(args: argparse.Namespace, configs: dict[str, Config], settings: str, 
           "X-Original-URI/-Method, no query), reloaded before each round; protected content `return 200 \"ok\"` "
           "after the auth (via try_files -> @ok)")
     print("rates in req/s; p50/p99 ms of the median round; closed/req = the server's TCP connections closed per "
-          "request (TIME_WAIT sockets of its port made during the round); wkr = least/busiest worker CPU, median/worst round; "
+          "request (TIME_WAIT sockets of its port made during the round: a lower bound); wkr = least/busiest worker CPU, median/worst round; "
           "core = dev-core requests per request; other = worst share of the machine's CPU used by others")
     print()
     head = (f"{'configuration':46s} {'conns':>5s} {'min':>7s} {'median':>7s} {'max':>7s} {'spread':>13s} "
@@ -110,11 +111,13 @@ def report(args: argparse.Namespace, configs: dict[str, Config], settings: str, 
               f"p50 {p50:.2f} ms  p99 median {statistics.median(p99):.2f} ms (min {p99[0]:.2f}, max {p99[-1]:.2f})"
               f"{behind}")
     print()
-    print("keep-alive probe: nginx auth_request -> the constant app (its 200 with a body or without):")
+    print("keep-alive probe: nginx auth_request -> the constant app (its 200 with a body or without); upstream "
+          "connections per request, closed (TIME_WAIT of its port; a close with unread data sends RST and "
+          "leaves none) and accepted (the whole machine's, others' too):")
     for key in ("const_body", "const_empty"):
         cfg = c[key]
         print(f"  {cfg.label:44s} {cfg.measure.connections:3d} conns  {cfg.median:7,.0f} req/s  "
-              f"upstream connections closed per request {statistics.median(cfg.closed):.3f}")
+              f"closed {statistics.median(cfg.closed):.3f}  accepted {statistics.median(cfg.accepted):.3f}")
     svc, direct = c["svc"].median, c["direct"].median
     p99 = statistics.median(c["paced_svc"].p99s())
     shares = c["direct"].shares()
@@ -150,7 +153,8 @@ def write_json(path: Path, configs: dict[str, Config], targets: list[tuple[str, 
     data = {"configurations": {k: {"label": cfg.label, "connections": cfg.measure.connections,
                                    "rates": [r.wrk.rate for r in cfg.measure.rounds],
                                    "p99_ms": [r.wrk.p99_ms for r in cfg.measure.rounds],
-                                   "closed_per_request": cfg.closed, "worker_shares": cfg.shares()}
+                                   "closed_per_request": cfg.closed,
+                                   "accepted_per_request_machine": cfg.accepted, "worker_shares": cfg.shares()}
                                for k, cfg in configs.items()},
             "targets": [{"target": t, "met": ok, "value": v} for t, ok, v in targets]}
     path.write_text(json.dumps(data, indent=2) + "\n")
