@@ -5,7 +5,7 @@
 The arguments are ``forward-auth serve``'s and go through its own CLI (``forward_auth.cli.main``),
 with one change: ``forward_auth.server.worker_app``, which builds the service's app in each worker,
 builds ``bench/http_bench_apps.py``'s constant app instead. So whatever server, worker options and
-adapter ``serve`` uses at run time (gunicorn, or granian through ``forward_auth.rsgi.RSGIApp``) the
+adapter ``serve`` uses at run time (gunicorn, or granian through ``forward_auth.asgi.ASGIApp``) the
 constant app gets too, and the ratio of the two measures only the gate.
 """
 

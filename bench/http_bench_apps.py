@@ -210,12 +210,12 @@ def main() -> None:
     else:
         factory = functools.partial(flask_sdk_app, args.core_url, args.api_key)
     if args.server == "granian":
-        from forward_auth.server import granian_server, rsgi_app  # what `forward-auth serve --server granian` uses
+        from forward_auth.server import asgi_app, granian_server  # what `forward-auth serve --server granian` uses
 
         settings = load({"bind": args.bind, "workers": args.workers, "threads": args.threads,
                          "log_level": args.log_level}, environ={})
         wsgi_factory = factory
-        granian_server(settings).serve(target_loader=lambda: rsgi_app(settings, wsgi_factory()), wrap_loader=False)
+        granian_server(settings).serve(target_loader=lambda: asgi_app(settings, wsgi_factory()), wrap_loader=False)
     else:
         _Gunicorn(options, factory).run()
 

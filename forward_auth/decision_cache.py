@@ -70,7 +70,6 @@ class DecisionCache:
             answer = self._answers.get(key)
         if answer is not None and answer.until > time.monotonic():
             return self._replay(answer, environ, start_response, started)
-        _MISS.inc()
         captured: list[Any] = []
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -78,6 +77,7 @@ class DecisionCache:
             return start_response(status, headers, exc_info)
 
         body = b"".join(self._app(environ, capture))
+        _MISS.inc()  # once it was answered (a request handed to the core pool comes through twice)
         cacheable = environ.get(CACHEABLE)
         if cacheable is not None and captured and captured[0].startswith("200 "):
             life = min(self._seconds, cacheable["until"] - time.time())

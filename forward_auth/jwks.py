@@ -147,6 +147,10 @@ class JwksFetcher:
         }
 
     def _refresh(self, *, forced: bool) -> KeySet:
+        if not forced and (self._fetch_lock.locked() or self._clock() - self._last_attempt < self._cooldown):
+            stale = self._usable_stale()
+            if stale is not None:  # expired, and a fetch is in flight or not due: the last good keys, now
+                return stale
         may_block()  # a fetch, or the wait for one in flight
         attempts = self._attempts
         with self._fetch_lock:
@@ -164,11 +168,15 @@ class JwksFetcher:
                     return fetched
             return self._stale_or_fail()
 
-    def _stale_or_fail(self) -> KeySet:
+    def _usable_stale(self) -> KeySet | None:
         good = self._last_good
-        if good is not None and good.expired_for(self._clock()) <= self._max_stale:
-            return good
-        raise KeysUnavailable(f"no signing keys: {self.last_error}")
+        return good if good is not None and good.expired_for(self._clock()) <= self._max_stale else None
+
+    def _stale_or_fail(self) -> KeySet:
+        stale = self._usable_stale()
+        if stale is None:
+            raise KeysUnavailable(f"no signing keys: {self.last_error}")
+        return stale
 
     def _fetch(self) -> KeySet | None:
         fetched = None

@@ -16,11 +16,11 @@ from gunicorn.app.base import BaseApplication
 
 from . import metrics, tracing
 from .app import build_gate, create_app
+from .asgi import ASGIApp
 from .decision_cache import DecisionCache, WSGIApp
 from .decisions import configure_logging
 from .errors import ForwardAuthError
 from .policy import PolicyError, PolicyFile, PolicySet, read_policy
-from .rsgi import RSGIApp
 from .settings import Settings, SettingsError
 
 log = logging.getLogger("forward_auth")
@@ -173,8 +173,8 @@ def _worker_exited(pid: int) -> None:
 
 def granian_server(settings: Settings) -> Any:
     """A granian server with the options of ``server: granian`` (``bind``, ``workers``,
-    ``log_level``) speaking RSGI to a loader passed to its ``serve``: one event loop per worker
-    (single-threaded runtime, Rust tasks; see :mod:`forward_auth.rsgi`). SIGHUP replaces no
+    ``log_level``) speaking ASGI to a loader passed to its ``serve``: one event loop per worker
+    (single-threaded runtime, Rust tasks; see :mod:`forward_auth.asgi`). SIGHUP replaces no
     worker: the hooks given to ``on_reload`` run and the workers keep serving. A unix socket is
     made as gunicorn makes it: a stale one replaced, open to every local user."""
     from granian import Granian
@@ -200,42 +200,42 @@ def granian_server(settings: Settings) -> Any:
         host, _, port = settings.bind.rpartition(":")
         address = {"address": host.strip("[]"), "port": int(port)}
     # The target is granian's required argument; the loader given to serve() builds the app.
-    return Server("forward_auth.wsgi:get_app", interface=Interfaces.RSGI, workers=settings.workers,
+    return Server("forward_auth.wsgi:get_app", interface=Interfaces.ASGINL, workers=settings.workers,
                   blocking_threads=1, runtime_mode=RuntimeModes.st, task_impl=TaskImpl.rust,
-                  log_level=LogLevels(settings.log_level), websockets=False,
+                  log_level=LogLevels(settings.log_level), websockets=False, respawn_failed_workers=True,
                   workers_kill_timeout=GRACEFUL_TIMEOUT_SECONDS, **address)
 
 
-def rsgi_app(settings: Settings, app: WSGIApp) -> RSGIApp:
-    """``app`` as a granian worker serves it: over RSGI, ``threads`` core threads (also the bench's)."""
-    return RSGIApp(app, core_concurrency=settings.threads, core_queue=CORE_QUEUE)
+def asgi_app(settings: Settings, app: WSGIApp) -> ASGIApp:
+    """``app`` as a granian worker serves it: over ASGI, ``threads`` core threads (also the bench's)."""
+    return ASGIApp(app, core_concurrency=settings.threads, core_queue=CORE_QUEUE)
 
 
 def serve_granian(settings: Settings) -> None:
     """Serve with granian (``server: granian``, the default): Rust HTTP handling, the same
-    worker app as under gunicorn over RSGI (:mod:`forward_auth.rsgi`).
+    worker app as under gunicorn over ASGI (:mod:`forward_auth.asgi`).
 
     SIGHUP re-reads the policy without replacing a worker: the main process checks the file
     (and logs a bad edit) and raises a counter the workers share, and each worker's policy
     re-reads the file at its next request, keeping its last good policy if the file is broken.
     ``metrics_bind`` is served by the main process.
     """
-    initial = read_policy(settings.policy_file) if settings.policy_file else None
+    policy = [read_policy(settings.policy_file) if settings.policy_file else None]  # the last good, for new workers
     reloads = multiprocessing.RawValue("L", 0)  # shared with the forked workers
     metrics_server = _open_metrics_server(settings.metrics_bind) if settings.metrics_bind else None
     server = granian_server(settings)
 
     def reload_policy() -> None:
-        _reread_policy(settings, None)  # logs why a broken file is not taken
+        policy[0] = _reread_policy(settings, policy[0])  # logs why a broken file is not taken
         reloads.value += 1
 
-    def load() -> RSGIApp:
+    def load() -> ASGIApp:
         if metrics_server is not None:
             metrics_server.close_inherited()
         # granian workers end through multiprocessing's exit path (no atexit): flush spans and
         # drop this worker's live gauges there, as gunicorn's child_exit does.
         multiprocessing.util.Finalize(None, _worker_exited, args=(os.getpid(),), exitpriority=10)
-        return rsgi_app(settings, worker_app(settings, initial, reloads=lambda: reloads.value))
+        return asgi_app(settings, worker_app(settings, policy[0], reloads=lambda: reloads.value))
 
     server.on_reload(reload_policy)
     if metrics_server is not None:

@@ -166,3 +166,23 @@ def test_during_an_outage_waiting_callers_share_one_failed_fetch(fake_core: Fake
         thread.join()
     assert len(found) == 6 and all(k is not None for k in found)  # stale keys served to everybody
     assert fake_core.count("jwks.json") == 2  # the start-up fetch and one failed refetch
+
+
+def test_expired_keys_with_a_fetch_in_flight_are_served_stale_on_the_loop() -> None:
+    """On granian's event loop an expired key set whose refetch is already running (or not due)
+    gives the last good keys at once, instead of handing every request to the core pool."""
+    from forward_auth.blocking import INLINE, WouldBlock, no_waiting
+
+    key = SigningKey.generate("d-2")
+    clock = [1000.0]
+    core = FakeCore(jwks={"keys": [key.public_jwk()]}, jwks_headers={"cache-control": "max-age=10"})
+    fetcher = JwksFetcher([CORE], core, cache_seconds=10, cooldown_seconds=5, max_stale_seconds=600,
+                          clock=lambda: clock[0])
+    assert fetcher.key_for("d-2") is not None
+    clock[0] += 11  # expired; the last attempt was 11 s ago: a fetch is due
+    with no_waiting(INLINE):
+        with pytest.raises(WouldBlock):
+            fetcher.keys()
+        with fetcher._fetch_lock:  # another thread is fetching
+            assert fetcher.key_for("d-2") is not None
+    assert core.count("/.well-known/jwks.json") == 1

@@ -352,7 +352,7 @@ def test_tracing_under_gunicorn_continues_the_callers_trace(core_url: str) -> No
 @SERVERS
 def test_underscore_spelling_of_a_forwarded_header(tmp_path: Path, server: str) -> None:
     """`X_Forwarded_Uri` never stands in for `X-Forwarded-Uri`: gunicorn drops header names with
-    underscores, and so does the RSGI layer under granian (whose own WSGI environ merges the two)."""
+    underscores, and so does the ASGI layer under granian (whose own WSGI environ merges the two)."""
     policy = tmp_path / "policy.yaml"
     policy.write_text("rules: [{name: public, match: {path_prefix: /public/}, session: public}]\n")
     port = free_port()

@@ -474,6 +474,17 @@ def forged_original_method(ctx: Ctx) -> None:
 
 
 @case
+def utf8_cookie_beside_the_token(ctx: Ctx) -> None:
+    """A cookie of the site's own holding raw UTF-8 (as document.cookie may set it) does not hide
+    the token: the session is verified (granian's RSGI layer dropped the whole Cookie header)."""
+    token = ctx.core.access_token("alice")
+    headers = [("Cookie", f"pref=caf\u00c3\u00a9; sAccessToken={token}")]  # http.client sends latin-1: the UTF-8 bytes
+    answer = http_request(ctx.front.ports["modern"], "GET", ctx.path("/api/"), headers)
+    assert answer.status == 200, answer
+    assert_identity(answer.echo(), "alice")
+
+
+@case
 def many_request_headers(ctx: Ctx) -> None:
     """120 request headers are never a 5xx: nginx passes the service only what it reads (and
     would turn the service's 431 into a 500); Traefik and Caddy pass every header, and the

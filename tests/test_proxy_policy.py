@@ -12,6 +12,7 @@ asserts what the browser gets and what the application received.
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -252,6 +253,20 @@ def test_admin_rule_claim_missing_from_token_is_not_forwarded(site: Site, marker
 def test_admin_rule_wrong_role_gets_the_403_body(site: Site, marker: str) -> None:
     headers = {**cookie(site.token("alice", ["user"], "alice@example.com")), **FORGED_CLAIMS}
     denied(site, site.request("GET", f"/admin/users?{marker}", headers), marker, 403, invalid_claim_body(["user"]))
+
+
+def test_a_raw_utf8_byte_in_the_path_is_judged_by_its_rule(site: Site, marker: str) -> None:
+    """nginx passes the client's raw bytes in X-Original-URI; the service's server must hand
+    them over (granian's RSGI layer dropped such headers: the default rule then let it in)."""
+    token = site.token("alice", ["user"])
+    with socket.create_connection(("127.0.0.1", site.port), timeout=10) as conn:
+        conn.sendall(b"GET /admin/caf\xc3\xa9?" + marker.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                     b"Cookie: sAccessToken=" + token.encode() + b"\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 403 "), reply[:200]
+    assert not site.echo.received(marker)
 
 
 def test_admin_rule_no_role_claim_gets_the_403_body(site: Site, marker: str) -> None:

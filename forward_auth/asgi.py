@@ -1,0 +1,157 @@
+"""The WSGI app served over granian's ASGI interface: headers as sent, core calls apart.
+
+Three things granian's own WSGI layer (or its RSGI one) cannot give:
+
+- **Header names as sent.** granian's WSGI environ maps ``X_Forwarded_Uri`` and
+  ``X-Forwarded-Uri`` to the same key (the later wins), so a client behind a proxy that passes
+  underscores (Traefik, Envoy) could choose the original request. ASGI hands the names over as
+  sent: every header whose name holds an underscore is dropped, as gunicorn does; repeated
+  headers are joined as PEP 3333 asks (cookies with ``; ``).
+- **Header values as sent.** RSGI leaves out a header whose value is not ASCII (a raw UTF-8
+  byte in nginx's ``X-Original-URI``, or in any cookie beside the token); ASGI gives the bytes,
+  which become latin-1 text as under any WSGI server. The path is ``raw_path`` decoded once.
+- **Core calls never hold up local verification.** A request is decided on the worker's event
+  loop, with no thread hop; one that needs the core (revocation check, refresh promotion, a JWKS
+  fetch) raises :class:`~forward_auth.blocking.WouldBlock` before any I/O and is decided again on
+  a bounded pool of ``core_concurrency`` threads. When ``core_queue`` more requests already wait
+  for that pool, the next one is answered 503 ``core-busy`` at once. A hung core thus ties up at
+  most the pool, never the loop that verifies tokens locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from .blocking import INLINE, REFUSE, WouldBlock, no_waiting
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+#: Largest request body read (``POST /sessions/verify`` reads at most 1 MiB); the rest is not.
+MAX_BODY = 1 << 20
+_SPECIAL = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"}
+_KEYS: dict[bytes, str] = {}  # header name -> environ key ("" to drop), for the names seen most
+_ERRORS = sys.stderr
+
+
+def _environ_key(name: bytes) -> str:
+    key = "" if b"_" in name else _SPECIAL.get(name) or "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+    if len(_KEYS) < 256 and len(name) <= 64:  # a client's invented names do not grow it without bound
+        _KEYS[name] = key
+    return key
+
+
+class _Response:
+    """What the WSGI app answered to ``start_response``."""
+
+    __slots__ = ("status", "headers")
+
+    def __init__(self) -> None:
+        self.status = 500
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        self.status = int(status[:3])
+        # PEP 3333: header values are bytes spelled as latin-1.
+        self.headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+class ASGIApp:
+    """An ASGI application serving a WSGI app (see the module docstring)."""
+
+    def __init__(self, app: WSGIApp, *, core_concurrency: int, core_queue: int) -> None:
+        self._app = app
+        self._pool = ThreadPoolExecutor(max_workers=core_concurrency, thread_name_prefix="forward-auth-core")
+        self._limit = core_concurrency + core_queue  # requests with the pool: calling the core or queued
+        self._with_pool = 0  # changed on the loop only
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        if scope["type"] != "http":
+            return
+        body = await self._body(receive) if _has_body(scope["headers"]) else b""
+        try:
+            with no_waiting(INLINE if self._with_pool < self._limit else REFUSE):
+                status, headers, content = self._call(self._environ(scope, body))
+        except WouldBlock:
+            self._with_pool += 1
+            try:
+                status, headers, content = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, self._call, self._environ(scope, body))
+            finally:
+                self._with_pool -= 1
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    def _call(self, environ: dict[str, Any]) -> Answer:
+        response = _Response()
+        chunks = self._app(environ, response.start_response)
+        try:
+            content = b"".join(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        return response.status, response.headers, content
+
+    @staticmethod
+    async def _body(receive: Callable[[], Any]) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        while size <= MAX_BODY:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            parts.append(message.get("body", b""))
+            size += len(parts[-1])
+            if not message.get("more_body"):
+                break
+        return b"".join(parts)[:MAX_BODY]
+
+    @staticmethod
+    def _environ(scope: dict[str, Any], body: bytes) -> dict[str, Any]:
+        server = scope.get("server") or ("", None)
+        client = scope.get("client") or ("", None)  # None on a unix socket: a local peer
+        raw_path = scope.get("raw_path")
+        path = (unquote_to_bytes(raw_path).decode("latin-1") if raw_path is not None
+                else scope["path"].encode("utf-8").decode("latin-1"))
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": scope["method"],
+            "SCRIPT_NAME": "",
+            "PATH_INFO": path,
+            "QUERY_STRING": scope["query_string"].decode("latin-1"),
+            "SERVER_NAME": str(server[0]),
+            "SERVER_PORT": "" if server[1] is None else str(server[1]),
+            "SERVER_PROTOCOL": f"HTTP/{scope['http_version']}",
+            "REMOTE_ADDR": str(client[0]),
+            "REMOTE_PORT": "" if client[1] is None else str(client[1]),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": scope.get("scheme", "http"),
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": _ERRORS,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+        }
+        for name, raw in scope["headers"]:  # lower-case names, in the order sent
+            key = _KEYS.get(name)
+            if key is None:
+                key = _environ_key(name)
+            if not key:  # ambiguous with the dashed name: dropped, as gunicorn does
+                continue
+            value = raw.decode("latin-1")
+            if key in environ:
+                environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
+            else:
+                environ[key] = value
+        if body and "CONTENT_LENGTH" not in environ:
+            environ["CONTENT_LENGTH"] = str(len(body))
+        return environ
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name in (b"content-length", b"transfer-encoding") for name, _ in headers)

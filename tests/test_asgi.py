@@ -1,0 +1,180 @@
+"""The ASGI layer under granian: the environ it builds, and core calls kept off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from conftest import CORE, FakeCore, v5
+from prometheus_client import REGISTRY
+
+from forward_auth import settings as settings_module
+from forward_auth.app import build_gate, create_app
+from forward_auth.asgi import ASGIApp
+from forward_auth.decision_cache import DecisionCache
+from forward_auth.devcore.minter import SigningKey
+from forward_auth.transport import Reply
+
+
+def scope(method: str, raw_path: bytes, headers: list[tuple[str, bytes]], query: bytes = b"",
+          client: tuple[str, int] | None = ("127.0.0.1", 40000)) -> dict[str, Any]:
+    """An ASGI HTTP scope as granian builds it: header names lower-cased, values as sent."""
+    return {"type": "http", "http_version": "1.1", "method": method, "scheme": "http",
+            "path": raw_path.decode("latin-1"), "raw_path": raw_path, "query_string": query,
+            "headers": [(name.lower().encode(), value) for name, value in headers],
+            "server": ("127.0.0.1", 8080), "client": client}
+
+
+class Exchange:
+    """receive() hands out the body in chunks; send() keeps the answer."""
+
+    def __init__(self, body: bytes = b"") -> None:
+        self._chunks = [body[i:i + 3] for i in range(0, len(body), 3)] or [b""]
+        self.messages: list[dict[str, Any]] = []
+
+    async def receive(self) -> dict[str, Any]:
+        chunk = self._chunks.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(self._chunks)}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    @property
+    def answer(self) -> tuple[int, dict[str, str], bytes] | None:
+        if len(self.messages) < 2:
+            return None
+        start, body = self.messages
+        return start["status"], {k.decode().lower(): v.decode("latin-1") for k, v in start["headers"]}, body["body"]
+
+
+def serve(app: ASGIApp, request: dict[str, Any], body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    exchange = Exchange(body)
+    asyncio.run(app(request, exchange.receive, exchange.send))
+    assert exchange.answer is not None
+    return exchange.answer
+
+
+def echo(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "application/json"), ("X-Body", "usér".encode().decode("latin-1"))])
+    shown = {k: v for k, v in environ.items() if isinstance(v, str)}
+    shown["body"] = environ["wsgi.input"].read().decode()
+    return [json.dumps(shown).encode()]
+
+
+def test_header_names_with_underscores_are_dropped_and_repeats_joined() -> None:
+    app = ASGIApp(echo, core_concurrency=1, core_queue=1)
+    request = scope("POST", b"/verify/caf%C3%A9%2Fx", [
+        ("X-Forwarded-Uri", b"/admin/x"), ("X_Forwarded_Uri", b"/public/x"), ("Cookie", b"a=1"), ("Cookie", b"b=2"),
+        ("Accept", b"text/html"), ("Accept", b"*/*"), ("Content-Type", b"application/json"), ("Content-Length", b"7"),
+    ], query=b"policy=x")
+    status, headers, body = serve(app, request, b'{"a":1}')
+    environ = json.loads(body)
+    assert status == 200 and headers["x-body"].encode("latin-1") == "usér".encode()  # the bytes the app meant
+    assert environ["HTTP_X_FORWARDED_URI"] == "/admin/x"
+    assert environ["HTTP_COOKIE"] == "a=1; b=2" and environ["HTTP_ACCEPT"] == "text/html,*/*"
+    assert (environ["CONTENT_TYPE"], environ["CONTENT_LENGTH"], environ["body"]) == ("application/json", "7", '{"a":1}')
+    assert "HTTP_CONTENT_TYPE" not in environ
+    assert environ["PATH_INFO"] == "/verify/caf\u00c3\u00a9/x"  # decoded once, its bytes as latin-1, as gunicorn
+    assert (environ["QUERY_STRING"], environ["REMOTE_ADDR"], environ["REQUEST_METHOD"]) == ("policy=x", "127.0.0.1",
+                                                                                            "POST")
+
+
+def test_header_values_that_are_not_ascii_reach_the_app_as_sent() -> None:
+    """A raw UTF-8 byte in nginx's X-Original-URI, or in a cookie beside the token, is kept (as
+    latin-1 text, as under any WSGI server): granian's RSGI layer left such headers out."""
+    app = ASGIApp(echo, core_concurrency=1, core_queue=1)
+    raw = "/admin/é".encode()
+    environ = json.loads(serve(app, scope("GET", b"/verify", [("X-Original-URI", raw),
+                                                               ("Cookie", b"pref=caf\xc3\xa9; sAccessToken=t")],
+                                          client=None))[2])
+    assert environ["HTTP_X_ORIGINAL_URI"].encode("latin-1") == raw
+    assert environ["HTTP_COOKIE"].endswith("; sAccessToken=t")
+    assert environ["REMOTE_ADDR"] == ""  # a unix socket: a local peer
+
+
+class ThreadRecorder:
+    """A WSGI app around another that records the thread each call ran on."""
+
+    def __init__(self, app: Any) -> None:
+        self.app, self.threads = app, []
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        self.threads.append(threading.current_thread().name)
+        return self.app(environ, start_response)
+
+
+def service(fake_core: FakeCore, **overrides: str) -> Any:
+    settings = settings_module.load({"core_url": CORE, "check_database": "false", **overrides}, environ={})
+    gate = build_gate(settings, transport=fake_core)
+    gate.keys.keys()  # as a worker does at start
+    return create_app(settings, gate)
+
+
+def at(token: str, query: bytes = b"") -> dict[str, Any]:
+    return scope("GET", b"/verify", [("X-Forwarded-Uri", b"/api/x"), ("Cookie", f"sAccessToken={token}".encode())],
+                 query)
+
+
+OK_SESSION = {"status": "OK", "session": {"handle": "handle-1", "userId": "user-1", "userDataInJWT": {},
+                                          "tenantId": "public"}}
+
+
+def test_local_verification_stays_on_the_loop_and_core_calls_go_to_the_pool(fake_core: FakeCore,
+                                                                             key: SigningKey) -> None:
+    fake_core.verify_answer = OK_SESSION
+    recorder = ThreadRecorder(service(fake_core))
+    app = ASGIApp(recorder, core_concurrency=2, core_queue=4)
+    token = v5(key)
+    for _ in range(2):
+        status, headers, _ = serve(app, at(token))
+        assert (status, headers["x-user-id"]) == (200, "user-1")
+    assert recorder.threads == [threading.current_thread().name] * 2  # no core: decided on the loop, once
+    status, headers, _ = serve(app, at(token, b"checkDatabase=true"))
+    assert (status, headers["x-user-id"]) == (200, "user-1")
+    assert recorder.threads[2:] == [threading.current_thread().name, recorder.threads[3]]
+    assert recorder.threads[3].startswith("forward-auth-core")  # decided again where it may wait
+    assert fake_core.count("/recipe/session/verify") == 1
+
+
+def test_a_request_handed_to_the_pool_counts_one_decision_cache_miss(fake_core: FakeCore, key: SigningKey) -> None:
+    fake_core.verify_answer = OK_SESSION
+    app = ASGIApp(DecisionCache(service(fake_core), 1.0), core_concurrency=1, core_queue=1)
+    labels = {"cache": "decision", "result": "miss"}
+    before = REGISTRY.get_sample_value("forward_auth_cache_total", labels) or 0.0
+    assert serve(app, at(v5(key), b"checkDatabase=true"))[0] == 200
+    assert REGISTRY.get_sample_value("forward_auth_cache_total", labels) == before + 1
+
+
+def test_a_hung_core_fills_the_pool_and_its_queue_then_503_core_busy_while_local_requests_pass(
+        fake_core: FakeCore, key: SigningKey) -> None:
+    release = threading.Event()
+
+    def hung(method: str, url: str, headers: dict[str, str], body: bytes | None) -> Reply:
+        if url.endswith("/recipe/session/verify"):
+            release.wait(10)
+            return Reply(200, {}, json.dumps({"status": "UNAUTHORISED", "message": "revoked"}).encode())
+        return Reply(200, {}, json.dumps(fake_core.jwks).encode())
+
+    fake_core.override = hung
+    app = ASGIApp(service(fake_core), core_concurrency=1, core_queue=1)
+    token = v5(key)
+
+    async def scenario() -> list[Any]:
+        exchanges = [Exchange() for _ in range(3)]
+        waiting = [asyncio.ensure_future(app(at(token, b"checkDatabase=true"), e.receive, e.send)) for e in exchanges]
+        await asyncio.sleep(0.2)  # two handed to the pool (one calling the core, one queued), the third refused
+        local = Exchange()
+        await app(at(token), local.receive, local.send)
+        refused = [e.answer for e in exchanges if e.answer is not None]
+        release.set()
+        await asyncio.gather(*waiting)
+        return [local.answer, refused, [e.answer[0] for e in exchanges if e.answer]]
+
+    local, refused, statuses = asyncio.run(scenario())
+    assert local[0] == 200 and local[1]["x-user-id"] == "user-1"
+    assert [(status, headers["x-forward-auth-reason"]) for status, headers, _ in refused] == [(503, "core-busy")]
+    assert sorted(statuses) == [401, 401, 503]  # the core's answer once released: revoked
+    assert fake_core.count("/recipe/session/verify") == 2
