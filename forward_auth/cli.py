@@ -85,14 +85,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(json.dumps(settings_module.public_view(settings), indent=2, default=str))
         return 0
     directory = metrics_directory()
-    from .server import Server, serve_granian  # after the metrics directory is set: prometheus-client reads it
+    from .server import run  # after the metrics directory is set: prometheus-client reads it
 
     master = os.getpid()
     try:
-        if settings.server == "granian":
-            serve_granian(settings)
-        else:
-            Server(settings).run()
+        run(settings)
     finally:
         if directory and os.getpid() == master:  # forked workers unwind through here too when they exit
             shutil.rmtree(directory, ignore_errors=True)
@@ -140,7 +137,7 @@ def _post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     metrics_directory()
-    from .server import Server
+    from .server import run
 
     host = args.host
     core_bind = f"{host}:{_free_port(host)}"
@@ -170,7 +167,7 @@ forward-auth demo: development core at {core_url}, service at http://{service_bi
   curl -i '{verify}?sessionRequired=false'
 """, flush=True)
         settings = settings_module.load({"bind": service_bind, "core_url": core_url, "workers": 1})
-        Server(settings).run()
+        run(settings)
     finally:
         core_proc.terminate()
         core_proc.wait(timeout=10)

@@ -241,3 +241,11 @@ def serve_granian(settings: Settings) -> None:
     if metrics_server is not None:
         server.on_shutdown(metrics_server.stop)
     server.serve(target_loader=load, wrap_loader=False)
+
+
+def run(settings: Settings) -> None:
+    """Serve with the server the settings name (``forward-auth serve`` and ``demo``)."""
+    if settings.server == "granian":
+        serve_granian(settings)
+    else:
+        Server(settings).run()

@@ -35,7 +35,7 @@ LOCK_PYTHON = "3.11"
 class Lock:
     path: str                # relative to the repository root, as in the command
     extras: tuple[str, ...]  # the optional-dependency groups locked beside `dependencies`
-    installed_by: str        # the file that installs it with --require-hashes
+    installed_by: tuple[str, ...]  # the files that install it with --require-hashes
 
     @property
     def command(self) -> str:
@@ -46,8 +46,8 @@ class Lock:
 
 
 LOCKS = [
-    Lock("requirements/service.lock", (), "deploy/Dockerfile"),
-    Lock("requirements/test.lock", ("test",), "scripts/test"),
+    Lock("requirements/service.lock", (), ("deploy/Dockerfile", "scripts/serve-demo")),
+    Lock("requirements/test.lock", ("test",), ("scripts/test", "scripts/serve-browser-demo")),
 ]
 
 
@@ -154,10 +154,11 @@ def test_the_lock_satisfies_pyproject_and_pins_every_file_by_hash(lock: Lock) ->
 
 @pytest.mark.parametrize("lock", LOCKS, ids=lambda lock: lock.path)
 def test_the_lock_is_what_gets_installed_with_hashes(lock: Lock) -> None:
-    text = (ROOT / lock.installed_by).read_text()
-    assert f"--require-hashes -r {lock.path}" in text, lock.installed_by
-    # The project itself on top, resolving nothing anew.
-    assert re.search(r"pip install [^\n]*--no-deps ", text), lock.installed_by
+    for installer in lock.installed_by:
+        text = (ROOT / installer).read_text()
+        assert f"--require-hashes -r {lock.path}" in text, installer
+        # The project itself on top, resolving nothing anew.
+        assert re.search(r"pip install [^\n]*--no-deps ", text), installer
 
 
 def test_the_locks_are_resolved_for_the_image_python() -> None:
