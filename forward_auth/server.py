@@ -174,11 +174,11 @@ def _worker_exited(pid: int) -> None:
 def granian_server(settings: Settings) -> Any:
     """A granian server with the options of ``server: granian`` (``bind``, ``workers``,
     ``log_level``) speaking ASGI to a loader passed to its ``serve``: one event loop per worker
-    (single-threaded runtime, Rust tasks; see :mod:`forward_auth.asgi`). SIGHUP replaces no
+    (single-threaded runtime, uvloop; see :mod:`forward_auth.asgi`). SIGHUP replaces no
     worker: the hooks given to ``on_reload`` run and the workers keep serving. A unix socket is
     made as gunicorn makes it: a stale one replaced, open to every local user."""
     from granian import Granian
-    from granian.constants import Interfaces, RuntimeModes, TaskImpl
+    from granian.constants import Interfaces, RuntimeModes
     from granian.log import LogLevels
 
     class Server(Granian):  # type: ignore[misc,valid-type]
@@ -201,7 +201,7 @@ def granian_server(settings: Settings) -> Any:
         address = {"address": host.strip("[]"), "port": int(port)}
     # The target is granian's required argument; the loader given to serve() builds the app.
     return Server("forward_auth.wsgi:get_app", interface=Interfaces.ASGINL, workers=settings.workers,
-                  blocking_threads=1, runtime_mode=RuntimeModes.st, task_impl=TaskImpl.rust,
+                  blocking_threads=1, runtime_mode=RuntimeModes.st,
                   log_level=LogLevels(settings.log_level), websockets=False, respawn_failed_workers=True,
                   workers_kill_timeout=GRACEFUL_TIMEOUT_SECONDS, **address)
 
