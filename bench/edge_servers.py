@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from processes import BENCH, HOST, Proc, expect_status, free_port, http_get, started, wait_http
-from servers import API_KEY, Shared
+from servers import API_KEY, NGINX_TEMP_PATHS, Shared
 
 NODE_DIR = BENCH / "node"
 PY_SITE = BENCH / "python" / "site"
@@ -32,12 +32,7 @@ pid {work}/nginx.pid;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
-    client_body_temp_path {work}/body;
-    proxy_temp_path {work}/proxy;
-    fastcgi_temp_path {work}/fastcgi;
-    uwsgi_temp_path {work}/uwsgi;
-    scgi_temp_path {work}/scgi;
-    root {work}/html;
+""" + NGINX_TEMP_PATHS + """    root {work}/html;
 
     upstream svc {{ server {host}:{svc}; keepalive 32; }}
     upstream svc_unix {{ server unix:{work}/svc.sock; keepalive 32; }}
