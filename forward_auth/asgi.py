@@ -73,6 +73,10 @@ class ASGIApp:
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
         if scope["type"] != "http":
             return
+        if sum(name == b"host" for name, _ in scope["headers"]) > 1:  # which host? gunicorn refuses it too
+            await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"more than one Host header\n"})
+            return
         body = await self._body(receive) if _has_body(scope["headers"]) else b""
         try:
             with no_waiting(INLINE if self._with_pool < self._limit else REFUSE):

@@ -37,6 +37,14 @@ def may_block() -> None:
         raise CoreUnavailable("every core call slot is taken and the queue is full", reason="core-busy")
 
 
+def will_block() -> None:
+    """Say early that the caller will wait on the network (before its counters): on the event
+    loop that raises :class:`WouldBlock` now. With the pool full it does nothing, so that a bad
+    token is still refused as such before the core call answers 503."""
+    if getattr(_mode, "value", None) == INLINE:
+        raise WouldBlock
+
+
 class no_waiting:  # noqa: N801 (used as a context manager, like a function)
     """``with no_waiting(INLINE):`` marks this thread for the block; the mode before is restored."""
 

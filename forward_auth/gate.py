@@ -12,6 +12,7 @@ import cachetools
 
 from . import claims, metrics, verifier
 from . import token as tokens
+from .blocking import will_block
 from .core import CoreClient
 from .credentials import Credentials
 from .errors import CoreError, InvalidClaims
@@ -74,6 +75,8 @@ class Gate:
         if selection is None:
             return None
         token = selection.token
+        if verifier.needs_core(token, policy):
+            will_block()  # before any counter: on granian's event loop the request goes to the core pool
         digest, known = seen[token.raw]
         if known is None:
             verified = self._check_signature(token, now, digest)

@@ -317,7 +317,7 @@ class PolicyFile:
         # since the policy was read (a worker started long after the master's last reload).
         self._stamp = self._file_stamp() if initial is None else None
         self._policy = initial if initial is not None else read_policy(path)
-        self._checked = clock()
+        self._checked = clock() if initial is None else float("-inf")  # an inherited one: look at the first request
         self.last_error: str | None = None
 
     def _file_stamp(self) -> tuple[float, int] | None:

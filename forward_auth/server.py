@@ -7,6 +7,8 @@ import logging
 import multiprocessing
 import multiprocessing.util
 import os
+import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -103,6 +105,30 @@ def _reread_policy(settings: Settings, current: PolicySet | None) -> PolicySet |
         return current
 
 
+class MasterPolicy:
+    """The main process's last good policy, handed to every worker it starts (a respawned one
+    too): the file is watched as the workers watch it (a daemon thread, every
+    ``policy_reload_seconds``) and re-read on SIGHUP, so a worker started while the file is
+    broken gets the policy its siblings serve, not an older one."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._file = (PolicyFile(settings.policy_file, every=settings.policy_reload_seconds)
+                      if settings.policy_file else None)
+        self.current = self._file.current() if self._file else None
+        if self._file is not None and settings.policy_reload_seconds > 0:
+            threading.Thread(target=self._watch, args=(self._file,), name="policy-watch", daemon=True).start()
+
+    def _watch(self, file: PolicyFile) -> None:
+        while True:
+            time.sleep(self._settings.policy_reload_seconds)
+            self.current = file.current()
+
+    def reload(self) -> None:
+        """SIGHUP: the file again now (a broken one keeps the last good policy)."""
+        self.current = _reread_policy(self._settings, self.current)
+
+
 def _serve_metrics(address: str, arbiter: Any) -> None:
     global _metrics_server
     if _metrics_server is None:
@@ -143,7 +169,7 @@ class Server(BaseApplication):  # type: ignore[misc]
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._policy = read_policy(settings.policy_file) if settings.policy_file else None
+        self._policy = MasterPolicy(settings)
         super().__init__()
 
     def load_config(self) -> None:
@@ -154,10 +180,10 @@ class Server(BaseApplication):  # type: ignore[misc]
             self.cfg.set(hook, function)
 
     def _on_reload(self, arbiter: object) -> None:
-        self._policy = _reread_policy(self._settings, self._policy)
+        self._policy.reload()
 
     def load(self) -> WSGIApp:
-        return worker_app(self._settings, self._policy)
+        return worker_app(self._settings, self._policy.current)
 
 
 
@@ -220,13 +246,13 @@ def serve_granian(settings: Settings) -> None:
     re-reads the file at its next request, keeping its last good policy if the file is broken.
     ``metrics_bind`` is served by the main process.
     """
-    policy = [read_policy(settings.policy_file) if settings.policy_file else None]  # the last good, for new workers
+    policy = MasterPolicy(settings)
     reloads = multiprocessing.RawValue("L", 0)  # shared with the forked workers
     metrics_server = _open_metrics_server(settings.metrics_bind) if settings.metrics_bind else None
     server = granian_server(settings)
 
     def reload_policy() -> None:
-        policy[0] = _reread_policy(settings, policy[0])  # logs why a broken file is not taken
+        policy.reload()  # logs why a broken file is not taken
         reloads.value += 1
 
     def load() -> ASGIApp:
@@ -235,7 +261,7 @@ def serve_granian(settings: Settings) -> None:
         # granian workers end through multiprocessing's exit path (no atexit): flush spans and
         # drop this worker's live gauges there, as gunicorn's child_exit does.
         multiprocessing.util.Finalize(None, _worker_exited, args=(os.getpid(),), exitpriority=10)
-        return asgi_app(settings, worker_app(settings, policy[0], reloads=lambda: reloads.value))
+        return asgi_app(settings, worker_app(settings, policy.current, reloads=lambda: reloads.value))
 
     server.on_reload(reload_policy)
     if metrics_server is not None:

@@ -247,6 +247,42 @@ def test_granian_sighup_rereads_the_policy_in_the_same_workers(core_url: str, tm
         assert workers() == before and len(before) == 2
 
 
+THREE_RULES = ("rules: [{name: a, match: {path_prefix: /a/}, session: public},"
+               " {name: b, match: {path_prefix: /b/}, session: public}, {name: all, match: {path_prefix: /}}]\n")
+
+
+@SERVERS
+def test_sighup_after_a_bad_edit_keeps_the_last_good_policy_not_the_first(core_url: str, tmp_path: Path,
+                                                                            server: str) -> None:
+    """3 rules at start, a 0-rule file renamed in (watched), a broken one renamed in, SIGHUP: the
+    workers then started or told to re-read serve the 0-rule policy, the last good one."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(THREE_RULES)
+    port = free_port()
+    env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_POLICY_RELOAD_SECONDS": "0.3"}
+    args = [*CLI, "serve", "--server", server, "--bind", f"127.0.0.1:{port}", "--workers", "2",
+            "--core-url", core_url, "--policy-file", str(policy)]
+
+    def rules() -> set[str]:
+        return {curl(f"http://127.0.0.1:{port}/verify")[1]["x-forward-auth-rule"] for _ in range(10)}
+
+    def rename_in(text: str) -> None:
+        staged = tmp_path / "staged.yaml"
+        staged.write_text(text)
+        staged.rename(policy)
+        time.sleep(1.5)
+
+    with process(args, env) as proc:
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        assert rules() == {"all"}
+        rename_in("default: {session: required}\n")  # 0 rules: the default answers
+        assert rules() == {"default"}
+        rename_in(BROKEN)
+        os.kill(proc.pid, signal.SIGHUP)
+        time.sleep(3.0)  # gunicorn replaces its workers
+        assert rules() == {"default"}
+
+
 def test_invalid_policy_file_stops_start_up(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text("rules: [{session: maybe}]\n")
