@@ -132,8 +132,12 @@ class PolicySet:
     default: Rule = field(default_factory=lambda: Rule(name="default"))
 
     def select(self, host: str, path: str, method: str) -> Rule:
-        """The first rule whose match holds on the canonical path, else the default."""
+        """The first rule whose match holds on the canonical path, else the default. A host that is
+        no hostname (``evil,a.example.com`` would match ``*.example.com``) is refused when a rule
+        names hosts."""
         path = canonical_path(path)
+        if not _HOSTNAME.fullmatch(host) and any(rule.match.host is not None for rule in self.rules):
+            raise AmbiguousPath(f"host {host[:64]!r} is not a hostname")
         for rule in self.rules:
             if rule.match.matches(host, path, method):
                 return rule
@@ -149,6 +153,7 @@ class AmbiguousPath(ValueError):
     """A path that applications may read in more than one way, so no rule can be picked safely."""
 
 
+_HOSTNAME = re.compile(r"\[[0-9a-f:.]+\]|[a-z0-9._-]*", re.IGNORECASE)  # as credentials hands it over: no port
 _ENCODED_SEPARATOR = re.compile(r"%(2[eEfF]|5[cC])")
 _DOT_SEGMENT = re.compile(r"\.\.?(;.*)?")
 

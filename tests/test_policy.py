@@ -179,3 +179,15 @@ def test_plain_encodings_are_decoded_once(example: Path) -> None:
     assert policy.select("a.example.com", "/%61dmin/x", "GET").name == "admin"
     assert policy.select("x", "/public/a%20b", "GET").name == "public"
     assert policy.select("x", "/public/%2561", "GET").name == "public"  # %25 -> '%', not decoded twice
+
+
+def test_a_host_that_is_no_hostname_is_refused_where_rules_name_hosts() -> None:
+    with_hosts = parse_policy({"rules": [{"name": "pub", "match": {"host": "*.pub.test"}, "session": "public"}]})
+    for host in ("evil,a.pub.test", "a.pub.test x", "a.pub.test\t"):
+        with pytest.raises(AmbiguousPath):
+            with_hosts.select(host, "/x", "GET")
+    assert with_hosts.select("a.pub.test", "/x", "GET").name == "pub"
+    assert with_hosts.select("[::1]", "/x", "GET").name == "default"
+    assert with_hosts.select("", "/x", "GET").name == "default"
+    without_hosts = parse_policy({"rules": [{"name": "pub", "match": {"path_prefix": "/p/"}, "session": "public"}]})
+    assert without_hosts.select("evil,a.pub.test", "/p/x", "GET").name == "pub"
