@@ -210,7 +210,9 @@ def test_policy_file_edits_under_load_lose_no_request(core_url: str, tmp_path: P
         with Hammer(port, token) as hammer:
             time.sleep(1.0)
             for text in (AFTER, BROKEN):
-                policy.write_text(text)
+                staged = tmp_path / "staged.yaml"  # by rename, as the README asks: a half-written file could parse
+                staged.write_text(text)
+                staged.rename(policy)
                 time.sleep(1.5)
     _policy_switched_without_loss(hammer)
 
