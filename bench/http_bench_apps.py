@@ -1,5 +1,5 @@
 """The comparison apps of ``bench/http_bench.py``, each served by gunicorn (or, with ``--server granian``,
-granian) with the service's settings.
+granian, but for flask-sdk, which runs asyncio itself) with the service's settings.
 
     python bench/http_bench_apps.py constant  --bind 127.0.0.1:P --workers 2 --threads 4
     python bench/http_bench_apps.py flask-sdk --bind 127.0.0.1:P --workers 2 --threads 4 \
@@ -209,7 +209,9 @@ def main() -> None:
                 return empty_nginx_bodies(build())
     else:
         factory = functools.partial(flask_sdk_app, args.core_url, args.api_key)
-    if args.server == "granian":
+    # flask-sdk runs asyncio itself (the SDK's sync wrapper), which cannot happen on the event loop
+    # that granian's workers decide on: it stays under gunicorn, with the same settings.
+    if args.server == "granian" and args.app != "flask-sdk":
         from forward_auth.server import asgi_app, granian_server  # what `forward-auth serve --server granian` uses
 
         settings = load({"bind": args.bind, "workers": args.workers, "threads": args.threads,

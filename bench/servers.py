@@ -216,8 +216,9 @@ def settings_line(args: argparse.Namespace, variant: Variant, overrides: list[st
         key, _, value = item.partition("=")
         shown[key.strip().replace("-", "_")] = value.strip()
     if variant.server == "granian":
-        return (f"granian WSGI, workers={args.workers}, blocking threads={variant.threads} "
-                "(forward_auth.server.granian_server; same for all three apps)")
+        return (f"granian ASGI, workers={args.workers}, core threads={variant.threads} "
+                "(forward_auth.server.granian_server and asgi_app; the same for the constant app; "
+                "flask-sdk under gunicorn)")
     return (f"gunicorn {shown['worker_class']}, workers={shown['workers']}, threads={shown['threads']}, "
             f"keepalive={shown['keepalive']} s, reuse_port={shown.get('reuse_port', False)} "
             f"(forward_auth.server.gunicorn_options{' + ' + ', '.join(overrides) if overrides else ''}; "
