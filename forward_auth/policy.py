@@ -336,12 +336,8 @@ class PolicyFile:
         """The policy in force, re-read first if the file changed since the last look (or a
         SIGHUP asked for it)."""
         if self._reloads is not None and self._reloads() != self._reloads_seen:
-            with self._lock:
-                if self._reloads() != self._reloads_seen:
-                    self._reloads_seen = self._reloads()
-                    self._checked, self._stamp = self._clock(), self._file_stamp()
-                    self._reload()
-            return self._policy
+            self._reloads_seen = self._reloads()
+            return self.reread()
         if self._every <= 0 or self._clock() - self._checked < self._every:
             return self._policy
         with self._lock:
@@ -352,6 +348,13 @@ class PolicyFile:
             if stamp != self._stamp:
                 self._stamp = stamp
                 self._reload()
+        return self._policy
+
+    def reread(self) -> PolicySet:
+        """The file read now, whether it changed or not (SIGHUP); a broken one keeps the policy."""
+        with self._lock:
+            self._checked, self._stamp = self._clock(), self._file_stamp()
+            self._reload()
         return self._policy
 
     def _reload(self) -> None:

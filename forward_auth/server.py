@@ -22,7 +22,7 @@ from .asgi import ASGIApp
 from .decision_cache import DecisionCache, WSGIApp
 from .decisions import configure_logging
 from .errors import ForwardAuthError
-from .policy import PolicyError, PolicyFile, PolicySet, read_policy
+from .policy import PolicyFile, PolicySet
 from .settings import Settings, SettingsError
 
 log = logging.getLogger("forward_auth")
@@ -93,18 +93,6 @@ def _open_metrics_server(address: str) -> metrics.MetricsServer:
         raise SettingsError("metrics_bind", address, f"cannot be listened on ({exc.strerror or exc})") from None
 
 
-def _reread_policy(settings: Settings, current: PolicySet | None) -> PolicySet | None:
-    """SIGHUP: the policy file again, or ``current`` when it no longer parses (a bad edit never
-    takes the gate down)."""
-    if not settings.policy_file:
-        return current
-    try:
-        return read_policy(settings.policy_file)
-    except PolicyError as exc:
-        log.error("SIGHUP: policy not reloaded, the previous one stays in force: %s", exc)
-        return current
-
-
 class MasterPolicy:
     """The main process's last good policy, handed to every worker it starts (a respawned one
     too): the file is watched as the workers watch it (a daemon thread, every
@@ -125,8 +113,9 @@ class MasterPolicy:
             self.current = file.current()
 
     def reload(self) -> None:
-        """SIGHUP: the file again now (a broken one keeps the last good policy)."""
-        self.current = _reread_policy(self._settings, self.current)
+        """SIGHUP: the file again now (a broken one keeps the last good policy, and says why)."""
+        if self._file is not None:
+            self.current = self._file.reread()
 
 
 def _serve_metrics(address: str, arbiter: Any) -> None:
