@@ -168,6 +168,13 @@ AFTER = "rules: [{name: after, match: {path_prefix: /}, session: public}]\n"
 BROKEN = "rules: [{name: broken, session: sometimes}]\n"
 
 
+def replace(policy: Path, text: str) -> None:
+    """A policy edit by rename, as the README asks (a half-written file could parse)."""
+    staged = policy.with_name("staged.yaml")
+    staged.write_text(text)
+    staged.rename(policy)
+
+
 def _policy_switched_without_loss(hammer: Hammer) -> None:
     assert hammer.failures == []
     assert {status for status, _ in hammer.seen} == {200} and len(hammer.seen) > 50
@@ -210,9 +217,7 @@ def test_policy_file_edits_under_load_lose_no_request(core_url: str, tmp_path: P
         with Hammer(port, token) as hammer:
             time.sleep(1.0)
             for text in (AFTER, BROKEN):
-                staged = tmp_path / "staged.yaml"  # by rename, as the README asks: a half-written file could parse
-                staged.write_text(text)
-                staged.rename(policy)
+                replace(policy, text)
                 time.sleep(1.5)
     _policy_switched_without_loss(hammer)
 
@@ -240,9 +245,7 @@ def test_granian_sighup_rereads_the_policy_in_the_same_workers(core_url: str, tm
         before = workers()
         assert rules() == {"before"}
         for text, expected in ((AFTER, {"after"}), (BROKEN, {"after"})):
-            staged = tmp_path / "staged.yaml"
-            staged.write_text(text)
-            staged.rename(policy)
+            replace(policy, text)
             os.kill(proc.pid, signal.SIGHUP)
             time.sleep(0.5)
             assert rules() == expected
@@ -269,9 +272,7 @@ def test_sighup_after_a_bad_edit_keeps_the_last_good_policy_not_the_first(core_u
         return {curl(f"http://127.0.0.1:{port}/verify")[1]["x-forward-auth-rule"] for _ in range(10)}
 
     def rename_in(text: str) -> None:
-        staged = tmp_path / "staged.yaml"
-        staged.write_text(text)
-        staged.rename(policy)
+        replace(policy, text)
         time.sleep(1.5)
 
     with process(args, env) as proc:
