@@ -8,6 +8,7 @@ from typing import Any
 
 import falcon
 
+from . import pages, redirects
 from .cookies import clearing_headers
 from .core import CoreClient
 from .decisions import DecisionRecorder
@@ -81,9 +82,17 @@ class ErrorAnswers:
         return 500, {"message": "internal error"}
 
     def handle(self, req: falcon.Request, resp: falcon.Response, ex: ForwardAuthError, params: Any) -> None:
-        status, body = self.status_and_body(ex)
-        resp.status = status
-        resp.media = body
+        navigation = req.context.get("navigation")
+        denial = redirects.denial(ex, navigation) if navigation is not None else None
+        if denial is None:
+            resp.status, resp.media = self.status_and_body(ex)
+        else:  # a person's browser: sent to sign in (or refresh), or a page
+            resp.status = denial.status
+            if denial.page is None:
+                resp.set_header("Location", str(denial.location))
+                resp.data = b""
+            else:
+                resp.data, resp.content_type = denial.page, pages.HTML
         resp.set_header("Cache-Control", "no-store")
         resp.set_header("X-Forward-Auth-Reason", ex.reason)
         if isinstance(ex, Unauthorised) and ex.clear_tokens:
@@ -109,8 +118,9 @@ class NginxCompat:
     """``?proxy=nginx``: what nginx ``auth_request`` cannot pass on, said in headers.
 
     nginx turns an auth status other than 2xx/401/403 into a 500, drops the body and copies
-    only the first ``Set-Cookie``; its config re-emits these headers (see nginx.conf.example).
-    The body itself is left empty.
+    only the first ``Set-Cookie``; its config re-emits these headers (see nginx.conf.example),
+    and turns a navigation's redirect (401 + ``X-Forward-Auth-Location``) into the browser's 302
+    or 303. The body itself is left empty.
     """
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
@@ -121,7 +131,13 @@ class NginxCompat:
         resp.set_header("X-Forward-Auth-Status", str(status))
         if status >= 400 and resp.media is not None:
             resp.set_header("X-Forward-Auth-Body", compact_json(resp.media).encode("utf-8").decode("latin-1"))
-        if 400 <= status < 500 and status not in (401, 403):
+        elif status >= 400 and resp.content_type == pages.HTML:  # a navigation's page (one ASCII line)
+            resp.set_header("X-Forward-Auth-Body", resp.data.decode("ascii"))
+            resp.set_header("X-Forward-Auth-Content-Type", pages.HTML)
+        if 300 <= status < 400:  # a navigation's redirect
+            resp.set_header("X-Forward-Auth-Location", resp.get_header("Location") or "")
+            resp.delete_header("Location")
+        if 300 <= status < 500 and status not in (401, 403):
             resp.status = 401
         for index, cookie in enumerate(resp.context.get("set_cookies", []), start=1):
             resp.set_header(f"X-Forward-Auth-Set-Cookie-{index}", cookie)

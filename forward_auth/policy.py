@@ -16,6 +16,13 @@
           - {claim: plan, at_least: 2}
         headers: {X-User-Roles: st-role, X-User-Email: email}
         forward_payload: true            # X-Access-Token-Payload: base64url JSON of the payload
+      - name: reports
+        match: {path_prefix: /reports/}
+        on_denied: redirect              # or api; omitted: told from the request (navigation.py)
+        login_url: https://app.example.com/auth          # else the settings'
+        refresh_url: https://app.example.com/auth/refresh
+        claims:
+          - {claim: st-ev, equals: true, redirect: https://app.example.com/auth/verify-email}
 
 A match may name ``host`` (a glob), one of ``path_prefix`` / ``path_glob`` / ``path_regex``, and
 ``methods``; an empty match matches everything. :class:`PolicyFile` re-reads the file when it
@@ -38,11 +45,14 @@ from urllib.parse import unquote
 import yaml
 
 from .claims import Validator
+from .navigation import ON_DENIED
+from .redirects import check_url
 from .verifier import Policy
 
 log = logging.getLogger(__name__)
 SESSIONS = ("public", "required", "optional")
-_RULE_KEYS = {"name", "match", "session", "anti_csrf", "check_database", "claims", "headers", "forward_payload"}
+_RULE_KEYS = {"name", "match", "session", "anti_csrf", "check_database", "claims", "headers", "forward_payload",
+              "on_denied", "login_url", "refresh_url"}
 _MATCH_KEYS = {"host", "path_prefix", "path_glob", "path_regex", "methods"}
 _CLAIM_KINDS = {"includes", "includes_all", "excludes", "excludes_all", "includes_any", "equals", "exists",
                 "at_least"}
@@ -100,6 +110,10 @@ class Rule:
     claims: tuple[Validator, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     forward_payload: bool = False
+    on_denied: str | None = None
+    login_url: str | None = None
+    refresh_url: str | None = None
+    claim_redirects: tuple[tuple[str, str], ...] = ()  # (validator id, URL) for a denied navigation
 
     def to_policy(self, check_database_default: bool) -> Policy:
         """The verifier's per-request policy for this rule (``public`` rules never get here)."""
@@ -121,6 +135,11 @@ class Rule:
         needs += [f"{header} <- {claim}" for header, claim in self.headers]
         if self.forward_payload:
             needs.append("X-Access-Token-Payload")
+        if self.on_denied is not None:
+            needs.append(f"on_denied={self.on_denied}")
+        needs += [f"{name} {url}" for name, url in (("login_url", self.login_url), ("refresh_url", self.refresh_url))
+                  if url is not None]
+        needs += [f"{key} denied -> {url}" for key, url in self.claim_redirects]
         return f"{self.name}: when {self.match.describe()}: " + "; ".join(needs)
 
 
@@ -190,13 +209,24 @@ def _bool_or_none(raw: Mapping[str, Any], key: str, where: str) -> bool | None:
     return value
 
 
+def _url(raw: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    problem = check_url(value) if isinstance(value, str) else "must be a string"
+    if problem:
+        raise _fail(where, f"{key} {problem}")
+    return str(value)
+
+
 def _validator(raw: Any, where: str) -> Validator:
     if not isinstance(raw, dict) or not isinstance(raw.get("claim"), str):
         raise _fail(where, "a claim check needs `claim: <key>` and one of " + ", ".join(sorted(_CLAIM_KINDS)))
     kinds = [k for k in raw if k in _CLAIM_KINDS]
-    unknown = set(raw) - _CLAIM_KINDS - {"claim", "max_age_seconds", "id"}
+    unknown = set(raw) - _CLAIM_KINDS - {"claim", "max_age_seconds", "id", "redirect"}
     if len(kinds) != 1 or unknown:
-        raise _fail(where, "exactly one of " + ", ".join(sorted(_CLAIM_KINDS)) + " (and optionally max_age_seconds, id)")
+        raise _fail(where, "exactly one of " + ", ".join(sorted(_CLAIM_KINDS))
+                    + " (and optionally max_age_seconds, id, redirect)")
     kind, value = kinds[0], raw[kinds[0]]
     items = value if isinstance(value, list) else [value]
     if not all(isinstance(item, (str, int, float, bool)) for item in items):
@@ -258,15 +288,25 @@ def _rule(raw: Any, where: str, default_name: str) -> Rule:
     forward_payload = raw.get("forward_payload", False)
     if not isinstance(forward_payload, bool):
         raise _fail(where, "forward_payload must be true or false")
+    on_denied = raw.get("on_denied")
+    if on_denied is not None and on_denied not in ON_DENIED:
+        raise _fail(where, f"on_denied must be one of {', '.join(ON_DENIED)}")
+    validators = tuple(_validator(c, f"{where}, claims[{i}]") for i, c in enumerate(claims))
+    claim_redirects = tuple((v.id or v.key, url) for i, (v, c) in enumerate(zip(validators, claims, strict=True))
+                            if (url := _url(c, "redirect", f"{where}, claims[{i}]")) is not None)
     return Rule(
         name=str(raw.get("name") or default_name),
         match=_match(raw.get("match"), where),
         session=session,
         anti_csrf=_bool_or_none(raw, "anti_csrf", where),
         check_database=_bool_or_none(raw, "check_database", where),
-        claims=tuple(_validator(c, f"{where}, claims[{i}]") for i, c in enumerate(claims)),
+        claims=validators,
         headers=tuple(headers.items()),
         forward_payload=forward_payload,
+        on_denied=on_denied,
+        login_url=_url(raw, "login_url", where),
+        refresh_url=_url(raw, "refresh_url", where),
+        claim_redirects=claim_redirects,
     )
 
 

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import falcon
 
-from . import credentials, metrics, verifier
+from . import credentials, metrics, navigation, redirects, verifier
 from .decision_cache import CACHEABLE
 from .errors import BadRequest, ForwardAuthError, TryRefreshToken, Unauthorised
 from .gate import Gate
@@ -36,7 +36,7 @@ class VerifyResource:
         headers = credentials.environ_headers(req.env)
         creds = credentials.from_headers(headers, method=req.method, uri=req.relative_uri,
                                          trusted=self._trusted_peer(req))
-        self._decide(req, resp, creds, req.params, proxied=credentials.proxied(headers))
+        self._decide(req, resp, creds, req.params, proxied=credentials.proxied(headers), headers=headers)
 
     def on_get_path(self, req: falcon.Request, resp: falcon.Response, path: str) -> None:
         """``/verify/<original path>`` (Envoy ext_authz): the request *is* the original one, so
@@ -46,13 +46,14 @@ class VerifyResource:
         # it does a forwarded URI.
         raw = quote("/" + path, safe="/!$&'()*+,;=:@~")
         query = f"?{req.query_string}" if req.query_string else ""
-        creds = credentials.from_headers(credentials.without_forwarding(credentials.environ_headers(req.env)),
-                                         method=req.method, uri=raw + query, trusted=False)
-        self._decide(req, resp, creds, {}, proxied=True)
+        headers = credentials.without_forwarding(credentials.environ_headers(req.env))
+        creds = credentials.from_headers(headers, method=req.method, uri=raw + query, trusted=False)
+        self._decide(req, resp, creds, {}, proxied=True, headers=headers)
 
     def _decide(self, req: falcon.Request, resp: falcon.Response, creds: credentials.Credentials,
-                params: Params, *, proxied: bool) -> None:
-        """Decide; an allowed answer to a proxy is its headers only, to a person (curl) also JSON."""
+                params: Params, *, proxied: bool, headers: credentials.HeaderGetter) -> None:
+        """Decide; an allowed answer to a proxy is its headers only, to a person (curl) also JSON.
+        A browser navigation's denial is a redirect or a page (``app.py``), when targets are set."""
         settings = self._gate.settings
         req.context.original = f"{header_value(creds.method)} {header_value(creds.path)}"  # no query, no forged lines
         resp.set_header("Cache-Control", "no-store")
@@ -63,6 +64,10 @@ class VerifyResource:
             resp.set_header("X-Forward-Auth-Rule", header_value(rule.name))
             if rule.session == "public":
                 return _allow(req, resp, "public", proxied)
+        if navigation.is_navigation(headers, rule.on_denied if rule else None):
+            targets = redirects.targets_for(settings, rule, creds.host)
+            if targets is not None:
+                req.context.navigation = redirects.Navigation(targets, creds.method, creds.uri)
         policy = policy_from(params, settings, rule)
         session = self._gate.verify(creds, policy)
         if session is None:

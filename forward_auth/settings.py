@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -17,6 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+
+from .redirects import check_url, url_host
 
 ENV_PREFIX = "FORWARD_AUTH_"
 ANTI_CSRF_MODES = ("NONE", "VIA_CUSTOM_HEADER", "VIA_TOKEN")
@@ -60,6 +63,9 @@ class Settings:
     refresh_token_path: str = "/auth/session/refresh"
     trusted_proxies: tuple[IPNetwork, ...] = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
     cors_preflight: bool = False
+    login_url: str | None = None
+    refresh_url: str | None = None
+    allowed_redirect_hosts: tuple[str, ...] = ()
     policy_file: str | None = None
     policy_reload_seconds: float = 2.0
     server: str = "granian"
@@ -79,6 +85,15 @@ class Settings:
         if self.anti_csrf is not None:
             return self.anti_csrf
         return "VIA_CUSTOM_HEADER" if self.cookie_samesite == "none" else "NONE"
+
+    @property
+    def redirect_hosts(self) -> tuple[str, ...]:
+        """The hosts a navigation may be redirected for and to: ``allowed_redirect_hosts``, else
+        the host of ``login_url`` (none for a path: redirects then stay on the browser's host)."""
+        if self.allowed_redirect_hosts:
+            return self.allowed_redirect_hosts
+        host = url_host(self.login_url) if self.login_url else None
+        return (host,) if host else ()
 
 
 # --- parsers: each turns a raw (YAML or string) value into the typed one or raises ---
@@ -185,6 +200,26 @@ def _path(name: str, raw: object) -> str:
     return text
 
 
+def _redirect_url(name: str, raw: object) -> str | None:
+    text = str(raw).strip()
+    problem = check_url(text) if text else None
+    if problem:
+        raise SettingsError(name, raw, problem)
+    return text or None
+
+
+_HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\]")
+
+
+def _hosts(name: str, raw: object) -> tuple[str, ...]:
+    parts = raw if isinstance(raw, list) else str(raw).split(",")
+    hosts = tuple(str(p).strip().lower().rstrip(".") for p in parts if str(p).strip())
+    bad = [host for host in hosts if not _HOSTNAME.fullmatch(host)]
+    if bad:
+        raise SettingsError(name, raw, f"must be comma-separated host names ({bad[0]!r} is none)")
+    return hosts
+
+
 def _networks(name: str, raw: object) -> tuple[IPNetwork, ...]:
     parts = raw if isinstance(raw, list) else str(raw).split(",")
     try:
@@ -217,6 +252,9 @@ PARSERS: Mapping[str, Callable[[str, object], Any]] = {
     "refresh_token_path": _path,
     "trusted_proxies": _networks,
     "cors_preflight": _bool,
+    "login_url": _redirect_url,
+    "refresh_url": _redirect_url,
+    "allowed_redirect_hosts": _hosts,
     "policy_file": _text,
     "policy_reload_seconds": _number,
     "server": _choice(SERVERS, upper=False),
@@ -253,6 +291,9 @@ DESCRIPTIONS: Mapping[str, str] = {
     "refresh_token_path": "`Path` of the `sRefreshToken` cookie (`<apiBasePath>/session/refresh`)",
     "trusted_proxies": "CIDRs whose `X-Forwarded-*` / `X-Original-*` headers are believed; from any other peer a forwarded method makes the method unknown, so anti-CSRF checks apply",
     "cors_preflight": "let an `OPTIONS` request with `Access-Control-Request-Method` pass without a session",
+    "login_url": "sign-in page a denied browser navigation (UNAUTHORISED) is sent to, with `redirectToPath=<original path and query>`: an http(s) URL or a path; unset: navigations get the API answers (see Protecting pages)",
+    "refresh_url": "page that refreshes the session and goes back (`redirectToPath`), for a navigation with an expired token (TRY_REFRESH_TOKEN); unset: `login_url`",
+    "allowed_redirect_hosts": "comma-separated hosts whose navigations are redirected and that an absolute target may name; unset: the host of `login_url`",
     "policy_file": "YAML file of route rules (first match wins); without it, query parameters choose the policy",
     "policy_reload_seconds": "how often the policy file is checked for changes (0: only at start and on SIGHUP)",
     "server": "`granian` (a Rust HTTP server; each worker verifies on an event loop and waits on the core in `threads` threads) or `gunicorn` (gthread workers)",
@@ -338,6 +379,13 @@ def validate(settings: Settings) -> Settings:
         )
     if settings.metrics_bind is not None and settings.metrics_bind == settings.bind:
         raise SettingsError("metrics_bind", settings.metrics_bind, "must differ from bind")
+    if settings.refresh_url is not None and settings.login_url is None:
+        raise SettingsError("refresh_url", settings.refresh_url, "needs login_url")
+    for name in ("login_url", "refresh_url"):
+        url = getattr(settings, name)
+        host = url_host(url) if url else None
+        if host is not None and host not in settings.redirect_hosts:
+            raise SettingsError(name, url, "its host must be one of allowed_redirect_hosts")
     if settings.tracing:
         from .tracing import unavailable  # opentelemetry is optional: only looked for when asked
 
@@ -365,7 +413,7 @@ def markdown_table() -> str:
     for name in SETTING_NAMES:
         value = getattr(defaults, name)
         if isinstance(value, tuple):
-            value = (";" if name == "core_url" else ",").join(str(v) for v in value)
+            value = (";" if name == "core_url" else ",").join(str(v) for v in value) or None
         elif isinstance(value, bool):
             value = str(value).lower()
         flag = f"`{flag_name(name)}`" if name in FLAGS else ""

@@ -95,6 +95,10 @@ def test_first_match_wins(example: Path, host: str, path: str, method: str, rule
         ("rules: [{headers: {X-User-Id: email}}]", "X-User-Id cannot carry a claim"),
         ("rules: [{headers: {X-Forward-Auth-Rule: email}}]", "cannot carry a claim"),
         ("[1, 2]", "the policy is a mapping"),
+        ("rules: [{on_denied: html}]", "on_denied must be one of redirect, api"),
+        ("rules: [{login_url: '//evil.example/auth'}]", "login_url must be an http(s) URL"),
+        ("rules: [{refresh_url: 7}]", "refresh_url must be a string"),
+        ("rules: [{claims: [{claim: st-ev, equals: true, redirect: 'javascript:x'}]}]", "claims[0]: redirect must be"),
     ],
 )
 def test_invalid_policies_say_where_and_what(tmp_path: Path, document: str, message: str) -> None:
@@ -191,3 +195,17 @@ def test_a_host_that_is_no_hostname_is_refused_where_rules_name_hosts() -> None:
     assert with_hosts.select("", "/x", "GET").name == "default"
     without_hosts = parse_policy({"rules": [{"name": "pub", "match": {"path_prefix": "/p/"}, "session": "public"}]})
     assert without_hosts.select("evil,a.pub.test", "/p/x", "GET").name == "pub"
+
+
+def test_pages_keys_of_a_rule() -> None:
+    policy = parse_policy({"rules": [{
+        "name": "reports", "on_denied": "redirect", "login_url": "https://app.example.com/auth",
+        "refresh_url": "/refresh",
+        "claims": [{"claim": "st-ev", "equals": True, "redirect": "/verify-email"},
+                   {"claim": "st-role", "includes": "x", "id": "roles", "redirect": "/no-role"},
+                   {"claim": "plan", "at_least": 2}],
+    }]})
+    [rule] = policy.rules
+    assert (rule.on_denied, rule.login_url, rule.refresh_url) == ("redirect", "https://app.example.com/auth", "/refresh")
+    assert rule.claim_redirects == (("st-ev", "/verify-email"), ("roles", "/no-role"))
+    assert "on_denied=redirect" in rule.describe() and "st-ev denied -> /verify-email" in rule.describe()

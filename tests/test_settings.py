@@ -65,6 +65,12 @@ def test_samesite_none_derives_custom_header_csrf_as_the_sdk() -> None:
         ({"metrics_bind": "127.0.0.1:8080"}, "metrics_bind"),  # the main port's address
         ({"tracing": "sometimes"}, "tracing"),
         ({"server": "uwsgi"}, "server"),
+        ({"login_url": "javascript:alert(1)"}, "login_url"),
+        ({"login_url": "//evil.example/auth"}, "login_url"),
+        ({"login_url": "https://app.example.com/auth", "allowed_redirect_hosts": "other.example"}, "login_url"),
+        ({"login_url": "/auth", "refresh_url": "https://elsewhere.example/refresh"}, "refresh_url"),
+        ({"refresh_url": "/refresh"}, "refresh_url"),  # without login_url
+        ({"allowed_redirect_hosts": "app.example.com, evil/x"}, "allowed_redirect_hosts"),
     ],
 )
 def test_invalid_values_name_the_setting(overrides: dict[str, str], name: str) -> None:
@@ -82,6 +88,13 @@ def test_metrics_bind_is_a_host_and_port_or_unset() -> None:
         s.load(environ={"FORWARD_AUTH_METRICS_BIND": "metrics:port"})
     assert str(info.value) == ("invalid setting metrics_bind='metrics:port': "
                                "must be HOST:PORT (empty: /metrics on the main port)")
+
+
+def test_redirect_hosts_default_to_the_login_urls_host() -> None:
+    assert s.load(environ={}).redirect_hosts == ()
+    assert s.load({"login_url": "https://App.Example.com/auth"}, environ={}).redirect_hosts == ("app.example.com",)
+    listed = s.load({"login_url": "/auth", "allowed_redirect_hosts": "a.example, B.example."}, environ={})
+    assert listed.redirect_hosts == ("a.example", "b.example")
 
 
 def test_granian_is_the_default_server_and_gunicorn_a_choice() -> None:

@@ -1,0 +1,59 @@
+"""Telling a browser navigation from an API call by the original request's headers."""
+
+from __future__ import annotations
+
+import pytest
+
+from forward_auth.navigation import is_navigation, prefers_html
+
+#: What Chromium sends when a person opens a page (typed URL, link, form).
+CHROMIUM_NAVIGATION = {
+    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+    "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document", "Sec-Fetch-Site": "none",
+}
+
+
+def getter(headers: dict[str, str]):  # noqa: ANN201
+    lowered = {k.lower(): v for k, v in headers.items()}
+    return lambda name: lowered.get(name.lower())
+
+
+@pytest.mark.parametrize("headers", [
+    CHROMIUM_NAVIGATION,
+    {"Sec-Fetch-Mode": "navigate"},
+    {"Sec-Fetch-Dest": "document", "Sec-Fetch-Mode": "no-cors"},  # an iframe-less document load
+    {"Accept": "text/html"},  # no Fetch Metadata: Accept decides
+    {"Accept": "text/html;q=0.9, application/json;q=0.5"},
+    {"Accept": "application/xhtml+xml,*/*;q=0.8"},
+])
+def test_navigations(headers: dict[str, str]) -> None:
+    assert is_navigation(getter(headers))
+
+
+@pytest.mark.parametrize("headers", [
+    {},  # curl, a proxy's health check: unclassifiable is an API call
+    {"Accept": "*/*"},
+    {"Accept": "application/json"},
+    {"Accept": "text/html, application/json"},  # a tie is not a preference
+    {"Accept": "application/json, text/html;q=0.9"},
+    {"Accept": "text/html;q=0"},
+    {"Accept": "text/html;q=nan"},
+    {"Accept": "text/html;q=oops"},
+    {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty", "Accept": "text/html"},  # fetch() asking for HTML
+    {"Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image", "Accept": "text/html"},
+    # the frontend SDK's own calls, even when they look like a navigation otherwise
+    {**CHROMIUM_NAVIGATION, "rid": "session"},
+    {**CHROMIUM_NAVIGATION, "st-auth-mode": "cookie"},
+    {**CHROMIUM_NAVIGATION, "fdi-version": "3.1"},
+])
+def test_api_calls(headers: dict[str, str]) -> None:
+    assert not is_navigation(getter(headers))
+
+
+def test_a_rule_forces_either_kind() -> None:
+    assert is_navigation(getter({}), "redirect")
+    assert not is_navigation(getter(CHROMIUM_NAVIGATION), "api")
+
+
+def test_accept_takes_the_best_q_of_a_repeated_type() -> None:
+    assert prefers_html("application/json;q=0.5, text/html;q=0.1, text/html")
