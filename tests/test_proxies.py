@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
 from proxy_harness import (
@@ -53,6 +54,21 @@ IDENTITY = ("X-User-Id", "X-Session-Handle", "X-Tenant-Id", "X-Recipe-User-Id", 
             "X-Session-Created")
 #: The policy each kind of route asks /verify for (as in the three example configs).
 ROUTE_POLICY = {"/api/": "", "/optional/": "sessionRequired=false", "/admin/": "requireRole=admin&checkDatabase=true"}
+
+#: Where the modern and broken gates send denied browser navigations (README "Protecting pages"):
+#: an absolute sign-in URL and a refresh page given as a path (Traefik must keep it relative).
+LOGIN_HOST = "login.example.test"
+LOGIN_URL = f"https://{LOGIN_HOST}/signin"
+REFRESH_PAGE = "/auth/refresh-page"
+PAGES = {"FORWARD_AUTH_LOGIN_URL": LOGIN_URL, "FORWARD_AUTH_REFRESH_URL": REFRESH_PAGE,
+         "FORWARD_AUTH_ALLOWED_REDIRECT_HOSTS": f"{LOGIN_HOST},127.0.0.1"}
+#: What Chromium sends when a person opens a page.
+NAVIGATION = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+              "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document", "Sec-Fetch-Site": "none",
+              "Upgrade-Insecure-Requests": "1"}
+#: What supertokens-web-js adds to a fetch it intercepts (cookie mode).
+SDK_FETCH = {"Accept": "*/*", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty", "rid": "anti-csrf",
+             "fdi-version": "3.1", "st-auth-mode": "cookie"}
 
 #: What a proxy cannot do, by (proxy, limit). Asserted: the proxy really does not do it.
 LIMITS = {
@@ -112,10 +128,11 @@ def _services(echo: EchoUpstream, core_port: int, dead_core: int, ports: dict[st
     core_url = f"http://127.0.0.1:{core_port}"
     with (
         process(_serve(ports["modern"], core_url, "--anti-csrf", "VIA_CUSTOM_HEADER"), paths["modern"],
-                env={**env, "FORWARD_AUTH_CORS_PREFLIGHT": "true"}),
+                env={**env, "FORWARD_AUTH_CORS_PREFLIGHT": "true", **PAGES}),
         process(_serve(ports["legacy"], core_url, "--anti-csrf", "VIA_CUSTOM_HEADER", "--legacy", "true"),
                 paths["legacy"], env={**env, "FORWARD_AUTH_CORS_PREFLIGHT": "false"}),
-        process(_serve(ports["broken"], f"http://127.0.0.1:{dead_core}"), paths["broken"], env=env),
+        process(_serve(ports["broken"], f"http://127.0.0.1:{dead_core}"), paths["broken"],
+                env={**env, **PAGES}),
     ):
         for name in ("modern", "legacy"):
             wait_http(f"http://127.0.0.1:{ports[name]}/readyz")
@@ -546,6 +563,124 @@ def service_down(ctx: Ctx) -> None:
     assert not ctx.reached_app()
 
 
+# browser navigations (README "Protecting pages")
+
+def assert_redirect(ctx: Ctx, answer: Answer, status: int, base: str, original: str | None) -> None:
+    """A redirect to ``base`` (relative, or made absolute by nginx on the proxy's own origin) with
+    the original path and query, and nothing else of the service's."""
+    assert answer.status == status, answer
+    assert answer.get("X-Echo") is None and not ctx.reached_app(), "a denied navigation reached the application"
+    assert not [k for k, _ in answer.headers if k.lower().startswith("x-forward-auth-") and
+                k.lower() != "x-forward-auth-reason"], f"nginx-only headers leaked to the browser: {answer}"
+    assert answer.get("Cache-Control") == "no-store", answer
+    location = answer.get("Location") or ""
+    expected = base if original is None else f"{base}?redirectToPath={quote(original, safe='')}"
+    if base.startswith("/"):
+        split = urlsplit(location)
+        assert split.netloc in ("", f"127.0.0.1:{ctx.front.ports['modern']}"), answer
+        location = location[len(f"{split.scheme}://{split.netloc}"):] if split.netloc else location
+    assert location == expected, answer
+
+
+def assert_on_site(ctx: Ctx, answer: Answer) -> None:
+    """Whatever the answer, a redirect names the sign-in host or the proxy's own origin, and its
+    redirectToPath (if any) is a path on that site."""
+    location = answer.get("Location")
+    if answer.get("X-Echo") is not None or location is None:
+        return
+    split = urlsplit(location)
+    assert split.netloc in ("", LOGIN_HOST, f"127.0.0.1:{ctx.front.ports['modern']}"), answer
+    for value in parse_qs(split.query).get("redirectToPath", []):
+        decoded = unquote(value)
+        assert value.startswith("/") and not decoded.startswith("//") and "\\" not in decoded, answer
+
+
+@case
+def navigation_without_session_redirects_to_sign_in(ctx: Ctx) -> None:
+    path = ctx.path("/api/", "reports") + "&year=2024"
+    answer = ctx.request("modern", "GET", path, NAVIGATION)
+    assert_redirect(ctx, answer, 302, LOGIN_URL, path)
+    assert answer.get("X-Forward-Auth-Reason") == "no-token", answer
+
+
+@case
+def navigation_with_expired_token_redirects_to_the_refresh_page(ctx: Ctx) -> None:
+    path = ctx.path("/api/", "reports")
+    answer = ctx.request("modern", "GET", path, {**NAVIGATION, **cookie(ctx.core.mint(version=5, claims={"exp": 1}))})
+    assert_redirect(ctx, answer, 302, REFRESH_PAGE, path)
+
+
+@case
+def navigation_with_valid_session_gets_the_page(ctx: Ctx) -> None:
+    answer = ctx.request("modern", "GET", ctx.path("/api/"), {**NAVIGATION, **cookie(ctx.core.access_token("alice"))})
+    assert answer.status == 200, answer
+    assert_identity(answer.echo(), "alice")
+
+
+@case
+def navigation_form_post_gets_303(ctx: Ctx) -> None:
+    path = ctx.path("/api/", "form")
+    answer = ctx.request("modern", "POST", path, NAVIGATION)
+    assert_redirect(ctx, answer, 303, LOGIN_URL, path)
+
+
+@case
+def navigation_with_revoked_session_is_cleared_and_sent_to_sign_in(ctx: Ctx) -> None:
+    path = ctx.path("/admin/")
+    answer = ctx.request("modern", "GET", path, {**NAVIGATION, **cookie(ctx.core.revoked_token("alice"))})
+    assert_redirect(ctx, answer, 302, LOGIN_URL, path)
+    assert sorted(answer.cookies()) == sorted(CLEARED_MODERN), answer
+    assert answer.values("front-token") == ["remove"], answer
+
+
+@case
+def navigation_missing_a_claim_gets_the_403_page(ctx: Ctx) -> None:
+    answer = ctx.request("modern", "GET", ctx.path("/admin/"), {**NAVIGATION, **cookie(ctx.core.access_token("alice", ["viewer"]))})
+    assert answer.status == 403 and answer.get("Content-Type") == "text/html; charset=utf-8", answer
+    assert answer.body.startswith(b"<!doctype html>") and b"Access denied" in answer.body, answer
+    assert b"<script" not in answer.body and not ctx.reached_app()
+
+
+@case
+def navigation_while_keys_are_unavailable_gets_the_503_page(ctx: Ctx) -> None:
+    answer = ctx.request("broken", "GET", ctx.path("/api/"), {**NAVIGATION, **cookie(ctx.core.access_token("alice"))})
+    assert answer.status == 503 and answer.get("Content-Type") == "text/html; charset=utf-8", answer
+    assert b"try again" in answer.body and answer.get("Retry-After") == "1", answer
+    assert b"127.0.0.1" not in answer.body and not ctx.reached_app()
+
+
+@case
+def sdk_fetches_of_the_same_urls_keep_their_json(ctx: Ctx) -> None:
+    """The frontend SDK's calls (rid, fdi-version, st-auth-mode) to the URLs a navigation is
+    redirected from: the 401 JSON, exactly as the service answers an API call."""
+    path = ctx.path("/api/", "reports")
+    answer = ctx.request("modern", "GET", path, SDK_FETCH)
+    assert_denied(ctx, answer, 401, {"message": "unauthorised"})
+    assert_same_as_service(ctx, answer, ctx.direct("modern", "GET", path))
+    expired_token = cookie(ctx.core.mint(version=5, claims={"exp": 1}))
+    assert_denied(ctx, ctx.request("modern", "GET", path, {**SDK_FETCH, **expired_token}), 401,
+                  {"message": "try refresh token"})
+    legacy = ctx.request("legacy", "GET", path, NAVIGATION)  # no login_url there: the API answer
+    assert_denied(ctx, legacy, 440, {"message": "unauthorised"}, cleared=CLEARED_LEGACY)
+
+
+@case
+def forged_hosts_and_paths_never_redirect_off_site(ctx: Ctx) -> None:
+    marker = ctx.marker
+    for host in ("evil.example", f"{LOGIN_HOST}.evil.example", "evil.example:443"):
+        answer = ctx.request("modern", "GET", ctx.path("/api/"), {**NAVIGATION, "Host": host})
+        assert answer.status == 401 and answer.get("Location") is None, answer  # not an allowed host: JSON
+        assert answer.json == {"message": "unauthorised"}, answer
+    forwarded = ctx.request("modern", "GET", ctx.path("/api/"), {**NAVIGATION, "X-Forwarded-Host": "evil.example"})
+    assert_on_site(ctx, forwarded)
+    for path in (f"//api/x?case={marker}", f"/api//evil.example?case={marker}", f"/api/\\evil.example?case={marker}",
+                 f"/api/%5Cevil.example?case={marker}", f"/api/%2F%2Fevil.example?case={marker}",
+                 f"http://evil.example/api/x?case={marker}", f"/api/x?case={marker}&next=//evil.example"):
+        answer = ctx.request("modern", "GET", path, NAVIGATION)
+        assert_on_site(ctx, answer)
+        assert not ctx.reached_app(), answer
+
+
 # legacy profile (440, sIdRefreshToken)
 
 @case
@@ -632,9 +767,12 @@ def test_ingress_nginx_annotations() -> None:
         [rule] = doc["spec"]["rules"]
         [path] = rule["http"]["paths"]
         assert path["pathType"] == "Prefix" and path["backend"]["service"]["port"]["number"] > 0
-        if doc["metadata"]["name"] != "app-protected-full":
+        if doc["metadata"]["name"] not in ("app-protected-full", "app-pages"):
             routes[path["path"]] = url.split("/verify?proxy=nginx", 1)[1].lstrip("&")
     assert routes == {**ROUTE_POLICY, "/public/": "sessionRequired=false"}
+    pages = next(d for d in docs if d["metadata"]["name"] == "app-pages")["metadata"]["annotations"]
+    assert pages[prefix + "auth-signin"].startswith("https://")
+    assert pages[prefix + "auth-signin-redirect-param"] == "redirectToPath"
     full = next(d for d in docs if d["metadata"]["name"] == "app-protected-full")["metadata"]["annotations"]
     location, server = full[prefix + "configuration-snippet"], full[prefix + "server-snippet"]
     for n in (1, 2, 3):
@@ -642,6 +780,8 @@ def test_ingress_nginx_annotations() -> None:
         assert f"add_header Set-Cookie $forward_auth_set_cookie_{n} always;" in server
     assert "error_page 401 = @forward_auth_401;" in location and "error_page 403 = @forward_auth_403;" in location
     assert "return 440 $forward_auth_body;" in server and "return 403 $forward_auth_body;" in server
+    assert "$upstream_http_x_forward_auth_location" in location
+    assert "return 302 $forward_auth_location;" in server and "return 303 $forward_auth_location;" in server
 
 
 def test_envoy_ext_authz_snippet() -> None:
