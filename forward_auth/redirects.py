@@ -29,8 +29,8 @@ MAX_ORIGINAL = 2048
 
 def check_url(url: str) -> str | None:
     """``None`` when ``url`` may be configured as a target, else what is wrong with it."""
-    if not url.isprintable() or " " in url or "\\" in url:
-        return "must not hold spaces, control characters or backslashes"
+    if not (url.isascii() and url.isprintable()) or " " in url or "\\" in url:
+        return "must be ASCII, with no spaces, control characters or backslashes"
     if url.startswith("/") and not url.startswith("//"):
         return "must not have a #fragment" if "#" in url else None
     split = urlsplit(url)
@@ -113,13 +113,13 @@ def targets_for(settings: Settings, rule: Rule | None, host: str) -> Targets | N
     if allowed and host not in allowed:
         return None
     login = (rule.login_url if rule else None) or settings.login_url
-    if login is None:
+    if login is None or not _allowed(login, allowed):
         return None
     refresh = (rule.refresh_url if rule else None) or settings.refresh_url
+    if refresh is not None and not _allowed(refresh, allowed):
+        refresh = None
     claim_urls = tuple((key, url) for key, url in (rule.claim_redirects if rule else ()) if _allowed(url, allowed))
-    if not _allowed(login, allowed):
-        return None
-    return Targets(login, refresh if refresh is not None and _allowed(refresh, allowed) else None, claim_urls)
+    return Targets(login, refresh, claim_urls)
 
 
 def _allowed(url: str, hosts: tuple[str, ...]) -> bool:

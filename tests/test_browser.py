@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
@@ -391,3 +392,82 @@ def test_custom_header_anti_csrf(sites: dict[int, Site], watch: Watch, mode: str
     else:
         # Header mode: without the SDK there is no Authorization header, so no session at all.
         assert without_sdk == {"status": 401, "body": {"message": "unauthorised"}}
+
+
+# --- pages: server-rendered, no SDK on them (README "Protecting pages") ----------------------
+
+def _blank(watch: Watch, site_: Site) -> Tab:
+    """A fresh browser context with no page loaded yet (cookie mode: navigations carry cookies)."""
+    context = watch.browser.new_context()
+    tab = Tab(site_, "cookie", context, context.new_page())
+    _record(tab)
+    watch.owned.append(tab)
+    return watch.adopt(tab)
+
+
+def _sign_in_through(tab: Tab, path: str, user_id: str, roles: str = "") -> None:
+    """Open a protected page signed out, land on the sign-in page, sign in, come back to it."""
+    origin = tab.site.origin
+    tab.page.goto(origin + path)
+    tab.page.wait_for_url(re.compile(r"/public/signin\.html\?"))
+    assert urlsplit(tab.page.url).query == f"redirectToPath={quote(path, safe='')}", tab.page.url
+    tab.page.wait_for_load_state("networkidle")  # the SDK's start-up check has finished
+    tab.page.fill("#user", user_id)
+    tab.page.fill("#roles", roles)
+    tab.page.click("button[type=submit]")
+    tab.page.wait_for_url(origin + path)
+    assert tab.page.text_content("#user") == user_id
+    assert tab.page.text_content("#url") == path
+
+
+#: What supertokens-web-js does when a page with it loads and no session exists: one refresh
+#: attempt, which the backend answers 401 (no refresh token).
+STARTUP_CHECK = (*REFRESH, 401)
+
+
+def _navigations(sent: list[tuple[str, str, int | None]]) -> list[tuple[str, str, int | None]]:
+    """Page loads and API calls with their statuses (scripts, and the fetch a navigation away
+    cut short, left out)."""
+    return [s for s in sent if not s[1].endswith(".js") and s[2] is not None]
+
+
+def test_a_page_opened_signed_out_goes_through_sign_in_and_back_with_its_query(
+        sites: dict[int, Site], watch: Watch) -> None:
+    tab = _blank(watch, sites[401])
+
+    _sign_in_through(tab, "/api/page?report=q1&year=2024", "alice")
+
+    assert _navigations(tab.sent) == [
+        ("GET", "/api/page", 302), ("GET", "/public/signin.html", 200), STARTUP_CHECK,
+        ("POST", "/auth/dev-login", 200), ("GET", "/api/page", 200)]
+
+
+def test_an_expired_page_passes_once_through_the_refresh_page(sites: dict[int, Site], watch: Watch) -> None:
+    tab = _blank(watch, sites[401])
+    _sign_in_through(tab, "/api/page?before=expiry", "alice")
+    _wait_for_expiry()
+    mark = tab.mark()
+
+    tab.page.goto(tab.site.origin + "/api/page?after=expiry")
+    tab.page.wait_for_url(tab.site.origin + "/api/page?after=expiry")
+
+    assert tab.page.text_content("#user") == "alice"
+    assert _navigations(tab.since(mark)) == [
+        ("GET", "/api/page", 302), ("GET", "/public/refresh.html", 200), (*REFRESH, 200), ("GET", "/api/page", 200)]
+
+
+def test_a_revoked_session_on_a_check_database_page_lands_on_sign_in_without_a_loop(
+        sites: dict[int, Site], watch: Watch) -> None:
+    tab = _blank(watch, sites[401])
+    _sign_in_through(tab, "/admin/page?before=revoke", "root", "admin")
+    handle = tab.page.text_content("#handle")
+    tab.site.services.core.post("/recipe/session/remove", {"sessionHandles": [handle]})
+    mark = tab.mark()
+
+    tab.page.goto(tab.site.origin + "/admin/page?after=revoke")
+    tab.page.wait_for_url(re.compile(r"/public/signin\.html\?"))
+    tab.page.wait_for_timeout(3000)  # anything a loop would do, it does in 3 s
+
+    assert urlsplit(tab.page.url).query == "redirectToPath=" + quote("/admin/page?after=revoke", safe="")
+    assert _navigations(tab.since(mark)) == [("GET", "/admin/page", 302), ("GET", "/public/signin.html", 200)]
+    assert not [c for c in tab.context.cookies() if c["name"] in ("sAccessToken", "sRefreshToken")]

@@ -812,7 +812,9 @@ def test_envoy_ext_authz_snippet() -> None:
     assert {"set-cookie", "front-token", "access-control-expose-headers"} <= on_success
     assert {"set-cookie", "front-token", "st-access-token", "st-refresh-token"} <= patterns("allowed_client_headers")
     sent = {p["exact"] for p in ext_authz["allowed_headers"]["patterns"]}
-    assert {"cookie", "authorization", "rid", "anti-csrf"} <= sent
+    assert {"cookie", "authorization", "rid", "anti-csrf", "accept", "sec-fetch-mode", "sec-fetch-dest",
+            "st-auth-mode", "fdi-version"} <= sent
+    assert "location" in patterns("allowed_client_headers")
     routes = {r["match"]["prefix"]: r for r in manager["route_config"]["virtual_hosts"][0]["routes"]}
     public = routes["/public/"]["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
     assert public["disabled"] is True

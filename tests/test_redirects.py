@@ -51,7 +51,7 @@ def test_configurable_targets(url: str) -> None:
 
 @pytest.mark.parametrize("url", ["//evil.example/auth", "javascript:alert(1)", "ftp://a/b", "auth", "/a\\b",
                                  "https://user:pw@app.example.com/auth", "/auth#x", "https://a.example/#x",
-                                 "/a b", "https:///nohost", "/a\nb"])
+                                 "/a b", "https:///nohost", "/a\nb", "https://bücher.example/auth"])
 def test_targets_that_are_refused(url: str) -> None:
     assert check_url(url) is not None
 

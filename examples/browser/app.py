@@ -3,7 +3,10 @@
 - ``/public/``: the example page, its script, and supertokens-web-js's bundle files
   (``/public/sdk/<name>.js`` -> ``node_modules/supertokens-web-js/bundle/<name>.<hash>.js``);
 - ``/api/...``, ``/admin/...``, ``/optional/...``: JSON of what the proxy let through: method,
-  path and the identity headers it set (the example's protected routes echo who the gate said).
+  path and the identity headers it set (the example's protected routes echo who the gate said);
+- ``.../page`` under them: a server-rendered HTML page with no SuperTokens code on it (what the
+  gate protects with redirects: ``signin.html`` and ``refresh.html`` are its sign-in and refresh
+  pages).
 
     python examples/browser/app.py --port 3000
 """
@@ -11,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import mimetypes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +46,8 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path.startswith("/public/"):
             self._static(path.removeprefix("/public/"))
+        elif path.endswith("/page"):
+            self._page()
         else:
             self._echo()
 
@@ -70,6 +76,16 @@ class Handler(BaseHTTPRequestHandler):
         seen = {name: self.headers.get(name) for name in IDENTITY if self.headers.get(name) is not None}
         body = {"method": self.command, "path": self.path, "headers": seen}
         self._send(200, json.dumps(body).encode(), "application/json")
+
+    def _page(self) -> None:
+        """A server-rendered page: who the gate said, and the URL it was opened with."""
+        user = html.escape(self.headers.get("X-User-Id") or "nobody")
+        handle = html.escape(self.headers.get("X-Session-Handle") or "")
+        body = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Report</title></head><body>'
+                f'<h1>Report</h1><p>Signed in as <b id="user">{user}</b>.</p>'
+                f'<p>Session <code id="handle">{handle}</code>; opened as <code id="url">{html.escape(self.path)}</code>.</p>'
+                f"</body></html>").encode()
+        self._send(200, body, "text/html; charset=utf-8")
 
     def _send(self, status: int, body: bytes, kind: str) -> None:
         self.send_response(status)

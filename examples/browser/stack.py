@@ -31,6 +31,7 @@ from proxy_harness import PROXIES, DevCore, Ports, free_port, process, start_pro
 VENV_BIN = Path(sys.executable).parent
 API_KEY = "browser-example-api-key"
 ANTI_CSRF = "VIA_CUSTOM_HEADER"
+SIGN_IN_PAGE, REFRESH_PAGE = "/public/signin.html", "/public/refresh.html"
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,9 @@ def gate(shared: Services, expired_status: int) -> Iterator[int]:
     port = free_port()
     env = {"FORWARD_AUTH_CORE_URL": shared.core.url, "FORWARD_AUTH_CORE_API_KEY": API_KEY,
            "FORWARD_AUTH_BIND": f"127.0.0.1:{port}", "FORWARD_AUTH_WORKERS": "1",
-           "FORWARD_AUTH_ANTI_CSRF": ANTI_CSRF, "FORWARD_AUTH_SESSION_EXPIRED_STATUS": str(expired_status)}
+           "FORWARD_AUTH_ANTI_CSRF": ANTI_CSRF, "FORWARD_AUTH_SESSION_EXPIRED_STATUS": str(expired_status),
+           # Pages (app.py's .../page) send browsers to the example's sign-in and refresh pages.
+           "FORWARD_AUTH_LOGIN_URL": SIGN_IN_PAGE, "FORWARD_AUTH_REFRESH_URL": REFRESH_PAGE}
     with process([str(VENV_BIN / "forward-auth"), "serve"], shared.logs / f"gate-{expired_status}.log", env=env):
         wait_http(f"http://127.0.0.1:{port}/readyz")
         yield port
@@ -133,6 +136,7 @@ def main() -> None:
         running = stack.enter_context(site(args.proxy, shared, gate_port, args.expired))
         print(f"{args.proxy} in front of forward-auth (logs in {logs}); open in a browser:\n"
               f"  cookie mode: {running.page('cookie')}\n  header mode: {running.page('header')}\n"
+              f"  a page with no SDK on it (sign-in and refresh redirects): {running.origin}/api/page?x=1\n"
               "Ctrl-C stops everything.", flush=True)
         try:
             while True:
