@@ -41,6 +41,7 @@ from test_proxies import (
     API_KEY,
     CLI,
     FORGED,
+    NAVIGATION,
     assert_anonymous,
     assert_identity,
     assert_no_original_request_headers,
@@ -70,7 +71,16 @@ rules:
   - name: reports-read
     match: {path_prefix: /reports/, methods: [GET]}
     session: public
+  - name: verified
+    match: {path_prefix: /verified/}
+    claims:
+      - {claim: st-ev, equals: true, redirect: /verify-email}
+  - name: api-only
+    match: {path_prefix: /api-only/}
+    on_denied: api
 """
+#: The service's sign-in page for denied browser navigations (README "Protecting pages").
+LOGIN_URL = "/signin"
 
 #: Claim headers a client sends itself, on top of the identity and original-request ones:
 #: none of these values may ever reach the application.
@@ -130,7 +140,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         stack.enter_context(process(
             [*CLI, "serve", "--bind", f"127.0.0.1:{service_port}", "--workers", "2", "--core-url", core_url,
              "--log-level", "info", "--anti-csrf", "VIA_CUSTOM_HEADER", "--policy-file", str(policy_file)],
-            service_log, env={"FORWARD_AUTH_CORE_API_KEY": API_KEY}))
+            service_log, env={"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_LOGIN_URL": LOGIN_URL}))
         wait_http(f"http://127.0.0.1:{service_port}/readyz")
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(proxy_harness, "ROOT", shim)
@@ -398,3 +408,34 @@ def test_service_saw_the_original_requests(site: Site, marker: str) -> None:
     site.request("POST", f"/reports/{tag}?x")
     log = site.service_log.read_text(errors="replace")
     assert f"POST /reports/{tag}" in log, log[-2000:]
+
+
+# --- browser navigations (README "Protecting pages") -------------------------------------------
+
+def redirected(site: Site, answer: Answer, marker: str, target: str) -> None:
+    """nginx's 302 (made absolute on its own origin) to ``target``; the application saw nothing."""
+    assert answer.status == 302, answer
+    assert answer.get("Location") == f"http://127.0.0.1:{site.port}{target}", answer
+    assert not site.echo.received(marker) and answer.get("Cache-Control") == "no-store", answer
+
+
+def test_a_navigation_without_a_session_is_sent_to_sign_in(site: Site, marker: str) -> None:
+    answer = site.request("GET", f"/anything/page?{marker}", NAVIGATION)
+    redirected(site, answer, marker, f"{LOGIN_URL}?redirectToPath=%2Fanything%2Fpage%3F{marker.replace('=', '%3D')}")
+
+
+def test_a_claim_with_a_redirect_sends_the_navigation_there(site: Site, marker: str) -> None:
+    answer = site.request("GET", f"/verified/page?{marker}", {**NAVIGATION, **cookie(site.token("alice"))})
+    redirected(site, answer, marker, f"/verify-email?redirectToPath=%2Fverified%2Fpage%3F{marker.replace('=', '%3D')}")
+
+
+def test_a_claim_without_a_redirect_gets_the_403_page(site: Site, marker: str) -> None:
+    answer = site.request("GET", f"/admin/page?{marker}", {**NAVIGATION, **cookie(site.token("alice", ["viewer"]))})
+    assert answer.status == 403 and answer.get("Content-Type") == "text/html; charset=utf-8", answer
+    assert b"Access denied" in answer.body and not site.echo.received(marker), answer
+    api = site.request("GET", f"/admin/page?{marker}", cookie(site.token("alice", ["viewer"])))
+    denied(site, api, marker, 403, invalid_claim_body(["viewer"]))
+
+
+def test_a_rule_keeps_navigations_on_api_answers(site: Site, marker: str) -> None:
+    denied(site, site.request("GET", f"/api-only/x?{marker}", NAVIGATION), marker, 401, UNAUTHORISED)
