@@ -17,8 +17,9 @@ from .errors import BadRequest, ForwardAuthError, TryRefreshToken, Unauthorised
 from .gate import Gate
 from .headers import apply_headers, header_value, reuse_until, session_headers
 from .peers import TrustedPeers
-from .policy import PolicyFile
+from .policy import PolicyFile, Rule
 from .query import Params, policy_from, rule_for
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 _json_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
@@ -64,12 +65,12 @@ class VerifyResource:
             resp.set_header("X-Forward-Auth-Rule", header_value(rule.name))
             if rule.session == "public":
                 return _allow(req, resp, "public", proxied)
-        if navigation.is_navigation(headers, rule.on_denied if rule else None):
-            targets = redirects.targets_for(settings, rule, creds.host)
-            if targets is not None:
-                req.context.navigation = redirects.Navigation(targets, creds.method, creds.uri)
         policy = policy_from(params, settings, rule)
-        session = self._gate.verify(creds, policy)
+        try:
+            session = self._gate.verify(creds, policy)
+        except ForwardAuthError:  # only a denial asks whether a person's browser is waiting
+            req.context.navigation = _navigation(settings, rule, creds, headers)
+            raise
         if session is None:
             return _allow(req, resp, "no-session", proxied)
         req.context.user_id, req.context.tenant_id = session.user_id, session.tenant_id
@@ -87,6 +88,16 @@ class VerifyResource:
 
     on_post = on_put = on_patch = on_delete = on_head = on_options = on_get
     on_post_path = on_put_path = on_patch_path = on_delete_path = on_head_path = on_options_path = on_get_path
+
+
+def _navigation(settings: Settings, rule: Rule | None, creds: credentials.Credentials,
+                headers: credentials.HeaderGetter) -> redirects.Navigation | None:
+    """Where a denied browser navigation goes (``app.py`` answers it), or ``None``: an API call,
+    or no target for it (no ``login_url``, a host not allowed)."""
+    if not navigation.is_navigation(headers, rule.on_denied if rule else None):
+        return None
+    targets = redirects.targets_for(settings, rule, creds.host)
+    return None if targets is None else redirects.Navigation(targets, creds.method, creds.uri)
 
 
 #: The ``message`` of an allowed answer's JSON, by its reason.
