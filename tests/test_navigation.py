@@ -21,7 +21,8 @@ def getter(headers: dict[str, str]):  # noqa: ANN201
 @pytest.mark.parametrize("headers", [
     CHROMIUM_NAVIGATION,
     {"Sec-Fetch-Mode": "navigate"},
-    {"Sec-Fetch-Dest": "document", "Sec-Fetch-Mode": "no-cors"},  # an iframe-less document load
+    {"Sec-Fetch-Dest": "document"},  # Dest alone is enough
+    {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "iframe"},  # a navigation inside a frame
     {"Accept": "text/html"},  # no Fetch Metadata: Accept decides
     {"Accept": "text/html;q=0.9, application/json;q=0.5"},
     {"Accept": "application/xhtml+xml,*/*;q=0.8"},
