@@ -100,9 +100,10 @@ def test_a_navigation_for_another_host_is_never_redirected(pages_client, host: s
 
 @pytest.mark.parametrize("uri", ["//evil.example/x", "/\\evil.example", "/%5Cevil.example", "http://evil.example/x"])
 def test_a_forged_original_never_becomes_the_target(make_client, uri: str) -> None:  # noqa: ANN001
-    """Without a policy file no path is refused, so the target itself must stay on the site."""
+    """Refused as a path (400), or redirected without it: the target itself stays on the site."""
     result = make_client(login_url=LOGIN).simulate_get("/verify", headers=nav(uri))
-    assert result.status_code == 302 and result.headers["Location"] in (LOGIN, f"{LOGIN}?redirectToPath=%2Fx")
+    assert result.headers.get("Location") in (None, LOGIN, f"{LOGIN}?redirectToPath=%2Fx"), result.headers
+    assert result.status_code in (302, 400)
 
 
 def test_a_claim_with_a_redirect_sends_there(pages_client, key: SigningKey) -> None:  # noqa: ANN001
