@@ -101,8 +101,9 @@ class ErrorAnswers:
 
 
 def compact_json(media: Any) -> str:
-    """JSON as supertokens-python writes it: no spaces."""
-    return json.dumps(media, separators=(",", ":"), ensure_ascii=False)
+    """JSON as supertokens-python writes it (no spaces), in ASCII: a token's text, whatever it
+    holds (a lone surrogate too), cannot fail to encode, nor be changed by a header's trip."""
+    return json.dumps(media, separators=(",", ":"))
 
 
 class NginxCompat:
@@ -120,7 +121,7 @@ class NginxCompat:
         status = resp.status_code
         resp.set_header("X-Forward-Auth-Status", str(status))
         if status >= 400 and resp.media is not None:
-            resp.set_header("X-Forward-Auth-Body", compact_json(resp.media).encode("utf-8").decode("latin-1"))
+            resp.set_header("X-Forward-Auth-Body", compact_json(resp.media))
         if 400 <= status < 500 and status not in (401, 403):
             resp.status = 401
         for index, cookie in enumerate(resp.context.get("set_cookies", []), start=1):

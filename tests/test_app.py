@@ -313,6 +313,19 @@ def test_not_ready_without_keys(client, fake_core: FakeCore) -> None:
     assert client.simulate_get("/readyz").status_code == 503
 
 
+def test_readiness_names_no_core_address_nor_error(make_client, fake_core: FakeCore) -> None:
+    """/readyz answers anyone on the main port: facts only; addresses and errors go to the log."""
+    client = make_client()
+    assert client.simulate_get("/readyz").json["jwks"]["last_fetch_failed"] is False
+    fake_core.down = True
+    for name in ("good", "down"):
+        ready = client.simulate_get("/readyz")
+        assert sorted(ready.json["jwks"]) == ["age_seconds", "kids", "last_fetch_failed", "loaded", "stale_seconds",
+                                              "usable"], name
+        assert "core.test" not in ready.text and "3567" not in ready.text and "Error" not in ready.text, ready.text
+        client = make_client()
+
+
 class TestTrustedProxies:
     def test_forwarded_method_is_not_believed_from_an_untrusted_peer(self, make_client, key: SigningKey) -> None:
         client = make_client(anti_csrf="VIA_CUSTOM_HEADER")
@@ -441,3 +454,66 @@ def test_proxy_cache_seconds_says_until_when_nginx_may_reuse_an_allowed_answer(m
     assert "X-Accel-Expires" not in cached.simulate_get("/verify").headers
     assert "X-Accel-Expires" not in plain.simulate_get("/verify", headers={"Cookie": f"sAccessToken={long_lived}"}
                                                         ).headers
+
+
+# --- token text that no encoding may fail on ----------------------------------------------------
+
+#: Lone surrogates: JSON allows "\udcff" in a token, and the core takes it in a user id.
+LONE = "\udcff"
+ODD_POLICY = """\
+rules:
+  - name: forwards
+    match: {path_prefix: /forwards/}
+    headers: {X-User-Roles: st-role, X-User-Email: email}
+    forward_payload: true
+  - name: admin
+    match: {path_prefix: /admin/}
+    claims: [{claim: st-role, includes: admin}]
+"""
+
+
+@pytest.fixture
+def odd_client(make_client, tmp_path):  # noqa: ANN001, ANN201
+    (tmp_path / "policy.yaml").write_text(ODD_POLICY)
+    return make_client(policy_file=str(tmp_path / "policy.yaml"))
+
+
+def odd_token(key: SigningKey, text: str) -> str:
+    now_ms = int(time.time() * 1000)
+    return v5(key, sub=f"u{text}", sessionHandle=f"h{text}", tId=f"t{text}", rsub=f"r{text}",
+              email=f"e{text}", **{"st-role": {"v": [f"a{text}", "b,c"], "t": now_ms}})
+
+
+@pytest.mark.parametrize("text", [LONE, "\udcfe\ud800", "\ud83d\ude00", "é\x00\r\n %"])
+def test_no_token_text_gives_a_5xx_and_every_header_stays_distinct(odd_client, key: SigningKey, text: str) -> None:
+    """Every header and body that carries token data: encoded, never a 500, never two texts alike."""
+    token = odd_token(key, text)
+    text = json.loads(json.dumps(text))  # as the token carries it: JSON joins an escaped surrogate pair
+    forwarded = {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/forwards/x", **cookie(token)}
+    encoded = "".join(f"%{b:02X}" for b in text.encode("utf-8", "surrogatepass"))
+    answer = odd_client.simulate_get("/verify", headers=forwarded)
+    assert answer.status_code == 200, answer.text
+    for name, prefix in (("X-User-Id", "u"), ("X-Session-Handle", "h"), ("X-Tenant-Id", "t"),
+                         ("X-Recipe-User-Id", "r"), ("X-User-Email", "e")):
+        assert answer.headers[name] == prefix + encoded, name
+    assert answer.headers["X-User-Roles"] == f"a{encoded},b%2Cc"
+    payload = base64.urlsafe_b64decode(answer.headers["X-Access-Token-Payload"] + "==")
+    assert json.loads(payload)["sub"] == f"u{text}"
+    direct = odd_client.simulate_get("/verify", headers=cookie(token))  # a person's curl: JSON
+    assert direct.status_code == 200 and json.loads(direct.content)["userId"] == f"u{text}"
+    sessions = odd_client.simulate_post("/sessions/verify", json={"accessToken": token})
+    assert sessions.status_code == 200 and json.loads(sessions.content)["session"]["userId"] == f"u{text}"
+    for nginx in (False, True):  # a claim failure's body names the value it found, also in a header
+        denied = odd_client.simulate_get("/verify", params={"proxy": "nginx"} if nginx else None,
+                                         headers={**forwarded, "X-Forwarded-Uri": "/admin/x"})
+        assert denied.status_code == 403, denied.text
+        body = denied.headers["X-Forward-Auth-Body"] if nginx else denied.content.decode("ascii")
+        [error] = json.loads(body)["claimValidationErrors"]
+        assert error["reason"]["actualValue"] == [f"a{text}", "b,c"]
+
+
+def test_lone_surrogates_stay_apart_in_headers(odd_client, key: SigningKey) -> None:
+    """"\\udcff" and "\\udcfe" are two users (U+FFFD for both would make them one)."""
+    ids = {odd_client.simulate_get("/verify", headers=cookie(odd_token(key, text))).headers["X-User-Id"]
+           for text in ("\udcff", "\udcfe", "\ufffd")}
+    assert len(ids) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import socket
 import socketserver
@@ -23,6 +24,8 @@ def create_devcore_app(core: DevCore) -> falcon.App:
     """Build the WSGI app serving ``core`` (see :mod:`forward_auth.devcore.resources`)."""
     app = falcon.App(middleware=[CoreMiddleware(core)])
     app.set_error_serializer(serialize_error)
+    # ASCII JSON: any text a core takes (a lone surrogate in a user id too) encodes.
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=json.dumps)
     app.add_error_handler(ValueError, reject_bad_input)
     add_routes(app, core)
     return app
