@@ -25,6 +25,7 @@ changes; a bad file keeps the policy in force and logs why.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import os
 import re
@@ -69,16 +70,30 @@ class Match:
     path_regex: re.Pattern[str] | None = None
     methods: frozenset[str] | None = None
 
-    def matches(self, host: str, path: str, method: str) -> bool:
+    def matches(self, host: str, path: str, method: str, *, folded: bool = False) -> bool:
+        """Whether the rule applies; ``folded``: with the path's case ignored on both sides."""
         if self.methods is not None and method not in self.methods:
             return False
         if self.host is not None and not fnmatch.fnmatchcase(host.lower(), self.host.lower()):
             return False
-        if self.path_prefix is not None and not path.startswith(self.path_prefix):
+        if folded:
+            path = path.casefold()
+        if self.path_prefix is not None and not path.startswith(self._fold(self.path_prefix, folded)):
             return False
-        if self.path_glob is not None and not fnmatch.fnmatchcase(path, self.path_glob):
+        if self.path_glob is not None and not fnmatch.fnmatchcase(path, self._fold(self.path_glob, folded)):
             return False
-        return self.path_regex is None or self.path_regex.fullmatch(path) is not None
+        if self.path_regex is None:
+            return True
+        return (self._folded_regex if folded else self.path_regex).fullmatch(path) is not None
+
+    @staticmethod
+    def _fold(pattern: str, folded: bool) -> str:
+        return pattern.casefold() if folded else pattern
+
+    @functools.cached_property
+    def _folded_regex(self) -> re.Pattern[str]:
+        assert self.path_regex is not None
+        return re.compile(self.path_regex.pattern, self.path_regex.flags | re.IGNORECASE)
 
     def describe(self) -> str:
         parts = [f"host={self.host}" if self.host else "", f"prefix={self.path_prefix}" if self.path_prefix else "",
@@ -132,16 +147,24 @@ class PolicySet:
     default: Rule = field(default_factory=lambda: Rule(name="default"))
 
     def select(self, host: str, path: str, method: str) -> Rule:
-        """The first rule whose match holds on the canonical path, else the default. A host that is
-        no hostname (``evil,a.example.com`` would match ``*.example.com``) is refused when a rule
-        names hosts."""
+        """The first rule whose match holds on the canonical path, else the default.
+
+        Refused (:class:`AmbiguousPath`): a host that is no hostname when a rule names hosts
+        (``evil,a.example.com`` would match ``*.example.com``), and a path whose rule depends on
+        its case or on trailing dots of its segments: case-insensitive servers (Express by
+        default, ASP.NET, IIS) read ``/ADMIN/x`` as ``/admin/x``, IIS reads ``/admin./x`` so too.
+        """
         path = canonical_path(path)
         if not _HOSTNAME.fullmatch(host) and any(rule.match.host is not None for rule in self.rules):
             raise AmbiguousPath(f"host {host[:64]!r} is not a hostname")
-        for rule in self.rules:
-            if rule.match.matches(host, path, method):
-                return rule
-        return self.default
+        rule = self._first(host, path, method, folded=False)
+        if self._first(host, _without_trailing_dots(path), method, folded=True) is not rule:
+            raise AmbiguousPath("the path's case or trailing dots pick another rule than it does as written")
+        return rule
+
+    def _first(self, host: str, path: str, method: str, *, folded: bool) -> Rule:
+        return next((rule for rule in self.rules if rule.match.matches(host, path, method, folded=folded)),
+                    self.default)
 
     def named(self, name: str) -> Rule | None:
         if name == self.default.name:
@@ -155,28 +178,37 @@ class AmbiguousPath(ValueError):
 
 _HOSTNAME = re.compile(r"\[[0-9a-f:.]+\]|[a-z0-9._-]*", re.IGNORECASE)  # as credentials hands it over: no port
 _ENCODED_SEPARATOR = re.compile(r"%(2[eEfF]|5[cC])")
-_DOT_SEGMENT = re.compile(r"\.\.?(;.*)?")
+_DOT_SEGMENT = re.compile(r"\.\.?")
+_TRAILING_DOTS = re.compile(r"(?<=[^/.])[. ]+(?=/|$)")
 
 
 def canonical_path(path: str) -> str:
     """The path a rule is matched on: percent-decoded once, and refused when ambiguous.
 
-    Applications and proxies disagree on ``//``, ``.``/``..`` segments (also ``..;``, as Tomcat
-    reads it), backslashes and encoded ``.``, ``/`` or ``\\``: resolving them one way lets a
-    request reach a path the other way reads as protected. Such paths raise
-    :class:`AmbiguousPath` (a 400) instead of being guessed at.
+    Applications and proxies disagree on ``//``, ``.``/``..`` segments, backslashes (WHATWG URL
+    parsers and IIS read them as ``/``), ``;`` (Tomcat, Jetty and Spring drop path parameters:
+    ``/admin;x/y`` is ``/admin/y`` there, ``/public/..;/admin`` is ``/admin``) and encoded ``.``,
+    ``/`` or ``\\``: resolving them one way lets a request reach a path the other way reads as
+    protected. Such paths raise :class:`AmbiguousPath` (a 400) instead of being guessed at.
     """
     if _ENCODED_SEPARATOR.search(path):
         raise AmbiguousPath("encoded '.', '/' or '\\' in the path")
     decoded = unquote(path)
     if "\\" in decoded:
         raise AmbiguousPath("backslash in the path")
+    if ";" in decoded:
+        raise AmbiguousPath("';' in the path (servlet containers drop path parameters)")
     segments = decoded.split("/")
     if any(_DOT_SEGMENT.fullmatch(segment) for segment in segments):
         raise AmbiguousPath("dot segment in the path")
     if "" in segments[1:-1]:
         raise AmbiguousPath("empty segment ('//') in the path")
     return decoded or "/"
+
+
+def _without_trailing_dots(path: str) -> str:
+    """The path as IIS reads it: trailing dots and spaces of each segment dropped."""
+    return _TRAILING_DOTS.sub("", path)
 
 
 def _fail(where: str, what: str) -> PolicyError:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from . import claims, credentials, verifier
 from .errors import BadRequest
-from .policy import AmbiguousPath, PolicyFile, Rule
+from .policy import AmbiguousPath, PolicyFile, Rule, canonical_path
 from .settings import Settings, parse_bool
 
 Params = Mapping[str, "str | list[str]"]
@@ -56,17 +56,21 @@ def policy_from(params: Params, settings: Settings, rule: Rule | None = None) ->
 
 
 def rule_for(params: Params, creds: credentials.Credentials, policies: PolicyFile | None) -> Rule | None:
-    """``?policy=<name>`` names a rule; otherwise the policy file's first matching rule, if any."""
+    """``?policy=<name>`` names a rule; otherwise the policy file's first matching rule, if any.
+
+    A path that backends may read in more than one way is refused (400 ``ambiguous-path``) in
+    every case, so a proxy may send public routes through the gate as well."""
     name = params.get("policy")
     if isinstance(name, list):
         name = name[0]
-    if name is None:
-        if policies is None:
-            return None
-        try:
+    try:
+        if name is None and policies is not None:
             return policies.current().select(creds.host, creds.path, creds.method)
-        except AmbiguousPath as exc:
-            raise BadRequest(str(exc), reason="ambiguous-path") from None
+        canonical_path(creds.path)
+    except AmbiguousPath as exc:
+        raise BadRequest(str(exc), reason="ambiguous-path") from None
+    if name is None:
+        return None
     rule = policies.current().named(name) if policies else None
     if rule is None:
         raise BadRequest(f"no policy rule named {name!r}" + ("" if policies else " (no policy_file is set)"),

@@ -546,6 +546,36 @@ def service_down(ctx: Ctx) -> None:
     assert not ctx.reached_app()
 
 
+@case
+def lone_surrogate_in_the_user_id(ctx: Ctx) -> None:
+    """The core takes "\\udcff" in a user id: its session passes, percent-encoded, and nothing fails."""
+    answer = ctx.request("modern", "GET", ctx.path("/api/"), cookie(ctx.core.access_token("u\udcff")))
+    assert answer.status == 200, answer
+    assert answer.echo().values("X-User-Id") == ["u%ED%B3%BF"]
+    assert not ctx.service_saw("modern", "Traceback") and not ctx.service_saw("modern", "Logging error")
+
+
+#: Paths that a backend reads as another route than the proxy does: Tomcat, Jetty and Spring
+#: strip ``;`` path parameters (``/public/..;/api/x`` is ``/api/x``), WHATWG URL parsers and IIS
+#: read a backslash (raw or ``%5c``) as ``/``. From every route a client could enter without a
+#: session (public, optional, the SuperTokens backend), and into the admin route from a
+#: protected one.
+AMBIGUOUS = tuple(f"/{entry}/{trick}/{target}/x" for entry in ("public", "optional", "auth", "api")
+                  for trick in ("..;", "..;a", "..\\", "..%5c", "..%5C", "%2e%2e;", "..%3b", "..%3B")
+                  for target in ("api", "admin"))
+
+
+@case
+def ambiguous_paths_never_reach_the_app(ctx: Ctx) -> None:
+    """Every shipped config refuses such a path (a 4xx), whatever route it enters by."""
+    headers = cookie(ctx.core.access_token("alice"))
+    for n, path in enumerate(AMBIGUOUS):
+        marker = f"{ctx.marker}-{n}"
+        answer = ctx.request("modern", "GET", f"{path}?case={marker}", headers)
+        assert 400 <= answer.status < 500, (path, answer)
+        assert not ctx.stack.echo.received(marker), f"{path} reached the application through {ctx.kind}"
+
+
 # legacy profile (440, sIdRefreshToken)
 
 @case

@@ -12,6 +12,7 @@ asserts what the browser gets and what the application received.
 
 from __future__ import annotations
 
+import random
 import socket
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from typing import Any
 
 import proxy_harness
 import pytest
+import yaml
 from proxy_harness import (
     ROOT,
     Answer,
@@ -37,6 +39,7 @@ from proxy_harness import (
     tampered,
     wait_http,
 )
+from test_paths import READINGS, SEGMENTS, rule_of_reading
 from test_proxies import (
     API_KEY,
     CLI,
@@ -47,6 +50,8 @@ from test_proxies import (
     cookie,
     invalid_claim_body,
 )
+
+from forward_auth.policy import parse_policy
 
 CONFIG = ROOT / "deploy" / "nginx-policy.conf.example"
 
@@ -368,7 +373,8 @@ def test_client_cannot_pick_the_rule(site: Site, marker: str) -> None:
 #: path nginx passes on or the application routes on (decoded, dot segments resolved).
 NON_CANONICAL = ("//admin/users", "/./admin/users", "/public/../admin/users", "/public/x/../../api/items",
                  "/public/%2e%2e/admin/users", "/public/.%2E/api/items", "/public/..%2Fadmin/users",
-                 "/%61dmin/users", "/%41PI/items", "/admin%2fusers", "/public\\..\\admin/users", "/public/..")
+                 "/%61dmin/users", "/%41PI/items", "/admin%2fusers", "/public\\..\\admin/users", "/public/..",
+                 "/admin;jsessionid=1/users", "/admin%3bx/users", "/public/..;/admin/users", "/public/..%5cadmin/users")
 
 
 @pytest.mark.parametrize("path", NON_CANONICAL)
@@ -379,6 +385,37 @@ def test_non_canonical_paths_refused(site: Site, marker: str, path: str) -> None
         answer = site.request("GET", f"{path}?{marker}-{name}", headers)
         assert answer.status == 400, (path, answer)
         assert not site.echo.received(f"{marker}-{name}"), f"{path} reached the application"
+
+
+@pytest.mark.parametrize("path", ["/ADMIN/users", "/Admin/users", "/admin./users", "/admin%20/users"])
+def test_paths_whose_case_or_trailing_dots_pick_the_rule_are_refused(site: Site, marker: str, path: str) -> None:
+    """Express (by default), ASP.NET and IIS route /ADMIN/users and IIS /admin./users as /admin/users:
+    the service refuses them (nginx cannot tell), so the default rule never judges an admin page."""
+    answer = site.request("GET", f"{path}?{marker}", cookie(site.token("alice", ["user"])))
+    assert answer.status == 400 and answer.get("X-Forward-Auth-Reason") == "ambiguous-path", answer
+    assert not site.echo.received(marker), f"{path} reached the application"
+
+
+def test_generated_paths_through_nginx_never_reach_a_route_another_reading_protects(site: Site, marker: str) -> None:
+    """The property of tests/test_paths.py through real nginx, on a sample of generated paths: a
+    path that reaches the application, anonymously or as a user without the admin role, was
+    judged by the rule that every backend's reading of it gets."""
+    policy = parse_policy(yaml.safe_load(POLICY))
+    segments = [s for s in SEGMENTS if s.isascii() and " " not in s] + ["users", "items", "page"]
+    sample = random.Random(16).choices
+    user = cookie(site.token("alice", ["user"]))
+    for n in range(150):
+        path = "/" + "/".join(sample(segments, k=1 + n % 4))
+        for who, headers in (("anon", {}), ("user", user)):
+            tag = f"{marker}-{n}-{who}"
+            answer = site.request("GET", f"{path}?{tag}", headers)
+            received = site.echo.received(tag)
+            if not received:
+                assert answer.status in (400, 401, 403, 404), (path, answer)
+                continue
+            [rule] = received[0].values("X-Forward-Auth-Rule")
+            for name, read, folded in READINGS:
+                assert rule_of_reading(policy, path, read, folded).name == rule, (path, name, rule)
 
 
 def test_canonical_paths_with_dots_and_escapes_pass(site: Site, marker: str) -> None:
