@@ -576,6 +576,16 @@ def ambiguous_paths_never_reach_the_app(ctx: Ctx) -> None:
         assert not ctx.stack.echo.received(marker), f"{path} reached the application through {ctx.kind}"
 
 
+@case
+def other_spellings_of_protected_routes_are_not_public(ctx: Ctx) -> None:
+    """Case-insensitive servers (Express by default, ASP.NET, IIS) read /API/ as /api/, IIS also
+    /api./: without a session such a spelling is refused or routed to the protected route."""
+    for n, path in enumerate(("/API/x", "/Api/x", "/api./x", "/ADMIN/x", "/admin./x", "/admin%20/x", "/Optional/..")):
+        marker = f"{ctx.marker}-{n}"
+        answer = ctx.request("modern", "GET", f"{path}?case={marker}")  # no route: nginx 403/404, Caddy 200 empty
+        assert answer.get("X-Echo") is None and not ctx.stack.echo.received(marker), (path, ctx.kind, answer)
+
+
 # legacy profile (440, sIdRefreshToken)
 
 @case
@@ -672,6 +682,27 @@ def test_ingress_nginx_annotations() -> None:
         assert f"add_header Set-Cookie $forward_auth_set_cookie_{n} always;" in server
     assert "error_page 401 = @forward_auth_401;" in location and "error_page 403 = @forward_auth_403;" in location
     assert "return 440 $forward_auth_body;" in server and "return 403 $forward_auth_body;" in server
+
+
+#: The split-view path pattern (README: Paths): in every shipped nginx config, and Caddy's.
+SPLIT_VIEW = r"^[^?]*(/\.\.?(/|\?|$)|//|\x5c|;|%(2[dDeEfF]|3[0-9bB]|4[1-9a-fA-F]|5[0-9aAcCfF]|6[1-9a-fA-F]|7[0-9aAeE]))"
+
+
+def test_every_shipped_config_refuses_split_view_paths() -> None:
+    """One pattern everywhere; Traefik excludes raw ';' and '\\' on every router; every ingress-nginx
+    Ingress asks the service (which refuses them), whose snippet variant refuses them in nginx too."""
+    import yaml
+
+    for name in ("nginx.conf.example", "deploy/nginx-policy.conf.example", "deploy/kubernetes/sidecar.yaml",
+                 "deploy/ingress-nginx.yaml"):
+        assert (ROOT / name).read_text().count(f'if ($request_uri ~ "{SPLIT_VIEW}") {{') == 1, name
+    assert f"vars_regexp {{http.request.orig_uri}} `{SPLIT_VIEW}`" in (ROOT / "Caddyfile.example").read_text()
+    for name, key in (("traefik.dynamic.example.yml", "rule"), ("deploy/kubernetes/traefik-middleware.yaml", "match")):
+        rules = re.findall(rf"^\s*{key}: (.*)$", (ROOT / name).read_text(), re.MULTILINE)
+        assert len(rules) == 5 and all(r.endswith(" && !PathRegexp(`[;\\x5c]`)") for r in rules), (name, rules)
+    ingresses = list(yaml.safe_load_all((ROOT / "deploy" / "ingress-nginx.yaml").read_text()))
+    assert all("nginx.ingress.kubernetes.io/auth-url" in d["metadata"]["annotations"] for d in ingresses)
+    assert all(re.search(SPLIT_VIEW, path) for path in AMBIGUOUS)
 
 
 def test_envoy_ext_authz_snippet() -> None:
