@@ -705,6 +705,20 @@ def test_every_shipped_config_refuses_split_view_paths() -> None:
     assert all(re.search(SPLIT_VIEW, path) for path in AMBIGUOUS)
 
 
+def test_ingress_nginx_snippet_passes_the_service_what_nginx_conf_example_does() -> None:
+    """Only what the service reads, so that many client headers never become a 500 there either."""
+    import yaml
+
+    docs = yaml.safe_load_all((ROOT / "deploy" / "ingress-nginx.yaml").read_text())
+    [full] = [d for d in docs if d["metadata"]["name"] == "app-protected-full"]
+    snippet = full["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-snippet"]
+    passed = re.findall(r"proxy_set_header (\S+) \$http_\w+;", snippet)
+    example = (ROOT / "nginx.conf.example").read_text()
+    assert "proxy_pass_request_headers off;" in snippet and passed
+    assert passed == [n for n in re.findall(r"proxy_set_header (\S+) \$http_\w+;", example.split("location /_forward_auth/ {")[1])
+                      if n not in ("Host", "X-Original-URL")]
+
+
 def test_envoy_ext_authz_snippet() -> None:
     import yaml
 
