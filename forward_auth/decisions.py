@@ -35,7 +35,7 @@ class JsonFormatter(logging.Formatter):
         line.update(getattr(record, "decision", {}))
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return json.dumps(line, default=str)  # ASCII: a lone surrogate in a user id writes to any stream
 
 
 def configure_logging(level: str, fmt: str) -> None:

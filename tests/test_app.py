@@ -10,6 +10,7 @@ import pytest
 from conftest import FakeCore, v2, v5
 
 from forward_auth.credentials import environ_headers
+from forward_auth.decisions import JsonFormatter
 from forward_auth.devcore.minter import SigningKey
 
 
@@ -510,6 +511,15 @@ def test_no_token_text_gives_a_5xx_and_every_header_stays_distinct(odd_client, k
         body = denied.headers["X-Forward-Auth-Body"] if nginx else denied.content.decode("ascii")
         [error] = json.loads(body)["claimValidationErrors"]
         assert error["reason"]["actualValue"] == [f"a{text}", "b,c"]
+
+
+def test_a_decision_log_line_with_token_text_writes_to_any_stream(make_client, key: SigningKey,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    make_client(log_level="debug").simulate_get("/verify", headers=cookie(v5(key, sub=f"u{LONE}é")))
+    [record] = [r for r in caplog.records if getattr(r, "decision", None)]
+    line = JsonFormatter().format(record)
+    assert json.loads(line.encode("utf-8"))["user_id"] == f"u{LONE}é"
 
 
 def test_lone_surrogates_stay_apart_in_headers(odd_client, key: SigningKey) -> None:
