@@ -685,7 +685,7 @@ def test_ingress_nginx_annotations() -> None:
 
 
 #: The split-view path pattern (README: Paths): in every shipped nginx config, and Caddy's.
-SPLIT_VIEW = r"^[^?]*(/\.\.?(/|\?|$)|//|\x5c|;|%(2[dDeEfF]|3[0-9bB]|4[1-9a-fA-F]|5[0-9aAcCfF]|6[1-9a-fA-F]|7[0-9aAeE]))"
+SPLIT_VIEW = r"^[^?]*(/\.\.?(/|\?|$)|//|\x5c|;|#|%(2[5dDeEfF]|3[0-9bB]|4[1-9a-fA-F]|5[0-9aAcCfF]|6[1-9a-fA-F]|7[0-9aAeE]))"
 
 
 def test_every_shipped_config_refuses_split_view_paths() -> None:

@@ -274,6 +274,22 @@ def test_a_raw_utf8_byte_in_the_path_is_judged_by_its_rule(site: Site, marker: s
     assert not site.echo.received(marker)
 
 
+@pytest.mark.parametrize("raw", [b"/adm\xc4\xb1n/users", b"/\xef\xbc\x8e\xef\xbc\x8e/admin/users",
+                                 b"/public/\xc0\xae\xc0\xae/admin/users", b"/admin/cafe\xcc\x81"])
+def test_raw_bytes_that_servers_read_as_other_paths_are_refused(site: Site, marker: str, raw: bytes) -> None:
+    """Raw UTF-8 as nginx passes it on: decoded as UTF-8 (as the application does), and refused
+    when a case mapping, a compatibility form, NFC or an invalid sequence makes it another path."""
+    token = site.token("alice", ["user"])
+    with socket.create_connection(("127.0.0.1", site.port), timeout=10) as conn:
+        conn.sendall(b"GET " + raw + b"?" + marker.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                     b"Cookie: sAccessToken=" + token.encode() + b"\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400 ") and b"ambiguous-path" in reply, reply[:300]
+    assert not site.echo.received(marker)
+
+
 def test_admin_rule_no_role_claim_gets_the_403_body(site: Site, marker: str) -> None:
     answer = site.request("GET", f"/admin/users?{marker}", cookie(site.token("alice")))
     reason = {"message": "value does not exist", "expectedToInclude": "admin", "actualValue": None}
@@ -374,7 +390,8 @@ def test_client_cannot_pick_the_rule(site: Site, marker: str) -> None:
 NON_CANONICAL = ("//admin/users", "/./admin/users", "/public/../admin/users", "/public/x/../../api/items",
                  "/public/%2e%2e/admin/users", "/public/.%2E/api/items", "/public/..%2Fadmin/users",
                  "/%61dmin/users", "/%41PI/items", "/admin%2fusers", "/public\\..\\admin/users", "/public/..",
-                 "/admin;jsessionid=1/users", "/admin%3bx/users", "/public/..;/admin/users", "/public/..%5cadmin/users")
+                 "/admin;jsessionid=1/users", "/admin%3bx/users", "/public/..;/admin/users", "/public/..%5cadmin/users",
+                 "/admin/users#.css", "/public/%252e%252e/admin/users")
 
 
 @pytest.mark.parametrize("path", NON_CANONICAL)
@@ -420,7 +437,7 @@ def test_generated_paths_through_nginx_never_reach_a_route_another_reading_prote
 
 def test_canonical_paths_with_dots_and_escapes_pass(site: Site, marker: str) -> None:
     """The guard is not too wide: dots inside names, reserved and non-ASCII escapes, any query."""
-    path = f"/public/v1.2/..x/a..b/%20%25%3F%C3%A9/?{marker}&next=/../a//b%2e%61"
+    path = f"/public/v1.2/..x/a..b/%20%3F%C3%A9/?{marker}&next=/../a//b%2e%61%25"
     echo = allowed(site, site.request("GET", path), marker, "public")
     assert echo.path == path, echo
     token = cookie(site.token("alice"))
