@@ -60,8 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _split_bind(bind: str) -> tuple[str, int]:
-    host, _, port = bind.rpartition(":")
+class CommandError(Exception):
+    """A command cannot do what it was asked: one line on stderr and exit code 2, as a bad setting."""
+
+
+def _host_and_port(flag: str, text: str) -> tuple[str, int]:
+    """HOST:PORT (``[::1]:PORT`` for IPv6; port 0 picks a free one), else CommandError."""
+    host, sep, port = text.rpartition(":")
+    if not (sep and host and port.isdigit() and int(port) < 65536):
+        raise CommandError(f"{flag} {text!r} must be HOST:PORT")
     return host.strip("[]"), int(port)
 
 
@@ -99,33 +106,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_dev_core(args: argparse.Namespace) -> int:
     from .devcore.server import serve_devcore
 
-    host, port = _split_bind(args.bind)
+    host, port = _host_and_port("--bind", args.bind)
     try:
         serve_devcore(host, port, access_token_validity=args.access_token_validity,
                       api_key=args.api_key, allow_remote=args.allow_remote)
-    except ValueError as exc:
-        print(f"forward-auth dev-core: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # a remote address without --allow-remote
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {args.bind} ({exc.strerror or exc})") from None
     return 0
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+def _free_address(host: str) -> str:
+    """HOST:PORT with a port free on ``host`` now (``[::1]:PORT`` for IPv6)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+    except OSError as exc:
+        raise CommandError(f"--host {host!r}: cannot listen there ({exc.strerror or exc})") from None
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _wait_for(url: str, timeout: float = 15.0) -> None:
+def _wait_for(url: str, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Until ``url`` answers, while ``proc`` (which serves it) runs."""
     transport = PooledTransport()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise CommandError(f"the development core exited with code {proc.returncode}")
         try:
             if transport.request("GET", url, headers={}, timeout=1.0).status < 500:
                 return
         except TransportError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up within {timeout:.0f} s")
+    raise CommandError(f"{url} did not answer within {timeout:.0f} s")
 
 
 def _post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -136,16 +153,19 @@ def _post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .devcore.server import is_loopback
+
+    if not is_loopback(args.host):
+        raise CommandError(f"--host {args.host!r} is not a loopback address (the demo's development core "
+                           "has no hardening)")
+    core_bind, service_bind = _free_address(args.host), _free_address(args.host)
     metrics_directory()
     from .server import run
-
-    host = args.host
-    core_bind = f"{host}:{_free_port(host)}"
-    service_bind = f"{host}:{_free_port(host)}"
     core_url = f"http://{core_bind}"
-    core_proc = subprocess.Popen([sys.executable, "-m", "forward_auth", "dev-core", "--bind", core_bind])
+    core_proc = subprocess.Popen([sys.executable, "-m", "forward_auth", "dev-core", "--bind", core_bind],
+                                 stdout=subprocess.DEVNULL)
     try:
-        _wait_for(core_url + "/hello")
+        _wait_for(core_url + "/hello", core_proc)
         created = _post_json(core_url + "/dev/sessions", {"userId": "demo-user"})
         expired = _post_json(core_url + "/dev/tokens", {"version": 5, "claims": {"exp": 1_000_000_000}})
         valid, stale = created["accessToken"]["token"], expired["token"]
@@ -224,8 +244,7 @@ def cmd_check_policy(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     path = args.policy_file or settings_module.load().policy_file
     if not path:
-        print("forward-auth explain: no policy file (give --policy-file or set policy_file)", file=sys.stderr)
-        return 2
+        raise CommandError("explain needs a policy file (give --policy-file or set policy_file)")
     uri = args.uri.partition("?")[0]
     try:
         rule = read_policy(path).select(args.host.lower().partition(":")[0].rstrip("."), uri, args.method.upper())
@@ -253,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except settings_module.SettingsError as exc:
+    except (settings_module.SettingsError, CommandError) as exc:
         print(f"forward-auth: {exc}", file=sys.stderr)
         return 2
     except PolicyError as exc:

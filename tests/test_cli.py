@@ -1,7 +1,11 @@
-"""The command line: inspect (offline and against a core), flags and settings errors."""
+"""The command line: inspect (offline and against a core), flags, and errors in one line (real processes)."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -117,3 +121,38 @@ def test_serve_leaves_an_operators_metrics_directory_alone(monkeypatch: pytest.M
     created = metrics_directory()
     assert created is not None and created != str(tmp_path)
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+
+
+@pytest.fixture
+def taken() -> Iterator[str]:
+    """HOST:PORT of a socket that is listening."""
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+BAD_ARGUMENTS = [
+    ["serve", "--anti-csrf", "SOMETIMES"],
+    ["serve", "--bind", "nonsense"],
+    ["serve", "--bind", "{taken}"],
+    ["serve", "--bind", "nope.invalid:8080"],
+    ["serve", "--config", "/nonexistent/config.yaml"],
+    ["serve", "--policy-file", "/nonexistent/policy.yaml"],
+    ["dev-core", "--bind", "nonsense"],
+    ["dev-core", "--bind", "{taken}"],
+    ["dev-core", "--bind", "0.0.0.0:0"],
+    ["dev-core", "--bind", "nope.invalid:3567", "--allow-remote"],
+    ["demo", "--host", "0.0.0.0"],
+    ["demo", "--host", "nope.invalid"],
+    ["check-policy", "/nonexistent/policy.yaml"],
+    ["explain", "--uri", "/"],
+    ["explain", "--policy-file", "/nonexistent/policy.yaml", "--uri", "/"],
+]
+
+
+@pytest.mark.parametrize("args", BAD_ARGUMENTS, ids=" ".join)
+def test_every_command_refuses_bad_arguments_in_one_line_with_exit_2(args: list[str], taken: str) -> None:
+    """Real processes, as a user runs them: no traceback, one line naming the problem, exit 2."""
+    result = subprocess.run([sys.executable, "-m", "forward_auth", *(a.format(taken=taken) for a in args)],
+                            capture_output=True, text=True, timeout=30, env={**os.environ, "FORWARD_AUTH_POLICY_FILE": ""})
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("forward-auth: "), result.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import logging
 import socket
 import socketserver
 import threading
@@ -16,8 +15,6 @@ import falcon
 
 from .resources import CoreMiddleware, add_routes, reject_bad_input, serialize_error
 from .state import DevCore
-
-logger = logging.getLogger("forward_auth.devcore")
 
 
 def create_devcore_app(core: DevCore) -> falcon.App:
@@ -58,19 +55,20 @@ def serve_devcore(
     api_key: str | None = None,
     allow_remote: bool = False,
 ) -> None:
-    """Serve a fresh dev core on ``host:port`` until interrupted (Ctrl-C).
+    """Serve a fresh dev core on ``host:port`` until interrupted (Ctrl-C), saying where on stdout.
 
     Raises:
         ValueError: ``host`` is not a loopback address and ``allow_remote`` is false.
+        OSError: ``host:port`` cannot be listened on.
     """
     _require_loopback(host, allow_remote)
     core = DevCore(access_token_validity=access_token_validity, api_key=api_key)
     with _make_server(host, port, core) as server:
-        logger.info("SuperTokens dev core listening on %s", _base_url(host, server.server_port))
+        print(f"SuperTokens dev core listening on {_base_url(host, server.server_port)}", flush=True)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
-            logger.info("SuperTokens dev core stopped")
+            print("SuperTokens dev core stopped", flush=True)
 
 
 def start_in_thread(
@@ -118,7 +116,7 @@ def _make_server(host: str, port: int, core: DevCore) -> WSGIServer:
 
 
 def _require_loopback(host: str, allow_remote: bool) -> None:
-    if allow_remote or _is_loopback(host):
+    if allow_remote or is_loopback(host):
         return
     raise ValueError(
         f"refusing to serve the dev core on non-loopback address {host!r}: it is a "
@@ -126,7 +124,8 @@ def _require_loopback(host: str, allow_remote: bool) -> None:
     )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback IP address."""
     if host == "localhost":
         return True
     try:
