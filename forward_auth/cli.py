@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import os
 import shutil
 import socket
@@ -18,6 +19,7 @@ from typing import Any
 from . import claims
 from . import settings as settings_module
 from . import token as tokens
+from .cookies import ACCESS_COOKIE, parse_cookie_header
 from .errors import ForwardAuthError
 from .policy import AmbiguousPath, PolicyError, read_policy
 from .transport import PooledTransport, TransportError
@@ -54,14 +56,20 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--host", default="")
     explain.add_argument("--token", help="an access token: its claims are checked against the rule (not its signature)")
 
-    inspect = commands.add_parser("inspect", help="decode a token; with --core-url, verify it")
-    inspect.add_argument("token")
-    inspect.add_argument("--core-url", help="core whose JWKS verifies the token")
+    inspect = commands.add_parser("inspect", help="decode a token; with a core, verify it (exit 1 if a check fails)")
+    inspect.add_argument("token", help="the token, as pasted: eyJ..., 'Bearer eyJ...', 'sAccessToken=eyJ...' "
+                                       "or a whole 'Cookie: ...' header line")
+    inspect.add_argument("--core-url", help="core(s) whose JWKS verifies the token (default: FORWARD_AUTH_CORE_URL; "
+                                            "neither: the signature is not checked)")
     return parser
 
 
 class CommandError(Exception):
     """A command cannot do what it was asked: one line on stderr and exit code 2, as a bad setting."""
+
+
+class CheckFailed(Exception):
+    """A check of ``inspect`` or ``explain`` says no: printed on stdout, exit code 1."""
 
 
 def _host_and_port(flag: str, text: str) -> tuple[str, int]:
@@ -198,37 +206,55 @@ def _when(ms: float) -> str:
     return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
+def pasted_token(text: str) -> str:
+    """The access token in what people paste: the token itself, ``Bearer eyJ…``, ``sAccessToken=eyJ…``,
+    a cookie list, or a whole ``Cookie:`` / ``Authorization:`` / ``st-access-token:`` header line."""
+    text = text.strip()
+    name, sep, value = text.partition(":")
+    if sep and name.strip().lower() in ("cookie", "authorization", "st-access-token"):
+        text = value.strip()
+    if text[:7].lower() == "bearer ":
+        return text[7:].strip()
+    return parse_cookie_header(text).get(ACCESS_COOKIE, text)
+
+
+def _parsed_token(text: str) -> tokens.AccessToken:
     try:
-        token = tokens.parse(args.token.strip())
+        return tokens.parse(pasted_token(text))
     except tokens.MalformedToken as exc:
-        print(f"not a SuperTokens access token: {exc}")
-        return 1
-    expiry = token.expiry_ms
-    state = "expired" if expiry < time.time() * 1000 else "not expired"
+        raise CheckFailed(f"not a SuperTokens access token: {exc}") from None
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    core = args.core_url or os.environ.get(settings_module.env_name("core_url"))
+    core_urls = settings_module.PARSERS["core_url"]("core_url", core) if core else ()
+    token = _parsed_token(args.token)
+    expired = token.expiry_ms < time.time() * 1000
     print(f"version:  {token.version}")
     print(f"kid:      {token.kid or '(none: legacy token, any key of the JWKS)'}")
     print(f"user:     {token.user_id} (recipe user {token.recipe_user_id}, tenant {token.tenant_id})")
     print(f"session:  {token.session_handle}")
     print(f"created:  {_when(token.created_ms)}")
-    print(f"expires:  {_when(expiry)} ({state})")
+    print(f"expires:  {_when(token.expiry_ms)} ({'expired' if expired else 'not expired'})")
     print(f"promoted: {'no: the core must be asked (parentRefreshTokenHash1 set)' if token.parent_refresh_token_hash else 'yes'}")
     print("claims:   " + json.dumps(token.payload, indent=2, sort_keys=True).replace("\n", "\n          "))
-    if not args.core_url:
+    if not core_urls:
+        print("signature: not checked (no core given: --core-url or FORWARD_AUTH_CORE_URL)")
+        if expired:
+            raise CheckFailed("verifies: no (expired)")
         return 0
     from .jwks import JwksFetcher
 
-    fetcher = JwksFetcher([args.core_url.rstrip("/")], PooledTransport(), cooldown_seconds=0.0)
+    logging.getLogger("forward_auth.jwks").disabled = True  # its fetch errors are printed below, once
+    fetcher = JwksFetcher(core_urls, PooledTransport(), cooldown_seconds=0.0)
     try:
         keys = [k for k in [fetcher.key_for(token.kid)] if k] if token.kid else fetcher.all_keys()
         tokens.verify_signature(token, keys, now=time.time())
     except ForwardAuthError as exc:
-        print(f"verifies: no ({exc.reason}: {exc.detail})")
-        return 1
-    if state == "expired":
-        print("verifies: no (expired: the signature is good, the token is too old)")
-        return 1
-    print(f"verifies: yes, against {args.core_url}")
+        raise CheckFailed(f"verifies: no ({exc.reason}: {exc.detail})") from None
+    if expired:
+        raise CheckFailed("verifies: no (expired: the signature is good, the token is too old)")
+    print(f"verifies: yes, against {';'.join(core_urls)}")
     return 0
 
 
@@ -249,19 +275,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     try:
         rule = read_policy(path).select(args.host.lower().partition(":")[0].rstrip("."), uri, args.method.upper())
     except AmbiguousPath as exc:
-        print(f"{args.method.upper()} {uri}: refused with 400 ({exc})")
-        return 1
+        raise CheckFailed(f"{args.method.upper()} {uri}: refused with 400 ({exc})") from None
     print(f"{args.method.upper()} {args.host}{uri} -> rule {rule.describe()}")
     if args.token is None:
         return 0
-    try:
-        token = tokens.parse(args.token.strip())
-    except tokens.MalformedToken as exc:
-        print(f"token: not a SuperTokens access token ({exc})")
-        return 1
-    errors = claims.failures(rule.claims, token.custom_claims, time.time() * 1000)
-    print("claims: " + ("satisfied" if not errors else json.dumps(errors)))
-    return 0 if not errors else 1
+    errors = claims.failures(rule.claims, _parsed_token(args.token).custom_claims, time.time() * 1000)
+    if errors:
+        raise CheckFailed("claims: " + json.dumps(errors))
+    print("claims: satisfied")
+    return 0
 
 
 COMMANDS = {"serve": cmd_serve, "dev-core": cmd_dev_core, "demo": cmd_demo, "inspect": cmd_inspect,
@@ -278,6 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PolicyError as exc:
         print(f"forward-auth: invalid policy: {exc}", file=sys.stderr)
         return 2
+    except CheckFailed as exc:
+        print(exc)
+        return 1
     except KeyboardInterrupt:
         return 130
 

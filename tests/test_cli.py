@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import v2, v5
+from proxy_harness import tampered
 
 from forward_auth.cli import main
 from forward_auth.devcore.minter import SigningKey
@@ -24,11 +25,30 @@ def devcore() -> Iterator[tuple[DevCore, str]]:
     stop()
 
 
-def test_inspect_decodes_offline(capsys: pytest.CaptureFixture[str], key: SigningKey) -> None:
+@pytest.fixture(autouse=True)
+def no_core_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FORWARD_AUTH_CORE_URL", raising=False)
+
+
+def test_inspect_decodes_offline_and_says_the_signature_is_not_checked(capsys: pytest.CaptureFixture[str],
+                                                                       key: SigningKey) -> None:
     assert main(["inspect", v5(key, parentRefreshTokenHash1="p")]) == 0
     out = capsys.readouterr().out
     assert "version:  5" in out and f"kid:      {key.kid}" in out and "user-1" in out
     assert "(not expired)" in out and "the core must be asked" in out
+    assert out.splitlines()[-1] == "signature: not checked (no core given: --core-url or FORWARD_AUTH_CORE_URL)"
+
+
+def test_inspect_offline_fails_an_expired_token(capsys: pytest.CaptureFixture[str], key: SigningKey) -> None:
+    assert main(["inspect", v5(key, exp=1_000_000_000)]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "verifies: no (expired)"
+
+
+@pytest.mark.parametrize("pasted", ["{t}", " Bearer {t}\n", "Authorization: Bearer {t}", "sAccessToken={t}",
+                                    "Cookie: theme=dark; sAccessToken={t}; sFrontToken=x", "st-access-token: {t}"])
+def test_inspect_takes_what_people_paste(pasted: str, capsys: pytest.CaptureFixture[str], key: SigningKey) -> None:
+    assert main(["inspect", pasted.format(t=v5(key))]) == 0
+    assert "user:     user-1" in capsys.readouterr().out
 
 
 def test_inspect_legacy_token(capsys: pytest.CaptureFixture[str], key: SigningKey) -> None:
@@ -52,9 +72,22 @@ def test_inspect_against_a_core(capsys: pytest.CaptureFixture[str], devcore: tup
     assert "verifies: no (expired" in capsys.readouterr().out
 
 
-def test_inspect_with_an_unreachable_core(capsys: pytest.CaptureFixture[str], key: SigningKey) -> None:
+def test_inspect_reads_the_core_from_the_environment_and_fails_a_tampered_token(
+        capsys: pytest.CaptureFixture[str], devcore: tuple[DevCore, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    core, url = devcore
+    monkeypatch.setenv("FORWARD_AUTH_CORE_URL", url)
+    good = core.create_session("public", "ann", {}, {})["accessToken"]["token"]
+    assert main(["inspect", good]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"verifies: yes, against {url}"
+    assert main(["inspect", tampered(good)]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "verifies: no (bad-signature: signature does not verify)"
+
+
+def test_inspect_with_an_unreachable_core_says_why_once(capsys: pytest.CaptureFixture[str], key: SigningKey) -> None:
     assert main(["inspect", v5(key), "--core-url", "http://127.0.0.1:9"]) == 1
-    assert "verifies: no (keys-unavailable" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "verifies: no (keys-unavailable" in out
+    assert (out + err).count("NewConnectionError") == 1
 
 
 def test_check_config_prints_the_effective_settings(capsys: pytest.CaptureFixture[str],
@@ -146,6 +179,7 @@ BAD_ARGUMENTS = [
     ["check-policy", "/nonexistent/policy.yaml"],
     ["explain", "--uri", "/"],
     ["explain", "--policy-file", "/nonexistent/policy.yaml", "--uri", "/"],
+    ["inspect", "eyJ.eyJ.sig", "--core-url", "ftp://core"],
 ]
 
 
