@@ -35,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="YAML config file (keys are setting names)")
     for name in settings_module.FLAGS:
         serve.add_argument(settings_module.flag_name(name), dest=name, help=settings_module.DESCRIPTIONS[name])
-    serve.add_argument("--check-config", action="store_true", help="validate the settings, print them, exit")
+    serve.add_argument("--check-config", action="store_true",
+                       help="check the settings and the policy file as serve does at start (not whether the "
+                            "addresses are free), print the settings, exit (2 if anything is wrong)")
 
     core = commands.add_parser("dev-core", help="run the in-memory development SuperTokens core")
     core.add_argument("--bind", default="127.0.0.1:3567")
@@ -97,6 +99,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in settings_module.FLAGS}
     settings = settings_module.load(overrides, config_file=args.config)
     if args.check_config:
+        if settings.policy_file:
+            read_policy(settings.policy_file)  # as serve reads it at start: a bad file exits 2
         print(json.dumps(settings_module.public_view(settings), indent=2, default=str))
         return 0
     directory = metrics_directory()

@@ -104,6 +104,15 @@ def test_check_config_masks_the_api_key(capsys: pytest.CaptureFixture[str]) -> N
     assert "s3cr3t-key" not in out and '"core_api_key": "***"' in out
 
 
+def test_check_config_checks_the_policy_file_as_serve_does(capsys: pytest.CaptureFixture[str], tmp_path) -> None:  # noqa: ANN001
+    path = tmp_path / "p.yaml"
+    path.write_text("rules: [{session: maybe}]\n")
+    assert main(["serve", "--check-config", "--policy-file", str(path)]) == 2
+    assert "rules[0]: session must be one of" in capsys.readouterr().err
+    path.write_text("rules: [{session: public}]\n")
+    assert main(["serve", "--check-config", "--policy-file", str(path)]) == 0
+
+
 POLICY = """
 rules:
   - {name: public, match: {path_prefix: /public/}, session: public}
@@ -170,6 +179,7 @@ BAD_ARGUMENTS = [
     ["serve", "--bind", "nope.invalid:8080"],
     ["serve", "--config", "/nonexistent/config.yaml"],
     ["serve", "--policy-file", "/nonexistent/policy.yaml"],
+    ["serve", "--check-config", "--policy-file", "/nonexistent/policy.yaml"],
     ["dev-core", "--bind", "nonsense"],
     ["dev-core", "--bind", "{taken}"],
     ["dev-core", "--bind", "0.0.0.0:0"],
