@@ -33,8 +33,11 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the verifier service (gunicorn or granian)")
     serve.add_argument("--config", help="YAML config file (keys are setting names)")
+    defaults = settings_module.Settings()
     for name in settings_module.FLAGS:
-        serve.add_argument(settings_module.flag_name(name), dest=name, help=settings_module.DESCRIPTIONS[name])
+        switch = isinstance(getattr(defaults, name), bool)  # --legacy / --no-legacy, no value
+        serve.add_argument(settings_module.flag_name(name), dest=name, help=settings_module.DESCRIPTIONS[name],
+                           action=argparse.BooleanOptionalAction if switch else "store")
     serve.add_argument("--check-config", action="store_true",
                        help="check the settings and the policy file as serve does at start (not whether the "
                             "addresses are free), print the settings, exit (2 if anything is wrong)")

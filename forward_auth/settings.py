@@ -364,10 +364,11 @@ def markdown_table() -> str:
     rows = ["| setting (YAML key) | environment variable | flag | default | meaning |", "|---|---|---|---|---|"]
     for name in SETTING_NAMES:
         value = getattr(defaults, name)
+        flag = f"`{flag_name(name)}`" if name in FLAGS else ""
         if isinstance(value, tuple):
             value = (";" if name == "core_url" else ",").join(str(v) for v in value)
         elif isinstance(value, bool):
             value = str(value).lower()
-        flag = f"`{flag_name(name)}`" if name in FLAGS else ""
+            flag = flag and f"{flag} / `--no-{flag[3:]}"  # a switch: no value
         rows.append(f"| `{name}` | `{env_name(name)}` | {flag} | `{value}` | {DESCRIPTIONS[name]} |")
     return "\n".join(rows) + "\n"

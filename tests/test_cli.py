@@ -93,9 +93,19 @@ def test_inspect_with_an_unreachable_core_says_why_once(capsys: pytest.CaptureFi
 def test_check_config_prints_the_effective_settings(capsys: pytest.CaptureFixture[str],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FORWARD_AUTH_CHECK_DATABASE", "true")
-    assert main(["serve", "--check-config", "--legacy", "true", "--core-url", "http://a:1;http://b:2"]) == 0
+    assert main(["serve", "--check-config", "--legacy", "--core-url", "http://a:1;http://b:2"]) == 0
     out = capsys.readouterr().out
     assert '"session_expired_status": 440' in out and '"check_database": true' in out and '"http://b:2"' in out
+
+
+def test_boolean_flags_are_switches_over_the_environment(capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORWARD_AUTH_CHECK_DATABASE", "true")
+    assert main(["serve", "--check-config", "--no-check-database"]) == 0
+    assert '"check_database": false' in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:  # a value is an unknown argument
+        main(["serve", "--check-config", "--legacy", "true"])
+    assert exited.value.code == 2
 
 
 def test_check_config_masks_the_api_key(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,7 @@ application receives.
 Topology (all on 127.0.0.1, each proxy kind started once for the module, four instances of it):
 
     client -> proxy[modern]  -> forward-auth (401 profile, anti-CSRF VIA_CUSTOM_HEADER, preflight on)
-           -> proxy[legacy]  -> forward-auth (--legacy true: 440, sIdRefreshToken; preflight off)
+           -> proxy[legacy]  -> forward-auth (--legacy: 440, sIdRefreshToken; preflight off)
            -> proxy[broken]  -> forward-auth whose core is unreachable (503)
            -> proxy[down]    -> nothing listening
            (every proxy)     -> echo application (records what it received)
@@ -113,7 +113,7 @@ def _services(echo: EchoUpstream, core_port: int, dead_core: int, ports: dict[st
     with (
         process(_serve(ports["modern"], core_url, "--anti-csrf", "VIA_CUSTOM_HEADER"), paths["modern"],
                 env={**env, "FORWARD_AUTH_CORS_PREFLIGHT": "true"}),
-        process(_serve(ports["legacy"], core_url, "--anti-csrf", "VIA_CUSTOM_HEADER", "--legacy", "true"),
+        process(_serve(ports["legacy"], core_url, "--anti-csrf", "VIA_CUSTOM_HEADER", "--legacy"),
                 paths["legacy"], env={**env, "FORWARD_AUTH_CORS_PREFLIGHT": "false"}),
         process(_serve(ports["broken"], f"http://127.0.0.1:{dead_core}"), paths["broken"], env=env),
     ):
