@@ -1,4 +1,4 @@
-"""``forward-auth``: serve, dev-core, demo, inspect. A thin shell over the same functions."""
+"""``forward-auth``: serve, dev-core, demo, check-policy, explain, inspect. A thin shell over the same functions."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import claims
+from . import __version__, claims
 from . import settings as settings_module
 from . import token as tokens
 from .cookies import ACCESS_COOKIE, parse_cookie_header
@@ -27,39 +27,49 @@ from .transport import PooledTransport, TransportError
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # spelled here: importing metrics would import prometheus-client
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="forward-auth", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def _help(description: str) -> str:
+    """A setting's description as help text: the README's Markdown code marks left out."""
+    return description.replace("`", "")
 
-    serve = commands.add_parser("serve", help="run the verifier service (gunicorn or granian)")
-    serve.add_argument("--config", help="YAML config file (keys are setting names)")
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="forward-auth", description="A SuperTokens session gate for reverse "
+                                     "proxies, and the tools around it.")
+    parser.add_argument("--version", action="version", version=f"forward-auth {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gate (granian, or gunicorn with --server gunicorn)")
+    serve.add_argument("--config", help="YAML config file (keys are setting names; default: FORWARD_AUTH_CONFIG)")
     defaults = settings_module.Settings()
     for name in settings_module.FLAGS:
         switch = isinstance(getattr(defaults, name), bool)  # --legacy / --no-legacy, no value
-        serve.add_argument(settings_module.flag_name(name), dest=name, help=settings_module.DESCRIPTIONS[name],
+        serve.add_argument(settings_module.flag_name(name), dest=name, help=_help(settings_module.DESCRIPTIONS[name]),
                            action=argparse.BooleanOptionalAction if switch else "store")
     serve.add_argument("--check-config", action="store_true",
                        help="check the settings and the policy file as serve does at start (not whether the "
                             "addresses are free), print the settings, exit (2 if anything is wrong)")
 
     core = commands.add_parser("dev-core", help="run the in-memory development SuperTokens core")
-    core.add_argument("--bind", default="127.0.0.1:3567")
-    core.add_argument("--access-token-validity", type=int, default=3600, help="seconds")
-    core.add_argument("--api-key")
+    core.add_argument("--bind", default="127.0.0.1:3567", help="HOST:PORT to listen on (default %(default)s; "
+                                                               "port 0: a free one, printed at start)")
+    core.add_argument("--access-token-validity", type=int, default=3600,
+                      help="seconds an access token it issues is valid (default %(default)s)")
+    core.add_argument("--api-key", help="API key the core requires of every caller (default: none)")
     core.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
 
-    demo = commands.add_parser("demo", help="dev core + service on free ports, with ready-to-paste curls")
-    demo.add_argument("--host", default="127.0.0.1")
+    demo = commands.add_parser("demo", help="dev core + gate on free ports, with ready-to-paste curls")
+    demo.add_argument("--host", default="127.0.0.1", help="loopback address both listen on (default %(default)s)")
 
     check = commands.add_parser("check-policy", help="validate a policy file and print its rules in match order")
-    check.add_argument("file")
+    check.add_argument("file", help="the policy file (YAML)")
 
     explain = commands.add_parser("explain", help="which policy rule a request matches, and what it requires")
     explain.add_argument("--policy-file", help="default: the policy_file setting")
-    explain.add_argument("--method", default="GET")
-    explain.add_argument("--uri", required=True)
-    explain.add_argument("--host", default="")
-    explain.add_argument("--token", help="an access token: its claims are checked against the rule (not its signature)")
+    explain.add_argument("--method", default="GET", help="the original request's method (default %(default)s)")
+    explain.add_argument("--uri", required=True, help="the original request's path (a query string is ignored)")
+    explain.add_argument("--host", default="", help="the original request's host (default: none)")
+    explain.add_argument("--token", help="an access token, as pasted: its claims are checked against the rule "
+                                         "(not its signature)")
 
     inspect = commands.add_parser("inspect", help="decode a token; with a core, verify it (exit 1 if a check fails)")
     inspect.add_argument("token", help="the token, as pasted: eyJ..., 'Bearer eyJ...', 'sAccessToken=eyJ...' "

@@ -255,7 +255,7 @@ DESCRIPTIONS: Mapping[str, str] = {
     "cors_preflight": "let an `OPTIONS` request with `Access-Control-Request-Method` pass without a session",
     "policy_file": "YAML file of route rules (first match wins); without it, query parameters choose the policy",
     "policy_reload_seconds": "how often the policy file is checked for changes (0: only at start and on SIGHUP)",
-    "server": "`granian` (a Rust HTTP server; each worker verifies on an event loop and waits on the core in `threads` threads) or `gunicorn` (gthread workers)",
+    "server": "`granian` (a Rust HTTP server; each worker verifies on an event loop and waits on the core in threads of its own: the `threads` setting) or `gunicorn` (gthread workers)",
     "bind": "address the service listens on",
     "metrics_bind": "HOST:PORT on which the master process serves `/metrics` (every worker added up) instead of the main port, which then answers 404; unset: `/metrics` on the main port",
     "workers": "worker processes",

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
 from conftest import v2, v5
 from proxy_harness import tampered
 
-from forward_auth.cli import main
+from forward_auth import __version__
+from forward_auth.cli import COMMANDS, _parser, main
 from forward_auth.devcore.minter import SigningKey
 from forward_auth.devcore.server import start_in_thread
 from forward_auth.devcore.state import DevCore
@@ -210,3 +214,44 @@ def test_every_command_refuses_bad_arguments_in_one_line_with_exit_2(args: list[
                             capture_output=True, text=True, timeout=30, env={**os.environ, "FORWARD_AUTH_POLICY_FILE": ""})
     assert (result.returncode, result.stdout) == (2, ""), result.stderr
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("forward-auth: "), result.stderr
+
+
+def _options(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.Action]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command in action.choices.items():
+                yield from ((f"{name} {option}", sub) for option, sub in _options(command))
+        else:
+            yield "/".join(action.option_strings) or action.dest, action
+
+
+def test_every_option_has_help_and_the_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = _parser()
+    assert [name for name, action in _options(parser) if not action.help] == []
+    assert not [name for name, action in _options(parser) if "`" in action.help]  # Markdown marks
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert all(re.search(rf"^    {command}\b", out, re.MULTILINE) for command in COMMANDS), out
+    assert "`" not in out and "{" not in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out == f"forward-auth {__version__}\n"
+
+
+def test_dev_core_says_where_it_listens() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "forward_auth", "dev-core", "--bind", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = re.fullmatch(r"SuperTokens dev core listening on (http://127\.0\.0\.1:\d+)\n", line)
+        assert url, line
+        with urllib.request.urlopen(url.group(1) + "/hello", timeout=5) as reply:
+            assert reply.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
