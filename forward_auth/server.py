@@ -72,7 +72,7 @@ def worker_app(settings: Settings, policy: PolicySet | None = None,
         policies = PolicyFile(settings.policy_file, every=settings.policy_reload_seconds, initial=policy,
                               reloads=reloads)
     app = create_app(settings, gate, policies)
-    if settings.decision_cache_seconds > 0 and not settings.tracing:  # a replayed answer has no span
+    if settings.decision_cache_seconds > 0:  # never with tracing (settings.validate)
         return DecisionCache(app, settings.decision_cache_seconds)
     return app
 

@@ -338,6 +338,9 @@ def validate(settings: Settings) -> Settings:
         )
     if settings.metrics_bind is not None and settings.metrics_bind == settings.bind:
         raise SettingsError("metrics_bind", settings.metrics_bind, "must differ from bind")
+    if settings.decision_cache_seconds > 0 and settings.tracing:
+        raise SettingsError("decision_cache_seconds", settings.decision_cache_seconds,
+                            "must be 0 when tracing is true (a remembered answer has no span)")
     if settings.tracing:
         from .tracing import unavailable  # opentelemetry is optional: only looked for when asked
 
