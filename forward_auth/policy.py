@@ -376,12 +376,15 @@ class PolicyFile:
     """The policy in force: re-read when the file changes (checked at most every ``every`` s).
 
     A file that stops parsing keeps the previous policy in force; the error is logged once
-    per change and kept in :attr:`last_error`.
+    per change and kept in :attr:`last_error`. ``quiet`` logs reloads and errors at debug: the
+    main process, watching the same file, says them once for every worker.
     """
 
     def __init__(self, path: str, *, every: float = 2.0, clock: Callable[[], float] = time.monotonic,
-                 initial: PolicySet | None = None, reloads: Callable[[], int] | None = None) -> None:
+                 initial: PolicySet | None = None, reloads: Callable[[], int] | None = None,
+                 quiet: bool = False) -> None:
         self.path = path
+        self._quiet = quiet
         self._every = every
         self._clock = clock
         self._reloads = reloads  # a counter raised by SIGHUP: re-read at the next look
@@ -431,7 +434,9 @@ class PolicyFile:
             self._policy = read_policy(self.path)
         except PolicyError as exc:
             self.last_error = str(exc)
-            log.error("policy not reloaded, the previous one stays in force: %s", exc)
+            log.log(logging.DEBUG if self._quiet else logging.ERROR,
+                    "policy not reloaded, the previous one stays in force: %s", exc)
             return
         self.last_error = None
-        log.info("policy reloaded from %s (%d rules)", self.path, len(self._policy.rules))
+        log.log(logging.DEBUG if self._quiet else logging.INFO,
+                "policy reloaded from %s (%d rules)", self.path, len(self._policy.rules))

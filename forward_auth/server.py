@@ -68,9 +68,9 @@ def worker_app(settings: Settings, policy: PolicySet | None = None,
     except ForwardAuthError as exc:
         log.warning("signing keys not loaded at start: %s", exc)
     policies = None
-    if settings.policy_file:
+    if settings.policy_file:  # a broken file is logged by the main process, once, when it has one
         policies = PolicyFile(settings.policy_file, every=settings.policy_reload_seconds, initial=policy,
-                              reloads=reloads)
+                              reloads=reloads, quiet=policy is not None)
     app = create_app(settings, gate, policies)
     if settings.decision_cache_seconds > 0:  # never with tracing (settings.validate)
         return DecisionCache(app, settings.decision_cache_seconds)
@@ -282,6 +282,7 @@ def serve_granian(settings: Settings) -> None:
 def run(settings: Settings) -> None:
     """Serve with the server the settings name (``forward-auth serve`` and ``demo``)."""
     _check_bind(settings.bind)
+    configure_logging(settings.log_level, settings.log_format)  # the main process logs policy edits
     if settings.server == "granian":
         serve_granian(settings)
     else:
