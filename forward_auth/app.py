@@ -13,6 +13,7 @@ from .core import CoreClient
 from .decisions import DecisionRecorder
 from .errors import (
     BadRequest,
+    BodyTooLarge,
     CoreError,
     ForwardAuthError,
     InvalidClaims,
@@ -72,7 +73,7 @@ class ErrorAnswers:
         if isinstance(ex, InvalidClaims):
             return self._settings.invalid_claim_status, {"message": "invalid claim", "claimValidationErrors": ex.errors}
         if isinstance(ex, BadRequest):
-            return 400, {"message": ex.detail}
+            return 413 if isinstance(ex, BodyTooLarge) else 400, {"message": ex.detail}
         # Our own trouble: the reason only; core addresses and answers stay in the log.
         if isinstance(ex, ServiceUnavailable):
             return 503, {"message": ex.reason}

@@ -280,6 +280,18 @@ class TestJsonApi:
     def test_bad_bodies_are_400(self, client, body: bytes) -> None:
         assert client.simulate_post("/sessions/verify", body=body).status_code == 400
 
+    def test_a_body_over_the_limit_is_413_saying_the_limit(self, client, key: SigningKey) -> None:
+        body = json.dumps({"accessToken": v5(key), "padding": "x" * (2 << 20)})  # valid JSON, 2 MB
+        result = client.simulate_post("/sessions/verify", body=body, headers={"content-type": "application/json"})
+        assert (result.status_code, result.headers["X-Forward-Auth-Reason"]) == (413, "body-too-large")
+        assert result.json == {"message": "the body is over the limit of 1048576 bytes (1 MiB)"}
+
+    def test_an_answer_falcon_gives_is_logged_with_its_own_reason(self, client,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level("INFO", logger="forward_auth.decisions")
+        assert client.simulate_get("/sessions/verify").status_code == 405
+        assert caplog.messages == ["deny 405 /sessions/verify: method-not-allowed"]
+
 
 class TestBadInput:
     def test_huge_cookie(self, client) -> None:
