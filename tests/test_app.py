@@ -206,6 +206,7 @@ class TestCore:
         assert result.headers["front-token"] == "remove"
         assert result.headers["st-access-token"] == "" and result.headers["st-refresh-token"] == ""
         assert "1970" in result.headers["set-cookie"]
+        assert result.headers["access-control-expose-headers"] == "front-token,st-access-token,st-refresh-token"
 
     def test_check_database_query_parameter(self, client, fake_core: FakeCore, key: SigningKey) -> None:
         fake_core.verify_answer = {"status": "UNAUTHORISED", "message": "gone"}
