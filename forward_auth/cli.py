@@ -277,7 +277,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_check_policy(args: argparse.Namespace) -> int:
     policy_set = read_policy(args.file)
-    print(f"{args.file}: {len(policy_set.rules)} rules, first match wins")
+    print(f"{args.file}: {policy_set.counted()}, first match wins")
     for index, rule in enumerate(policy_set.rules, start=1):
         print(f"{index:3d}. {rule.describe()}")
     print(f"  -. {policy_set.default.describe()} (when no rule matches)")

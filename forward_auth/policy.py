@@ -168,6 +168,10 @@ class PolicySet:
         return next((rule for rule in self.rules if rule.match.matches(host, path, method, folded=folded)),
                     self.default)
 
+    def counted(self) -> str:
+        """``1 rule``, ``3 rules``."""
+        return f"{len(self.rules)} rule{'' if len(self.rules) == 1 else 's'}"
+
     def named(self, name: str) -> Rule | None:
         if name == self.default.name:
             return self.default
@@ -284,8 +288,12 @@ def _validator(raw: Any, where: str) -> Validator:
 def _match(raw: Any, where: str) -> Match:
     if raw is None:
         return Match()
-    if not isinstance(raw, dict) or set(raw) - _MATCH_KEYS:
-        raise _fail(where, "match takes " + ", ".join(sorted(_MATCH_KEYS)))
+    if not isinstance(raw, dict):
+        raise _fail(where, "match is a mapping of " + ", ".join(sorted(_MATCH_KEYS)))
+    unknown = set(raw) - _MATCH_KEYS
+    if unknown:
+        raise _fail(where, f"unknown match key(s) {', '.join(sorted(map(str, unknown)))}; a match takes "
+                    + ", ".join(sorted(_MATCH_KEYS)))
     if sum(k in raw for k in ("path_prefix", "path_glob", "path_regex")) > 1:
         raise _fail(where, "use one of path_prefix, path_glob, path_regex")
     for key in ("host", "path_prefix", "path_glob", "path_regex"):
@@ -439,4 +447,4 @@ class PolicyFile:
             return
         self.last_error = None
         log.log(logging.DEBUG if self._quiet else logging.INFO,
-                "policy reloaded from %s (%d rules)", self.path, len(self._policy.rules))
+                "policy reloaded from %s (%s)", self.path, self._policy.counted())

@@ -141,8 +141,16 @@ def test_check_policy_prints_rules_in_match_order(capsys: pytest.CaptureFixture[
     path.write_text(POLICY)
     assert main(["check-policy", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{path}: 2 rules, first match wins"
     assert lines[1].strip().startswith("1. public") and lines[2].strip().startswith("2. admin")
     assert "st-role includes 'admin'" in lines[2] and "default" in lines[3]
+
+
+def test_check_policy_counts_one_rule_in_the_singular(capsys: pytest.CaptureFixture[str], tmp_path) -> None:  # noqa: ANN001
+    path = tmp_path / "p.yaml"
+    path.write_text("rules: [{name: all, session: public}]\n")
+    assert main(["check-policy", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"{path}: 1 rule, first match wins"
 
 
 def test_check_policy_refuses_a_bad_file_with_exit_2(capsys: pytest.CaptureFixture[str], tmp_path) -> None:  # noqa: ANN001
