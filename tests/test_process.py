@@ -350,6 +350,8 @@ def test_metrics_bind_serves_every_workers_metrics_from_the_master_only_there(co
             assert curl(f"http://127.0.0.1:{port}/verify")[0] == 401
         assert curl(f"http://127.0.0.1:{port}/metrics")[0] == 404
         assert curl(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        assert [curl(f"http://127.0.0.1:{metrics_port}{path}")[0] for path in ("/", "/verify", "/metrics/x")] == [
+            404, 404, 404]
         status, headers, text = curl(f"http://127.0.0.1:{metrics_port}/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")
     assert metric(text, "forward_auth_decisions_total", outcome="allow", reason="ok") == 12
