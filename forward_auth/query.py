@@ -10,6 +10,9 @@ from .policy import AmbiguousPath, PolicyFile, Rule, canonical_path
 from .settings import Settings, parse_bool
 
 Params = Mapping[str, "str | list[str]"]
+#: The query parameters that override a policy field.
+_POLICY_PARAMETERS = frozenset({"sessionRequired", "antiCsrf", "checkDatabase", "requireRole", "requirePermission",
+                                "requireEmailVerified"})
 
 
 def _flag(params: Params, name: str) -> bool | None:
@@ -43,7 +46,7 @@ def _claim_validators(params: Params) -> tuple[claims.Validator, ...]:
 def policy_from(params: Params, settings: Settings, rule: Rule | None = None) -> verifier.Policy:
     """The per-request policy: the matched rule (or the settings), overridden by query parameters."""
     base = rule.to_policy(settings.check_database) if rule else verifier.Policy(check_database=settings.check_database)
-    if not params:
+    if not params or _POLICY_PARAMETERS.isdisjoint(params):  # ?proxy=nginx alone: nothing to override
         return base
     required, anti_csrf, check_db = (_flag(params, "sessionRequired"), _flag(params, "antiCsrf"),
                                      _flag(params, "checkDatabase"))
