@@ -14,6 +14,7 @@ from .core import CoreClient
 from .decisions import DecisionRecorder
 from .errors import (
     BadRequest,
+    BodyTooLarge,
     CoreError,
     ForwardAuthError,
     InvalidClaims,
@@ -73,7 +74,7 @@ class ErrorAnswers:
         if isinstance(ex, InvalidClaims):
             return self._settings.invalid_claim_status, {"message": "invalid claim", "claimValidationErrors": ex.errors}
         if isinstance(ex, BadRequest):
-            return 400, {"message": ex.detail}
+            return 413 if isinstance(ex, BodyTooLarge) else 400, {"message": ex.detail}
         # Our own trouble: the reason only; core addresses and answers stay in the log.
         if isinstance(ex, ServiceUnavailable):
             return 503, {"message": ex.reason}
@@ -110,8 +111,9 @@ class ErrorAnswers:
 
 
 def compact_json(media: Any) -> str:
-    """JSON as supertokens-python writes it: no spaces."""
-    return json.dumps(media, separators=(",", ":"), ensure_ascii=False)
+    """JSON as supertokens-python writes it (no spaces), in ASCII: a token's text, whatever it
+    holds (a lone surrogate too), cannot fail to encode, nor be changed by a header's trip."""
+    return json.dumps(media, separators=(",", ":"))
 
 
 class NginxCompat:
@@ -130,7 +132,7 @@ class NginxCompat:
         status = resp.status_code
         resp.set_header("X-Forward-Auth-Status", str(status))
         if status >= 400 and resp.media is not None:
-            resp.set_header("X-Forward-Auth-Body", compact_json(resp.media).encode("utf-8").decode("latin-1"))
+            resp.set_header("X-Forward-Auth-Body", compact_json(resp.media))
         elif status >= 400 and resp.content_type == pages.HTML:  # a navigation's page (one ASCII line)
             resp.set_header("X-Forward-Auth-Body", resp.data.decode("ascii"))
             resp.set_header("X-Forward-Auth-Content-Type", pages.HTML)

@@ -73,19 +73,25 @@ class ASGIApp:
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
         if scope["type"] != "http":
             return
-        if sum(name == b"host" for name, _ in scope["headers"]) > 1:  # which host? gunicorn refuses it too
+        environ = self._environ(scope)
+        if environ is None:  # which host? gunicorn refuses it too
             await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"text/plain")]})
             await send({"type": "http.response.body", "body": b"more than one Host header\n"})
             return
-        body = await self._body(receive) if _has_body(scope["headers"]) else b""
+        body = b""
+        if "CONTENT_LENGTH" in environ or "HTTP_TRANSFER_ENCODING" in environ:
+            body = await self._body(receive)
+            _with_body(environ, body)
         try:
             with no_waiting(INLINE if self._with_pool < self._limit else REFUSE):
-                status, headers, content = self._call(self._environ(scope, body))
+                status, headers, content = self._call(environ)
         except WouldBlock:
+            environ = self._environ(scope) or {}  # afresh: the first call may have changed it
+            _with_body(environ, body)
             self._with_pool += 1
             try:
                 status, headers, content = await asyncio.get_running_loop().run_in_executor(
-                    self._pool, self._call, self._environ(scope, body))
+                    self._pool, self._call, environ)
             finally:
                 self._with_pool -= 1
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -117,7 +123,8 @@ class ASGIApp:
         return b"".join(parts)[:MAX_BODY]
 
     @staticmethod
-    def _environ(scope: dict[str, Any], body: bytes) -> dict[str, Any]:
+    def _environ(scope: dict[str, Any]) -> dict[str, Any] | None:
+        """The WSGI environ of the request (its body read apart), or None for two Host headers."""
         server = scope.get("server") or ("", None)
         client = scope.get("client") or ("", None)  # None on a unix socket: a local peer
         raw_path = scope.get("raw_path")
@@ -135,7 +142,7 @@ class ASGIApp:
             "REMOTE_PORT": "" if client[1] is None else str(client[1]),
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": scope.get("scheme", "http"),
-            "wsgi.input": io.BytesIO(body),
+            "wsgi.input": io.BytesIO(),
             "wsgi.errors": _ERRORS,
             "wsgi.multithread": True,
             "wsgi.multiprocess": True,
@@ -149,13 +156,15 @@ class ASGIApp:
                 continue
             value = raw.decode("latin-1")
             if key in environ:
+                if key == "HTTP_HOST":
+                    return None
                 environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
             else:
                 environ[key] = value
-        if body and "CONTENT_LENGTH" not in environ:
-            environ["CONTENT_LENGTH"] = str(len(body))
         return environ
 
 
-def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(name in (b"content-length", b"transfer-encoding") for name, _ in headers)
+def _with_body(environ: dict[str, Any], body: bytes) -> None:
+    environ["wsgi.input"] = io.BytesIO(body)
+    if body and "CONTENT_LENGTH" not in environ:
+        environ["CONTENT_LENGTH"] = str(len(body))

@@ -84,7 +84,7 @@ def clearing_headers(settings: Settings) -> ResponseHeaders:
         ("st-access-token", ""),
         ("st-refresh-token", ""),
         ("front-token", "remove"),
-        _expose(["front-token", "st-access-token", "st-refresh-token", "front-token"]),
+        _expose(["front-token", "st-access-token", "st-refresh-token"]),  # the SDK names front-token twice
     ]
     return ResponseHeaders(tuple(items))
 

@@ -61,6 +61,12 @@ class BadRequest(ForwardAuthError):
     reason = "bad-request"
 
 
+class BodyTooLarge(BadRequest):
+    """The caller's JSON body is over the limit (413)."""
+
+    reason = "body-too-large"
+
+
 class ServiceUnavailable(ForwardAuthError):
     """We cannot decide now; retrying later may succeed (503)."""
 

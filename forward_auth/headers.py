@@ -25,12 +25,15 @@ def header_value(text: str) -> str:
     """A header-safe rendering: printable ASCII but space and ``%`` as-is, the rest percent-encoded.
 
     Spaces are encoded because servers strip them at the ends of header values (`` admin ``
-    would reach the upstream as ``admin``); control characters could split headers.
+    would reach the upstream as ``admin``); control characters could split headers. A lone
+    surrogate (JSON allows ``"\\udcff"`` in a token, and the core takes it in a user id) is
+    encoded as its code point's three bytes, so distinct values stay distinct and none fails.
     """
     if _HEADER_SAFE.fullmatch(text):  # user ids, handles, tenants: nearly always
         return text
     return "".join(
-        ch if 0x20 < ord(ch) < 0x7F and ch != "%" else "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
+        ch if 0x20 < ord(ch) < 0x7F and ch != "%" else
+        "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
         for ch in text
     )
 

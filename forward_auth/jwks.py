@@ -133,7 +133,8 @@ class JwksFetcher:
         return list(self.keys().keys.values())
 
     def status(self) -> dict[str, object]:
-        """Readiness facts: whether keys are loaded, and how stale they are."""
+        """Readiness facts: whether keys are loaded, and how stale they are. Where they came
+        from and why a fetch failed stay in the log (``/readyz`` answers anyone)."""
         good = self._last_good
         now = self._clock()
         return {
@@ -142,8 +143,7 @@ class JwksFetcher:
             "age_seconds": round(now - good.fetched_at, 3) if good else None,
             "stale_seconds": round(max(0.0, good.expired_for(now)), 3) if good else None,
             "usable": good is not None and good.expired_for(now) <= self._max_stale,
-            "source": good.source if good else None,
-            "last_error": self.last_error,
+            "last_fetch_failed": self.last_error is not None,
         }
 
     def _refresh(self, *, forced: bool) -> KeySet:

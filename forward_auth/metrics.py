@@ -9,6 +9,11 @@ serves it on the main port or the master on its own address (:class:`MetricsServ
 from __future__ import annotations
 
 import os
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,9 +23,13 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    make_wsgi_app,
     multiprocess,
-    start_http_server,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
+
+if TYPE_CHECKING:
+    from .decision_cache import WSGIApp
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -50,14 +59,37 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(_registry()), CONTENT_TYPE_LATEST
 
 
+def _only_metrics(app: WSGIApp) -> WSGIApp:
+    """``app`` at ``/metrics``; 404 for any other path (prometheus-client answers every path)."""
+    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/metrics":
+            return app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"not found: the metrics are at /metrics\n"]
+    return serve
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        """No line per scrape."""
+
+
 class MetricsServer:
-    """``/metrics`` on an address of its own (the ``metrics_bind`` setting), served by threads of
-    the gunicorn master: never behind auth, never queued behind ``/verify``."""
+    """``/metrics`` (and nothing else) on an address of its own (the ``metrics_bind`` setting),
+    served by threads of the main process: never behind auth, never queued behind ``/verify``."""
 
     def __init__(self, address: str) -> None:
         """Listen on HOST:PORT and serve; OSError when that address cannot be listened on."""
         host, _, port = address.rpartition(":")
-        self._server, self._thread = start_http_server(int(port), host.strip("[]"), _registry())
+        host = host.strip("[]")
+
+        class Server(ThreadingWSGIServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        self._server = make_server(host, int(port), _only_metrics(make_wsgi_app(_registry())), Server,
+                                   handler_class=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
+        self._thread.start()
 
     def close_inherited(self) -> None:
         """In a forked worker: close the copy of the listening socket (the master serves it)."""

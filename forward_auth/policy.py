@@ -32,15 +32,17 @@ changes; a bad file keeps the policy in force and logs why.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import os
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 import yaml
 
@@ -79,16 +81,31 @@ class Match:
     path_regex: re.Pattern[str] | None = None
     methods: frozenset[str] | None = None
 
-    def matches(self, host: str, path: str, method: str) -> bool:
+    def matches(self, host: str, path: str, method: str, *, folded: bool = False) -> bool:
+        """Whether the rule applies; ``folded``: with case ignored on both sides (``lower()``, as
+        ``re.IGNORECASE`` folds; :func:`canonical_path` refuses the letters where folds differ)."""
         if self.methods is not None and method not in self.methods:
             return False
         if self.host is not None and not fnmatch.fnmatchcase(host.lower(), self.host.lower()):
             return False
-        if self.path_prefix is not None and not path.startswith(self.path_prefix):
+        if folded:
+            path = path.lower()
+        if self.path_prefix is not None and not path.startswith(self._fold(self.path_prefix, folded)):
             return False
-        if self.path_glob is not None and not fnmatch.fnmatchcase(path, self.path_glob):
+        if self.path_glob is not None and not fnmatch.fnmatchcase(path, self._fold(self.path_glob, folded)):
             return False
-        return self.path_regex is None or self.path_regex.fullmatch(path) is not None
+        if self.path_regex is None:
+            return True
+        return (self._folded_regex if folded else self.path_regex).fullmatch(path) is not None
+
+    @staticmethod
+    def _fold(pattern: str, folded: bool) -> str:
+        return pattern.lower() if folded else pattern
+
+    @functools.cached_property
+    def _folded_regex(self) -> re.Pattern[str]:
+        assert self.path_regex is not None
+        return re.compile(self.path_regex.pattern, self.path_regex.flags | re.IGNORECASE)
 
     def describe(self) -> str:
         parts = [f"host={self.host}" if self.host else "", f"prefix={self.path_prefix}" if self.path_prefix else "",
@@ -151,16 +168,28 @@ class PolicySet:
     default: Rule = field(default_factory=lambda: Rule(name="default"))
 
     def select(self, host: str, path: str, method: str) -> Rule:
-        """The first rule whose match holds on the canonical path, else the default. A host that is
-        no hostname (``evil,a.example.com`` would match ``*.example.com``) is refused when a rule
-        names hosts."""
+        """The first rule whose match holds on the canonical path, else the default.
+
+        Refused (:class:`AmbiguousPath`): a host that is no hostname when a rule names hosts
+        (``evil,a.example.com`` would match ``*.example.com``), and a path whose rule depends on
+        its case or on trailing dots of its segments: case-insensitive servers (Express by
+        default, ASP.NET, IIS) read ``/ADMIN/x`` as ``/admin/x``, IIS reads ``/admin./x`` so too.
+        """
         path = canonical_path(path)
         if not _HOSTNAME.fullmatch(host) and any(rule.match.host is not None for rule in self.rules):
             raise AmbiguousPath(f"host {host[:64]!r} is not a hostname")
-        for rule in self.rules:
-            if rule.match.matches(host, path, method):
-                return rule
-        return self.default
+        rule = self._first(host, path, method, folded=False)
+        if self._first(host, _without_trailing_dots(path), method, folded=True) is not rule:
+            raise AmbiguousPath("the path's case or trailing dots pick another rule than it does as written")
+        return rule
+
+    def _first(self, host: str, path: str, method: str, *, folded: bool) -> Rule:
+        return next((rule for rule in self.rules if rule.match.matches(host, path, method, folded=folded)),
+                    self.default)
+
+    def counted(self) -> str:
+        """``1 rule``, ``3 rules``."""
+        return f"{len(self.rules)} rule{'' if len(self.rules) == 1 else 's'}"
 
     def named(self, name: str) -> Rule | None:
         if name == self.default.name:
@@ -173,29 +202,73 @@ class AmbiguousPath(ValueError):
 
 
 _HOSTNAME = re.compile(r"\[[0-9a-f:.]+\]|[a-z0-9._-]*", re.IGNORECASE)  # as credentials hands it over: no port
-_ENCODED_SEPARATOR = re.compile(r"%(2[eEfF]|5[cC])")
-_DOT_SEGMENT = re.compile(r"\.\.?(;.*)?")
+#: Longest path judged; longer ones are refused (no legitimate link is near it; nginx's
+#: request line stops at 8 KiB by default).
+MAX_PATH = 8192
+_ENCODED_SEPARATOR = re.compile(r"%(2[5eEfF]|5[cC])")
+_DOT_SEGMENT = re.compile(r"\.\.?")
+#: Characters that Windows' best-fit conversion turns into a separator, and the capital I with
+#: a dot, which simple lower-casing (Java's, .NET's) makes an ASCII ``i``.
+_ASCII_LOOKALIKES = frozenset("\u00a5\u20a9\u2044\u2215\u2216\ufe68\u0130")
 
 
 def canonical_path(path: str) -> str:
-    """The path a rule is matched on: percent-decoded once, and refused when ambiguous.
+    """The path a rule is matched on: percent-decoded once (UTF-8), and refused when ambiguous.
 
-    Applications and proxies disagree on ``//``, ``.``/``..`` segments (also ``..;``, as Tomcat
-    reads it), backslashes and encoded ``.``, ``/`` or ``\\``: resolving them one way lets a
+    Applications and proxies disagree on ``//``, ``.``/``..`` segments, backslashes (WHATWG URL
+    parsers and IIS read them as ``/``), ``;`` (Tomcat, Jetty and Spring drop path parameters:
+    ``/admin;x/y`` is ``/admin/y`` there, ``/public/..;/admin`` is ``/admin``), ``#`` (URL
+    parsers cut a fragment there), encoded ``%``, ``.``, ``/`` or ``\\``, bytes that are not
+    UTF-8 (overlong ``%C0%AE`` too), and letters that case mappings or compatibility forms turn
+    into ASCII (``ı``, ``ſ``, the Kelvin sign, fullwidth forms): resolving them one way lets a
     request reach a path the other way reads as protected. Such paths raise
     :class:`AmbiguousPath` (a 400) instead of being guessed at.
     """
+    if len(path) > MAX_PATH:
+        raise AmbiguousPath(f"path longer than {MAX_PATH} bytes")
     if _ENCODED_SEPARATOR.search(path):
-        raise AmbiguousPath("encoded '.', '/' or '\\' in the path")
-    decoded = unquote(path)
+        raise AmbiguousPath("encoded '%', '.', '/' or '\\' in the path")
+    if "#" in path:
+        raise AmbiguousPath("'#' in the path (URL parsers cut a fragment there)")
+    try:  # header text is the bytes as latin-1: raw UTF-8 and %-escapes then decode alike
+        decoded = unquote_to_bytes(_as_bytes(path)).decode("utf-8")
+    except UnicodeDecodeError:
+        raise AmbiguousPath("the path is not UTF-8") from None
     if "\\" in decoded:
         raise AmbiguousPath("backslash in the path")
+    if ";" in decoded:
+        raise AmbiguousPath("';' in the path (servlet containers drop path parameters)")
+    if not decoded.isascii() and (not unicodedata.is_normalized("NFC", decoded)
+                                  or any(_ascii_lookalike(ch) for ch in decoded if not ch.isascii())):
+        raise AmbiguousPath("a character in the path that servers may read as another (case, compatibility form)")
     segments = decoded.split("/")
     if any(_DOT_SEGMENT.fullmatch(segment) for segment in segments):
         raise AmbiguousPath("dot segment in the path")
     if "" in segments[1:-1]:
         raise AmbiguousPath("empty segment ('//') in the path")
     return decoded or "/"
+
+
+def _as_bytes(text: str) -> bytes:
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:  # already decoded text (a direct request's own path)
+        return text.encode("utf-8", "surrogatepass")
+
+
+@functools.lru_cache(maxsize=1024)
+def _ascii_lookalike(ch: str) -> bool:
+    """A non-ASCII character that a simple case mapping turns into an ASCII letter (``ı``, ``ſ``,
+    the Kelvin sign), that NFKC turns into ASCII (fullwidth forms, ligatures) or that best-fit
+    conversion reads as a separator. (``ß`` stays: only full case mappings make it ``SS``.)"""
+    if ch in _ASCII_LOOKALIKES or any(c.isascii() for c in unicodedata.normalize("NFKC", ch)):
+        return True
+    return any(len(mapped) == 1 and mapped.isascii() for mapped in (ch.upper(), ch.lower(), ch.casefold()))
+
+
+def _without_trailing_dots(path: str) -> str:
+    """The path as IIS reads it: trailing dots and spaces of each segment dropped."""
+    return "/".join(segment.rstrip(". ") or segment for segment in path.split("/"))
 
 
 def _fail(where: str, what: str) -> PolicyError:
@@ -245,8 +318,12 @@ def _validator(raw: Any, where: str) -> Validator:
 def _match(raw: Any, where: str) -> Match:
     if raw is None:
         return Match()
-    if not isinstance(raw, dict) or set(raw) - _MATCH_KEYS:
-        raise _fail(where, "match takes " + ", ".join(sorted(_MATCH_KEYS)))
+    if not isinstance(raw, dict):
+        raise _fail(where, "match is a mapping of " + ", ".join(sorted(_MATCH_KEYS)))
+    unknown = set(raw) - _MATCH_KEYS
+    if unknown:
+        raise _fail(where, f"unknown match key(s) {', '.join(sorted(map(str, unknown)))}; a match takes "
+                    + ", ".join(sorted(_MATCH_KEYS)))
     if sum(k in raw for k in ("path_prefix", "path_glob", "path_regex")) > 1:
         raise _fail(where, "use one of path_prefix, path_glob, path_regex")
     for key in ("host", "path_prefix", "path_glob", "path_regex"):
@@ -347,12 +424,15 @@ class PolicyFile:
     """The policy in force: re-read when the file changes (checked at most every ``every`` s).
 
     A file that stops parsing keeps the previous policy in force; the error is logged once
-    per change and kept in :attr:`last_error`.
+    per change and kept in :attr:`last_error`. ``quiet`` logs reloads and errors at debug: the
+    main process, watching the same file, says them once for every worker.
     """
 
     def __init__(self, path: str, *, every: float = 2.0, clock: Callable[[], float] = time.monotonic,
-                 initial: PolicySet | None = None, reloads: Callable[[], int] | None = None) -> None:
+                 initial: PolicySet | None = None, reloads: Callable[[], int] | None = None,
+                 quiet: bool = False) -> None:
         self.path = path
+        self._quiet = quiet
         self._every = every
         self._clock = clock
         self._reloads = reloads  # a counter raised by SIGHUP: re-read at the next look
@@ -402,7 +482,9 @@ class PolicyFile:
             self._policy = read_policy(self.path)
         except PolicyError as exc:
             self.last_error = str(exc)
-            log.error("policy not reloaded, the previous one stays in force: %s", exc)
+            log.log(logging.DEBUG if self._quiet else logging.ERROR,
+                    "policy not reloaded, the previous one stays in force: %s", exc)
             return
         self.last_error = None
-        log.info("policy reloaded from %s (%d rules)", self.path, len(self._policy.rules))
+        log.log(logging.DEBUG if self._quiet else logging.INFO,
+                "policy reloaded from %s (%s)", self.path, self._policy.counted())

@@ -6,10 +6,13 @@ from collections.abc import Mapping
 
 from . import claims, credentials, verifier
 from .errors import BadRequest
-from .policy import AmbiguousPath, PolicyFile, Rule
+from .policy import AmbiguousPath, PolicyFile, Rule, canonical_path
 from .settings import Settings, parse_bool
 
 Params = Mapping[str, "str | list[str]"]
+#: The query parameters that override a policy field.
+_POLICY_PARAMETERS = frozenset({"sessionRequired", "antiCsrf", "checkDatabase", "requireRole", "requirePermission",
+                                "requireEmailVerified"})
 
 
 def _flag(params: Params, name: str) -> bool | None:
@@ -43,7 +46,7 @@ def _claim_validators(params: Params) -> tuple[claims.Validator, ...]:
 def policy_from(params: Params, settings: Settings, rule: Rule | None = None) -> verifier.Policy:
     """The per-request policy: the matched rule (or the settings), overridden by query parameters."""
     base = rule.to_policy(settings.check_database) if rule else verifier.Policy(check_database=settings.check_database)
-    if not params:
+    if not params or _POLICY_PARAMETERS.isdisjoint(params):  # ?proxy=nginx alone: nothing to override
         return base
     required, anti_csrf, check_db = (_flag(params, "sessionRequired"), _flag(params, "antiCsrf"),
                                      _flag(params, "checkDatabase"))
@@ -56,17 +59,21 @@ def policy_from(params: Params, settings: Settings, rule: Rule | None = None) ->
 
 
 def rule_for(params: Params, creds: credentials.Credentials, policies: PolicyFile | None) -> Rule | None:
-    """``?policy=<name>`` names a rule; otherwise the policy file's first matching rule, if any."""
+    """``?policy=<name>`` names a rule; otherwise the policy file's first matching rule, if any.
+
+    A path that backends may read in more than one way is refused (400 ``ambiguous-path``) in
+    every case, so a proxy may send public routes through the gate as well."""
     name = params.get("policy")
     if isinstance(name, list):
         name = name[0]
-    if name is None:
-        if policies is None:
-            return None
-        try:
+    try:
+        if name is None and policies is not None:
             return policies.current().select(creds.host, creds.path, creds.method)
-        except AmbiguousPath as exc:
-            raise BadRequest(str(exc), reason="ambiguous-path") from None
+        canonical_path(creds.path)
+    except AmbiguousPath as exc:
+        raise BadRequest(str(exc), reason="ambiguous-path") from None
+    if name is None:
+        return None
     rule = policies.current().named(name) if policies else None
     if rule is None:
         raise BadRequest(f"no policy rule named {name!r}" + ("" if policies else " (no policy_file is set)"),

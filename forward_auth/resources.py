@@ -13,7 +13,7 @@ import falcon
 
 from . import credentials, metrics, navigation, redirects, verifier
 from .decision_cache import CACHEABLE
-from .errors import BadRequest, ForwardAuthError, TryRefreshToken, Unauthorised
+from .errors import BadRequest, BodyTooLarge, ForwardAuthError, TryRefreshToken, Unauthorised
 from .gate import Gate
 from .headers import apply_headers, header_value, reuse_until, session_headers
 from .peers import TrustedPeers
@@ -160,9 +160,16 @@ class SessionsResource:
         resp.media = answer
 
 
+#: The largest JSON body ``POST /sessions/verify`` reads (a SuperTokens access token is a few KB).
+MAX_BODY = 1 << 20
+
+
 def _json_body(req: falcon.Request) -> dict[str, Any]:
+    data = req.bounded_stream.read(MAX_BODY + 1)
+    if len(data) > MAX_BODY:
+        raise BodyTooLarge(f"the body is over the limit of {MAX_BODY} bytes (1 MiB)")
     try:
-        body = json.loads(req.bounded_stream.read(1 << 20) or b"null")
+        body = json.loads(data or b"null")
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("the body is not JSON", reason="bad-request") from None
     if not isinstance(body, dict):

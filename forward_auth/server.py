@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import multiprocessing.util
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -67,11 +68,11 @@ def worker_app(settings: Settings, policy: PolicySet | None = None,
     except ForwardAuthError as exc:
         log.warning("signing keys not loaded at start: %s", exc)
     policies = None
-    if settings.policy_file:
+    if settings.policy_file:  # a broken file is logged by the main process, once, when it has one
         policies = PolicyFile(settings.policy_file, every=settings.policy_reload_seconds, initial=policy,
-                              reloads=reloads)
+                              reloads=reloads, quiet=policy is not None)
     app = create_app(settings, gate, policies)
-    if settings.decision_cache_seconds > 0 and not settings.tracing:  # a replayed answer has no span
+    if settings.decision_cache_seconds > 0:  # never with tracing (settings.validate)
         return DecisionCache(app, settings.decision_cache_seconds)
     return app
 
@@ -85,12 +86,32 @@ def _child_exit(arbiter: object, worker: Any) -> None:
 _metrics_server: metrics.MetricsServer | None = None
 
 
+def _cannot_listen(name: str, address: str, exc: OSError) -> SettingsError:
+    return SettingsError(name, address, f"cannot be listened on ({exc.strerror or exc})")
+
+
 def _open_metrics_server(address: str) -> metrics.MetricsServer:
     """``metrics_bind``'s server; an address that cannot be listened on is a settings error."""
     try:
         return metrics.MetricsServer(address)
     except OSError as exc:
-        raise SettingsError("metrics_bind", address, f"cannot be listened on ({exc.strerror or exc})") from None
+        raise _cannot_listen("metrics_bind", address, exc) from None
+
+
+def _check_bind(bind: str) -> None:
+    """A TCP ``bind`` that cannot be listened on (taken, or no such host) is a settings error,
+    said in one line before either server starts (granian would raise from Rust, gunicorn retry
+    for five seconds). A unix socket is left to the server (a stale one is replaced)."""
+    if bind.startswith("unix:"):
+        return
+    host, _, port = bind.rpartition(":")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as both servers bind
+            sock.bind((host.strip("[]"), int(port)))
+    except OSError as exc:
+        raise _cannot_listen("bind", bind, exc) from None
 
 
 class MasterPolicy:
@@ -260,6 +281,8 @@ def serve_granian(settings: Settings) -> None:
 
 def run(settings: Settings) -> None:
     """Serve with the server the settings name (``forward-auth serve`` and ``demo``)."""
+    _check_bind(settings.bind)
+    configure_logging(settings.log_level, settings.log_format)  # the main process logs policy edits
     if settings.server == "granian":
         serve_granian(settings)
     else:

@@ -296,7 +296,7 @@ DESCRIPTIONS: Mapping[str, str] = {
     "allowed_redirect_hosts": "comma-separated hosts whose navigations are redirected and that an absolute target may name; unset: the host of `login_url`",
     "policy_file": "YAML file of route rules (first match wins); without it, query parameters choose the policy",
     "policy_reload_seconds": "how often the policy file is checked for changes (0: only at start and on SIGHUP)",
-    "server": "`granian` (a Rust HTTP server; each worker verifies on an event loop and waits on the core in `threads` threads) or `gunicorn` (gthread workers)",
+    "server": "`granian` (a Rust HTTP server; each worker verifies on an event loop and waits on the core in threads of its own: the `threads` setting) or `gunicorn` (gthread workers)",
     "bind": "address the service listens on",
     "metrics_bind": "HOST:PORT on which the master process serves `/metrics` (every worker added up) instead of the main port, which then answers 404; unset: `/metrics` on the main port",
     "workers": "worker processes",
@@ -386,6 +386,9 @@ def validate(settings: Settings) -> Settings:
         host = url_host(url) if url else None
         if host is not None and host not in settings.redirect_hosts:
             raise SettingsError(name, url, "its host must be one of allowed_redirect_hosts")
+    if settings.decision_cache_seconds > 0 and settings.tracing:
+        raise SettingsError("decision_cache_seconds", settings.decision_cache_seconds,
+                            "must be 0 when tracing is true (a remembered answer has no span)")
     if settings.tracing:
         from .tracing import unavailable  # opentelemetry is optional: only looked for when asked
 
@@ -412,10 +415,11 @@ def markdown_table() -> str:
     rows = ["| setting (YAML key) | environment variable | flag | default | meaning |", "|---|---|---|---|---|"]
     for name in SETTING_NAMES:
         value = getattr(defaults, name)
+        flag = f"`{flag_name(name)}`" if name in FLAGS else ""
         if isinstance(value, tuple):
             value = (";" if name == "core_url" else ",").join(str(v) for v in value) or None
         elif isinstance(value, bool):
             value = str(value).lower()
-        flag = f"`{flag_name(name)}`" if name in FLAGS else ""
+            flag = flag and f"{flag} / `--no-{flag[3:]}"  # a switch: no value
         rows.append(f"| `{name}` | `{env_name(name)}` | {flag} | `{value}` | {DESCRIPTIONS[name]} |")
     return "\n".join(rows) + "\n"

@@ -10,6 +10,7 @@ import pytest
 from conftest import FakeCore, v2, v5
 
 from forward_auth.credentials import environ_headers
+from forward_auth.decisions import JsonFormatter
 from forward_auth.devcore.minter import SigningKey
 
 
@@ -205,6 +206,7 @@ class TestCore:
         assert result.headers["front-token"] == "remove"
         assert result.headers["st-access-token"] == "" and result.headers["st-refresh-token"] == ""
         assert "1970" in result.headers["set-cookie"]
+        assert result.headers["access-control-expose-headers"] == "front-token,st-access-token,st-refresh-token"
 
     def test_check_database_query_parameter(self, client, fake_core: FakeCore, key: SigningKey) -> None:
         fake_core.verify_answer = {"status": "UNAUTHORISED", "message": "gone"}
@@ -279,6 +281,18 @@ class TestJsonApi:
     def test_bad_bodies_are_400(self, client, body: bytes) -> None:
         assert client.simulate_post("/sessions/verify", body=body).status_code == 400
 
+    def test_a_body_over_the_limit_is_413_saying_the_limit(self, client, key: SigningKey) -> None:
+        body = json.dumps({"accessToken": v5(key), "padding": "x" * (2 << 20)})  # valid JSON, 2 MB
+        result = client.simulate_post("/sessions/verify", body=body, headers={"content-type": "application/json"})
+        assert (result.status_code, result.headers["X-Forward-Auth-Reason"]) == (413, "body-too-large")
+        assert result.json == {"message": "the body is over the limit of 1048576 bytes (1 MiB)"}
+
+    def test_an_answer_falcon_gives_is_logged_with_its_own_reason(self, client,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level("INFO", logger="forward_auth.decisions")
+        assert client.simulate_get("/sessions/verify").status_code == 405
+        assert caplog.messages == ["deny 405 /sessions/verify: method-not-allowed"]
+
 
 class TestBadInput:
     def test_huge_cookie(self, client) -> None:
@@ -311,6 +325,19 @@ def test_health_and_readiness(client, fake_core: FakeCore) -> None:
 def test_not_ready_without_keys(client, fake_core: FakeCore) -> None:
     fake_core.down = True
     assert client.simulate_get("/readyz").status_code == 503
+
+
+def test_readiness_names_no_core_address_nor_error(make_client, fake_core: FakeCore) -> None:
+    """/readyz answers anyone on the main port: facts only; addresses and errors go to the log."""
+    client = make_client()
+    assert client.simulate_get("/readyz").json["jwks"]["last_fetch_failed"] is False
+    fake_core.down = True
+    for name in ("good", "down"):
+        ready = client.simulate_get("/readyz")
+        assert sorted(ready.json["jwks"]) == ["age_seconds", "kids", "last_fetch_failed", "loaded", "stale_seconds",
+                                              "usable"], name
+        assert "core.test" not in ready.text and "3567" not in ready.text and "Error" not in ready.text, ready.text
+        client = make_client()
 
 
 class TestTrustedProxies:
@@ -441,3 +468,75 @@ def test_proxy_cache_seconds_says_until_when_nginx_may_reuse_an_allowed_answer(m
     assert "X-Accel-Expires" not in cached.simulate_get("/verify").headers
     assert "X-Accel-Expires" not in plain.simulate_get("/verify", headers={"Cookie": f"sAccessToken={long_lived}"}
                                                         ).headers
+
+
+# --- token text that no encoding may fail on ----------------------------------------------------
+
+#: Lone surrogates: JSON allows "\udcff" in a token, and the core takes it in a user id.
+LONE = "\udcff"
+ODD_POLICY = """\
+rules:
+  - name: forwards
+    match: {path_prefix: /forwards/}
+    headers: {X-User-Roles: st-role, X-User-Email: email}
+    forward_payload: true
+  - name: admin
+    match: {path_prefix: /admin/}
+    claims: [{claim: st-role, includes: admin}]
+"""
+
+
+@pytest.fixture
+def odd_client(make_client, tmp_path):  # noqa: ANN001, ANN201
+    (tmp_path / "policy.yaml").write_text(ODD_POLICY)
+    return make_client(policy_file=str(tmp_path / "policy.yaml"))
+
+
+def odd_token(key: SigningKey, text: str) -> str:
+    now_ms = int(time.time() * 1000)
+    return v5(key, sub=f"u{text}", sessionHandle=f"h{text}", tId=f"t{text}", rsub=f"r{text}",
+              email=f"e{text}", **{"st-role": {"v": [f"a{text}", "b,c"], "t": now_ms}})
+
+
+@pytest.mark.parametrize("text", [LONE, "\udcfe\ud800", "\ud83d\ude00", "é\x00\r\n %"])
+def test_no_token_text_gives_a_5xx_and_every_header_stays_distinct(odd_client, key: SigningKey, text: str) -> None:
+    """Every header and body that carries token data: encoded, never a 500, never two texts alike."""
+    token = odd_token(key, text)
+    text = json.loads(json.dumps(text))  # as the token carries it: JSON joins an escaped surrogate pair
+    forwarded = {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/forwards/x", **cookie(token)}
+    encoded = "".join(f"%{b:02X}" for b in text.encode("utf-8", "surrogatepass"))
+    answer = odd_client.simulate_get("/verify", headers=forwarded)
+    assert answer.status_code == 200, answer.text
+    for name, prefix in (("X-User-Id", "u"), ("X-Session-Handle", "h"), ("X-Tenant-Id", "t"),
+                         ("X-Recipe-User-Id", "r"), ("X-User-Email", "e")):
+        assert answer.headers[name] == prefix + encoded, name
+    assert answer.headers["X-User-Roles"] == f"a{encoded},b%2Cc"
+    payload = base64.urlsafe_b64decode(answer.headers["X-Access-Token-Payload"] + "==")
+    assert json.loads(payload)["sub"] == f"u{text}"
+    direct = odd_client.simulate_get("/verify", headers=cookie(token))  # a person's curl: JSON
+    assert direct.status_code == 200 and json.loads(direct.content)["userId"] == f"u{text}"
+    sessions = odd_client.simulate_post("/sessions/verify", json={"accessToken": token})
+    assert sessions.status_code == 200 and json.loads(sessions.content)["session"]["userId"] == f"u{text}"
+    for nginx in (False, True):  # a claim failure's body names the value it found, also in a header
+        denied = odd_client.simulate_get("/verify", params={"proxy": "nginx"} if nginx else None,
+                                         headers={**forwarded, "X-Forwarded-Uri": "/admin/x"})
+        assert denied.status_code == 403, denied.text
+        body = denied.headers["X-Forward-Auth-Body"] if nginx else denied.content.decode("ascii")
+        [error] = json.loads(body)["claimValidationErrors"]
+        assert error["reason"]["actualValue"] == [f"a{text}", "b,c"]
+
+
+def test_a_decision_log_line_with_token_text_writes_to_any_stream(make_client, key: SigningKey,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    make_client(log_level="debug").simulate_get("/verify", headers=cookie(v5(key, sub=f"u{LONE}é")))
+    [record] = [r for r in caplog.records if getattr(r, "decision", None)]
+    line = JsonFormatter().format(record)
+    assert json.loads(line.encode("utf-8"))["user_id"] == f"u{LONE}é"
+
+
+def test_lone_surrogates_stay_apart_in_headers(odd_client, key: SigningKey) -> None:
+    """"\\udcff" and "\\udcfe" are two users (U+FFFD for both would make them one)."""
+    ids = {odd_client.simulate_get("/verify", headers=cookie(odd_token(key, text))).headers["X-User-Id"]
+           for text in ("\udcff", "\udcfe", "\ufffd")}
+    assert len(ids) == 3

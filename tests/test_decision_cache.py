@@ -156,7 +156,7 @@ def test_other_routes_pass_through(cached) -> None:
     assert app.calls == 2
 
 
-def test_the_setting_wraps_the_worker_app_unless_tracing() -> None:
+def test_the_setting_wraps_the_worker_app() -> None:
     from forward_auth.server import worker_app
 
     on = settings_module.load({"decision_cache_seconds": "1", "core_url": "http://127.0.0.1:9"}, environ={})

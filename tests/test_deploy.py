@@ -172,7 +172,7 @@ def test_manifests_validate_against_the_kubernetes_schemas(version: str) -> None
         assert schema_errors(doc, version) is None, (filename, doc["kind"], doc["metadata"]["name"],
                                                      schema_errors(doc, version))
         checked.append(doc["kind"])
-    assert {"Deployment", "Service", "ConfigMap", "Secret"} <= set(checked), checked
+    assert {"Deployment", "Service", "ConfigMap", "Secret", "NetworkPolicy", "HorizontalPodAutoscaler"} <= set(checked), checked
 
 
 def test_every_manifest_is_either_schema_checked_or_a_traefik_resource() -> None:
@@ -242,6 +242,41 @@ def probe_target(probe: dict[str, Any]) -> str:
     match = re.search(r"http://127\.0\.0\.1:\d+(/\w+)", command)
     assert match, command
     return match.group(1)
+
+
+def test_only_the_ingress_controllers_and_the_scraper_may_connect() -> None:
+    """The NetworkPolicy selects the service's Pods and admits, per port, only named peers:
+    the ingress controllers on http, the metrics scraper on metrics (served there alone)."""
+    policy = named("NetworkPolicy", "forward-auth")
+    deployment = named("Deployment", "forward-auth")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    admitted: dict[str, set[str]] = {}
+    for rule in policy["spec"]["ingress"]:
+        assert rule.get("from") and rule.get("ports"), rule  # an empty list would admit everyone
+        for peer in rule["from"]:
+            assert set(peer) == {"namespaceSelector", "podSelector"} and "ipBlock" not in peer, peer
+            for port in rule["ports"]:
+                admitted.setdefault(port["port"], set()).add(peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"])
+    assert admitted == {"http": {"ingress-nginx", "traefik"}, "metrics": {"prometheus"}}
+    container = containers(deployment)["forward-auth"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FORWARD_AUTH_METRICS_BIND"] == f"0.0.0.0:{ports['metrics']}" and ports["http"] == 8080
+
+
+def test_the_autoscaler_scales_the_deployment_on_cpu() -> None:
+    hpa = named("HorizontalPodAutoscaler", "forward-auth")
+    deployment = named("Deployment", "forward-auth")
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu" and 0 < metric["resource"]["target"]["averageUtilization"] <= 90
+    assert "replicas" not in deployment["spec"]  # the autoscaler owns the count
+    assert containers(deployment)["forward-auth"]["resources"]["requests"]["cpu"]  # utilization needs requests
+    assert named("PodDisruptionBudget", "forward-auth")["spec"]["maxUnavailable"] < hpa["spec"]["minReplicas"]
 
 
 def test_forward_auth_probes_readiness_on_readyz_and_liveness_on_healthz() -> None:

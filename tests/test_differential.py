@@ -355,7 +355,8 @@ def outcome(status: int, set_cookies: list[str], headers: dict[str, str], body: 
         "front_token": None if "front-token" not in headers else (
             "remove" if headers["front-token"] == "remove" else "set"),
         "anti_csrf": headers.get("anti-csrf"),
-        "exposed": headers.get("access-control-expose-headers"),
+        # the names, as a browser reads them: the SDK names front-token twice when it clears a session
+        "exposed": sorted({name.strip() for name in headers.get("access-control-expose-headers", "").split(",")} - {""}),
     }
 
 

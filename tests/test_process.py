@@ -350,6 +350,8 @@ def test_metrics_bind_serves_every_workers_metrics_from_the_master_only_there(co
             assert curl(f"http://127.0.0.1:{port}/verify")[0] == 401
         assert curl(f"http://127.0.0.1:{port}/metrics")[0] == 404
         assert curl(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        assert [curl(f"http://127.0.0.1:{metrics_port}{path}")[0] for path in ("/", "/verify", "/metrics/x")] == [
+            404, 404, 404]
         status, headers, text = curl(f"http://127.0.0.1:{metrics_port}/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")
     assert metric(text, "forward_auth_decisions_total", outcome="allow", reason="ok") == 12
@@ -549,3 +551,25 @@ def test_keep_alive_load_is_shared_by_both_workers(core_url: str) -> None:
         used = [after - was for after, was in zip(ticks(), before, strict=True)]
     assert len(workers) == 2
     assert min(used) >= max(used) / 2, used
+
+
+@SERVERS
+def test_a_broken_policy_file_is_logged_once_per_change(core_url: str, tmp_path: Path, server: str) -> None:
+    """Two workers and the main process watch the file; one line says it is broken, one that it is back."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(THREE_RULES)
+    port = free_port()
+    env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_POLICY_RELOAD_SECONDS": "0.2"}
+    args = [*CLI, "serve", "--server", server, "--bind", f"127.0.0.1:{port}", "--workers", "2",
+            "--core-url", core_url, "--policy-file", str(policy)]
+    with process(args, env) as proc:
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        for text in (BROKEN, THREE_RULES):
+            replace(policy, text)
+            deadline = time.monotonic() + 2.0  # ten reload periods, every worker asked
+            while time.monotonic() < deadline:
+                curl(f"http://127.0.0.1:{port}/verify")
+    assert proc.stdout is not None
+    log = proc.stdout.read()
+    assert log.count("policy not reloaded") == 1, log
+    assert log.count("policy reloaded from") == 1, log

@@ -6,7 +6,7 @@ application receives.
 Topology (all on 127.0.0.1, each proxy kind started once for the module, four instances of it):
 
     client -> proxy[modern]  -> forward-auth (401 profile, anti-CSRF VIA_CUSTOM_HEADER, preflight on)
-           -> proxy[legacy]  -> forward-auth (--legacy true: 440, sIdRefreshToken; preflight off)
+           -> proxy[legacy]  -> forward-auth (--legacy: 440, sIdRefreshToken; preflight off)
            -> proxy[broken]  -> forward-auth whose core is unreachable (503)
            -> proxy[down]    -> nothing listening
            (every proxy)     -> echo application (records what it received)
@@ -129,7 +129,7 @@ def _services(echo: EchoUpstream, core_port: int, dead_core: int, ports: dict[st
     with (
         process(_serve(ports["modern"], core_url, "--anti-csrf", "VIA_CUSTOM_HEADER"), paths["modern"],
                 env={**env, "FORWARD_AUTH_CORS_PREFLIGHT": "true", **PAGES}),
-        process(_serve(ports["legacy"], core_url, "--anti-csrf", "VIA_CUSTOM_HEADER", "--legacy", "true"),
+        process(_serve(ports["legacy"], core_url, "--anti-csrf", "VIA_CUSTOM_HEADER", "--legacy"),
                 paths["legacy"], env={**env, "FORWARD_AUTH_CORS_PREFLIGHT": "false"}),
         process(_serve(ports["broken"], f"http://127.0.0.1:{dead_core}"), paths["broken"],
                 env={**env, **PAGES}),
@@ -680,6 +680,45 @@ def forged_hosts_and_paths_never_redirect_off_site(ctx: Ctx) -> None:
         assert_on_site(ctx, answer)
         assert not ctx.reached_app(), answer
 
+@case
+def lone_surrogate_in_the_user_id(ctx: Ctx) -> None:
+    """The core takes "\\udcff" in a user id: its session passes, percent-encoded, and nothing fails."""
+    answer = ctx.request("modern", "GET", ctx.path("/api/"), cookie(ctx.core.access_token("u\udcff")))
+    assert answer.status == 200, answer
+    assert answer.echo().values("X-User-Id") == ["u%ED%B3%BF"]
+    assert not ctx.service_saw("modern", "Traceback") and not ctx.service_saw("modern", "Logging error")
+
+
+#: Paths that a backend reads as another route than the proxy does: Tomcat, Jetty and Spring
+#: strip ``;`` path parameters (``/public/..;/api/x`` is ``/api/x``), WHATWG URL parsers and IIS
+#: read a backslash (raw or ``%5c``) as ``/``. From every route a client could enter without a
+#: session (public, optional, the SuperTokens backend), and into the admin route from a
+#: protected one.
+AMBIGUOUS = tuple(f"/{entry}/{trick}/{target}/x" for entry in ("public", "optional", "auth", "api")
+                  for trick in ("..;", "..;a", "..\\", "..%5c", "..%5C", "%2e%2e;", "..%3b", "..%3B")
+                  for target in ("api", "admin"))
+
+
+@case
+def ambiguous_paths_never_reach_the_app(ctx: Ctx) -> None:
+    """Every shipped config refuses such a path (a 4xx), whatever route it enters by."""
+    headers = cookie(ctx.core.access_token("alice"))
+    for n, path in enumerate(AMBIGUOUS):
+        marker = f"{ctx.marker}-{n}"
+        answer = ctx.request("modern", "GET", f"{path}?case={marker}", headers)
+        assert 400 <= answer.status < 500, (path, answer)
+        assert not ctx.stack.echo.received(marker), f"{path} reached the application through {ctx.kind}"
+
+
+@case
+def other_spellings_of_protected_routes_are_not_public(ctx: Ctx) -> None:
+    """Case-insensitive servers (Express by default, ASP.NET, IIS) read /API/ as /api/, IIS also
+    /api./: without a session such a spelling is refused or routed to the protected route."""
+    for n, path in enumerate(("/API/x", "/Api/x", "/api./x", "/ADMIN/x", "/admin./x", "/admin%20/x", "/Optional/..")):
+        marker = f"{ctx.marker}-{n}"
+        answer = ctx.request("modern", "GET", f"{path}?case={marker}")  # no route: nginx 403/404, Caddy 200 empty
+        assert answer.get("X-Echo") is None and not ctx.stack.echo.received(marker), (path, ctx.kind, answer)
+
 
 # legacy profile (440, sIdRefreshToken)
 
@@ -782,6 +821,41 @@ def test_ingress_nginx_annotations() -> None:
     assert "return 440 $forward_auth_body;" in server and "return 403 $forward_auth_body;" in server
     assert "$upstream_http_x_forward_auth_location" in location
     assert "return 302 $forward_auth_location;" in server and "return 303 $forward_auth_location;" in server
+
+
+#: The split-view path pattern (README: Paths): in every shipped nginx config, and Caddy's.
+SPLIT_VIEW = r"^[^?]*(/\.\.?(/|\?|$)|//|\x5c|;|#|%(2[5dDeEfF]|3[0-9bB]|4[1-9a-fA-F]|5[0-9aAcCfF]|6[1-9a-fA-F]|7[0-9aAeE]))"
+
+
+def test_every_shipped_config_refuses_split_view_paths() -> None:
+    """One pattern everywhere; Traefik excludes raw ';' and '\\' on every router; every ingress-nginx
+    Ingress asks the service (which refuses them), whose snippet variant refuses them in nginx too."""
+    import yaml
+
+    for name in ("nginx.conf.example", "deploy/nginx-policy.conf.example", "deploy/kubernetes/sidecar.yaml",
+                 "deploy/ingress-nginx.yaml"):
+        assert (ROOT / name).read_text().count(f'if ($request_uri ~ "{SPLIT_VIEW}") {{') == 1, name
+    assert f"vars_regexp {{http.request.orig_uri}} `{SPLIT_VIEW}`" in (ROOT / "Caddyfile.example").read_text()
+    for name, key in (("traefik.dynamic.example.yml", "rule"), ("deploy/kubernetes/traefik-middleware.yaml", "match")):
+        rules = re.findall(rf"^\s*{key}: (.*)$", (ROOT / name).read_text(), re.MULTILINE)
+        assert len(rules) == 5 and all(r.endswith(" && !PathRegexp(`[;\\x5c]`)") for r in rules), (name, rules)
+    ingresses = list(yaml.safe_load_all((ROOT / "deploy" / "ingress-nginx.yaml").read_text()))
+    assert all("nginx.ingress.kubernetes.io/auth-url" in d["metadata"]["annotations"] for d in ingresses)
+    assert all(re.search(SPLIT_VIEW, path) for path in AMBIGUOUS)
+
+
+def test_ingress_nginx_snippet_passes_the_service_what_nginx_conf_example_does() -> None:
+    """Only what the service reads, so that many client headers never become a 500 there either."""
+    import yaml
+
+    docs = yaml.safe_load_all((ROOT / "deploy" / "ingress-nginx.yaml").read_text())
+    [full] = [d for d in docs if d["metadata"]["name"] == "app-protected-full"]
+    snippet = full["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-snippet"]
+    passed = re.findall(r"proxy_set_header (\S+) \$http_\w+;", snippet)
+    example = (ROOT / "nginx.conf.example").read_text()
+    assert "proxy_pass_request_headers off;" in snippet and passed
+    assert passed == [n for n in re.findall(r"proxy_set_header (\S+) \$http_\w+;", example.split("location /_forward_auth/ {")[1])
+                      if n not in ("Host", "X-Original-URL")]
 
 
 def test_envoy_ext_authz_snippet() -> None:

@@ -12,6 +12,7 @@ asserts what the browser gets and what the application received.
 
 from __future__ import annotations
 
+import random
 import socket
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from typing import Any
 
 import proxy_harness
 import pytest
+import yaml
 from proxy_harness import (
     ROOT,
     Answer,
@@ -37,6 +39,7 @@ from proxy_harness import (
     tampered,
     wait_http,
 )
+from test_paths import READINGS, SEGMENTS, rule_of_reading
 from test_proxies import (
     API_KEY,
     CLI,
@@ -48,6 +51,8 @@ from test_proxies import (
     cookie,
     invalid_claim_body,
 )
+
+from forward_auth.policy import parse_policy
 
 CONFIG = ROOT / "deploy" / "nginx-policy.conf.example"
 
@@ -279,6 +284,22 @@ def test_a_raw_utf8_byte_in_the_path_is_judged_by_its_rule(site: Site, marker: s
     assert not site.echo.received(marker)
 
 
+@pytest.mark.parametrize("raw", [b"/adm\xc4\xb1n/users", b"/\xef\xbc\x8e\xef\xbc\x8e/admin/users",
+                                 b"/public/\xc0\xae\xc0\xae/admin/users", b"/admin/cafe\xcc\x81"])
+def test_raw_bytes_that_servers_read_as_other_paths_are_refused(site: Site, marker: str, raw: bytes) -> None:
+    """Raw UTF-8 as nginx passes it on: decoded as UTF-8 (as the application does), and refused
+    when a case mapping, a compatibility form, NFC or an invalid sequence makes it another path."""
+    token = site.token("alice", ["user"])
+    with socket.create_connection(("127.0.0.1", site.port), timeout=10) as conn:
+        conn.sendall(b"GET " + raw + b"?" + marker.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                     b"Cookie: sAccessToken=" + token.encode() + b"\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400 ") and b"ambiguous-path" in reply, reply[:300]
+    assert not site.echo.received(marker)
+
+
 def test_admin_rule_no_role_claim_gets_the_403_body(site: Site, marker: str) -> None:
     answer = site.request("GET", f"/admin/users?{marker}", cookie(site.token("alice")))
     reason = {"message": "value does not exist", "expectedToInclude": "admin", "actualValue": None}
@@ -378,7 +399,9 @@ def test_client_cannot_pick_the_rule(site: Site, marker: str) -> None:
 #: path nginx passes on or the application routes on (decoded, dot segments resolved).
 NON_CANONICAL = ("//admin/users", "/./admin/users", "/public/../admin/users", "/public/x/../../api/items",
                  "/public/%2e%2e/admin/users", "/public/.%2E/api/items", "/public/..%2Fadmin/users",
-                 "/%61dmin/users", "/%41PI/items", "/admin%2fusers", "/public\\..\\admin/users", "/public/..")
+                 "/%61dmin/users", "/%41PI/items", "/admin%2fusers", "/public\\..\\admin/users", "/public/..",
+                 "/admin;jsessionid=1/users", "/admin%3bx/users", "/public/..;/admin/users", "/public/..%5cadmin/users",
+                 "/admin/users#.css", "/public/%252e%252e/admin/users")
 
 
 @pytest.mark.parametrize("path", NON_CANONICAL)
@@ -391,9 +414,40 @@ def test_non_canonical_paths_refused(site: Site, marker: str, path: str) -> None
         assert not site.echo.received(f"{marker}-{name}"), f"{path} reached the application"
 
 
+@pytest.mark.parametrize("path", ["/ADMIN/users", "/Admin/users", "/admin./users", "/admin%20/users"])
+def test_paths_whose_case_or_trailing_dots_pick_the_rule_are_refused(site: Site, marker: str, path: str) -> None:
+    """Express (by default), ASP.NET and IIS route /ADMIN/users and IIS /admin./users as /admin/users:
+    the service refuses them (nginx cannot tell), so the default rule never judges an admin page."""
+    answer = site.request("GET", f"{path}?{marker}", cookie(site.token("alice", ["user"])))
+    assert answer.status == 400 and answer.get("X-Forward-Auth-Reason") == "ambiguous-path", answer
+    assert not site.echo.received(marker), f"{path} reached the application"
+
+
+def test_generated_paths_through_nginx_never_reach_a_route_another_reading_protects(site: Site, marker: str) -> None:
+    """The property of tests/test_paths.py through real nginx, on a sample of generated paths: a
+    path that reaches the application, anonymously or as a user without the admin role, was
+    judged by the rule that every backend's reading of it gets."""
+    policy = parse_policy(yaml.safe_load(POLICY))
+    segments = [s for s in SEGMENTS if s.isascii() and " " not in s] + ["users", "items", "page"]
+    sample = random.Random(16).choices
+    user = cookie(site.token("alice", ["user"]))
+    for n in range(150):
+        path = "/" + "/".join(sample(segments, k=1 + n % 4))
+        for who, headers in (("anon", {}), ("user", user)):
+            tag = f"{marker}-{n}-{who}"
+            answer = site.request("GET", f"{path}?{tag}", headers)
+            received = site.echo.received(tag)
+            if not received:
+                assert answer.status in (400, 401, 403, 404), (path, answer)
+                continue
+            [rule] = received[0].values("X-Forward-Auth-Rule")
+            for name, read, folded in READINGS:
+                assert rule_of_reading(policy, path, read, folded).name == rule, (path, name, rule)
+
+
 def test_canonical_paths_with_dots_and_escapes_pass(site: Site, marker: str) -> None:
     """The guard is not too wide: dots inside names, reserved and non-ASCII escapes, any query."""
-    path = f"/public/v1.2/..x/a..b/%20%25%3F%C3%A9/?{marker}&next=/../a//b%2e%61"
+    path = f"/public/v1.2/..x/a..b/%20%3F%C3%A9/?{marker}&next=/../a//b%2e%61%25"
     echo = allowed(site, site.request("GET", path), marker, "public")
     assert echo.path == path, echo
     token = cookie(site.token("alice"))

@@ -64,6 +64,7 @@ def test_samesite_none_derives_custom_header_csrf_as_the_sdk() -> None:
         ({"metrics_bind": "0.0.0.0:99999"}, "metrics_bind"),
         ({"metrics_bind": "127.0.0.1:8080"}, "metrics_bind"),  # the main port's address
         ({"tracing": "sometimes"}, "tracing"),
+        ({"decision_cache_seconds": "1", "tracing": "true"}, "decision_cache_seconds"),  # the cache would be off
         ({"server": "uwsgi"}, "server"),
         ({"login_url": "javascript:alert(1)"}, "login_url"),
         ({"login_url": "//evil.example/auth"}, "login_url"),

@@ -13,6 +13,7 @@ tests/proxy_harness.py, which this file reuses.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import time
@@ -130,19 +131,31 @@ def main() -> None:
     parser.add_argument("--access-token-validity", type=int, default=30, help="seconds (default 30)")
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="forward-auth-browser-"))
-    with ExitStack() as stack:
-        shared = stack.enter_context(services(logs, args.access_token_validity))
-        gate_port = stack.enter_context(gate(shared, args.expired))
-        running = stack.enter_context(site(args.proxy, shared, gate_port, args.expired))
-        print(f"{args.proxy} in front of forward-auth (logs in {logs}); open in a browser:\n"
-              f"  cookie mode: {running.page('cookie')}\n  header mode: {running.page('header')}\n"
-              f"  a page with no SDK on it (sign-in and refresh redirects): {running.origin}/api/page?x=1\n"
-              "Ctrl-C stops everything.", flush=True)
-        try:
+    for signum in (signal.SIGTERM, signal.SIGINT):  # SIGINT too: a background job starts with it ignored
+        signal.signal(signum, _stop)
+    try:
+        with ExitStack() as stack:
+            shared = stack.enter_context(services(logs, args.access_token_validity))
+            gate_port = stack.enter_context(gate(shared, args.expired))
+            running = stack.enter_context(site(args.proxy, shared, gate_port, args.expired))
+            print(f"{args.proxy} in front of forward-auth (logs in {logs}); open in a browser:\n"
+                  f"  cookie mode: {running.page('cookie')}\n  header mode: {running.page('header')}\n"
+                  f"  a page with no SDK on it (sign-in and refresh redirects): {running.origin}/api/page?x=1\n"
+                  "Ctrl-C stops everything.", flush=True)
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    except Stopped:
+        print("stopped: every process it started has exited", flush=True)
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGINT: every process started is stopped on the way out."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    for other in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the clean-up short
+        signal.signal(other, signal.SIG_IGN)
+    raise Stopped
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
+import json
 import socket
 import socketserver
 import threading
@@ -16,13 +16,13 @@ import falcon
 from .resources import CoreMiddleware, add_routes, reject_bad_input, serialize_error
 from .state import DevCore
 
-logger = logging.getLogger("forward_auth.devcore")
-
 
 def create_devcore_app(core: DevCore) -> falcon.App:
     """Build the WSGI app serving ``core`` (see :mod:`forward_auth.devcore.resources`)."""
     app = falcon.App(middleware=[CoreMiddleware(core)])
     app.set_error_serializer(serialize_error)
+    # ASCII JSON: any text a core takes (a lone surrogate in a user id too) encodes.
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=json.dumps)
     app.add_error_handler(ValueError, reject_bad_input)
     add_routes(app, core)
     return app
@@ -55,19 +55,20 @@ def serve_devcore(
     api_key: str | None = None,
     allow_remote: bool = False,
 ) -> None:
-    """Serve a fresh dev core on ``host:port`` until interrupted (Ctrl-C).
+    """Serve a fresh dev core on ``host:port`` until interrupted (Ctrl-C), saying where on stdout.
 
     Raises:
         ValueError: ``host`` is not a loopback address and ``allow_remote`` is false.
+        OSError: ``host:port`` cannot be listened on.
     """
     _require_loopback(host, allow_remote)
     core = DevCore(access_token_validity=access_token_validity, api_key=api_key)
     with _make_server(host, port, core) as server:
-        logger.info("SuperTokens dev core listening on %s", _base_url(host, server.server_port))
+        print(f"SuperTokens dev core listening on {_base_url(host, server.server_port)}", flush=True)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
-            logger.info("SuperTokens dev core stopped")
+            print("SuperTokens dev core stopped", flush=True)
 
 
 def start_in_thread(
@@ -115,7 +116,7 @@ def _make_server(host: str, port: int, core: DevCore) -> WSGIServer:
 
 
 def _require_loopback(host: str, allow_remote: bool) -> None:
-    if allow_remote or _is_loopback(host):
+    if allow_remote or is_loopback(host):
         return
     raise ValueError(
         f"refusing to serve the dev core on non-loopback address {host!r}: it is a "
@@ -123,7 +124,8 @@ def _require_loopback(host: str, allow_remote: bool) -> None:
     )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback IP address."""
     if host == "localhost":
         return True
     try:
