@@ -28,7 +28,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # spelled here: importing metrics wo
 
 
 def _help(description: str) -> str:
-    """A setting's description as help text: the README's Markdown code marks left out."""
+    """A setting's description as help text: the docs' Markdown code marks left out."""
     return description.replace("`", "")
 
 

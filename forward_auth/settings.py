@@ -410,7 +410,7 @@ SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settin
 
 
 def markdown_table() -> str:
-    """The README's table of every setting, its three spellings and its default."""
+    """docs/settings.md's table of every setting, its three spellings and its default."""
     defaults = Settings()
     rows = ["| setting (YAML key) | environment variable | flag | default | meaning |", "|---|---|---|---|---|"]
     for name in SETTING_NAMES:
