@@ -168,6 +168,12 @@ AFTER = "rules: [{name: after, match: {path_prefix: /}, session: public}]\n"
 BROKEN = "rules: [{name: broken, session: sometimes}]\n"
 
 
+def serve(server: str, port: int, core_url: str, *extra: str) -> list[str]:
+    """``forward-auth serve`` with two workers of ``server`` on ``port``."""
+    return [*CLI, "serve", "--server", server, "--bind", f"127.0.0.1:{port}", "--workers", "2", "--core-url", core_url,
+            *extra]
+
+
 def replace(policy: Path, text: str) -> None:
     """A policy edit by rename, as the README asks (a half-written file could parse)."""
     staged = policy.with_name("staged.yaml")
@@ -189,8 +195,7 @@ def test_policy_reload_under_load_with_sighup_loses_no_request(core_url: str, tm
     policy.write_text(BEFORE)
     port = free_port()
     env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_POLICY_RELOAD_SECONDS": "0"}
-    args = [*CLI, "serve", "--server", server, "--bind", f"127.0.0.1:{port}", "--workers", "2",
-            "--core-url", core_url, "--policy-file", str(policy)]
+    args = serve(server, port, core_url, "--policy-file", str(policy))
     token = post_json(core_url + "/dev/sessions", {"userId": "loaded"})["accessToken"]["token"]
     with process(args, env) as proc:
         wait_http(f"http://127.0.0.1:{port}/readyz")
@@ -209,8 +214,7 @@ def test_policy_file_edits_under_load_lose_no_request(core_url: str, tmp_path: P
     policy.write_text(BEFORE)
     port = free_port()
     env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_POLICY_RELOAD_SECONDS": "0.3"}
-    args = [*CLI, "serve", "--server", server, "--bind", f"127.0.0.1:{port}", "--workers", "2",
-            "--core-url", core_url, "--policy-file", str(policy)]
+    args = serve(server, port, core_url, "--policy-file", str(policy))
     token = post_json(core_url + "/dev/sessions", {"userId": "loaded"})["accessToken"]["token"]
     with process(args, env):
         wait_http(f"http://127.0.0.1:{port}/readyz")
@@ -230,8 +234,7 @@ def test_granian_sighup_rereads_the_policy_in_the_same_workers(core_url: str, tm
     policy.write_text(BEFORE)
     port = free_port()
     env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_POLICY_RELOAD_SECONDS": "0"}
-    args = [*CLI, "serve", "--server", "granian", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-            "--core-url", core_url, "--policy-file", str(policy)]
+    args = serve("granian", port, core_url, "--policy-file", str(policy))
 
     def rules() -> set[str]:
         return {curl(f"http://127.0.0.1:{port}/verify")[1]["x-forward-auth-rule"] for _ in range(10)}
@@ -265,8 +268,7 @@ def test_sighup_after_a_bad_edit_keeps_the_last_good_policy_not_the_first(core_u
     policy.write_text(THREE_RULES)
     port = free_port()
     env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_POLICY_RELOAD_SECONDS": "0.3"}
-    args = [*CLI, "serve", "--server", server, "--bind", f"127.0.0.1:{port}", "--workers", "2",
-            "--core-url", core_url, "--policy-file", str(policy)]
+    args = serve(server, port, core_url, "--policy-file", str(policy))
 
     def rules() -> set[str]:
         return {curl(f"http://127.0.0.1:{port}/verify")[1]["x-forward-auth-rule"] for _ in range(10)}
@@ -339,8 +341,7 @@ def test_metrics_add_up_every_worker_and_json_logs_hold_no_token(core_url: str, 
 def test_metrics_bind_serves_every_workers_metrics_from_the_master_only_there(core_url: str, server: str) -> None:
     port, metrics_port = free_port(), free_port()
     token = post_json(core_url + "/dev/sessions", {"userId": "counted"})["accessToken"]["token"]
-    args = [*CLI, "serve", "--server", server, "--bind", f"127.0.0.1:{port}", "--workers", "2", "--core-url",
-            core_url, "--metrics-bind", f"127.0.0.1:{metrics_port}"]
+    args = serve(server, port, core_url, "--metrics-bind", f"127.0.0.1:{metrics_port}")
     with process(args, {"FORWARD_AUTH_CORE_API_KEY": API_KEY}):
         wait_http(f"http://127.0.0.1:{port}/readyz")
         wait_http(f"http://127.0.0.1:{metrics_port}/metrics")
@@ -560,8 +561,7 @@ def test_a_broken_policy_file_is_logged_once_per_change(core_url: str, tmp_path:
     policy.write_text(THREE_RULES)
     port = free_port()
     env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_POLICY_RELOAD_SECONDS": "0.2"}
-    args = [*CLI, "serve", "--server", server, "--bind", f"127.0.0.1:{port}", "--workers", "2",
-            "--core-url", core_url, "--policy-file", str(policy)]
+    args = serve(server, port, core_url, "--policy-file", str(policy))
     with process(args, env) as proc:
         wait_http(f"http://127.0.0.1:{port}/readyz")
         for text in (BROKEN, THREE_RULES):
