@@ -90,11 +90,15 @@ def _hashable(values: Iterable[Any]) -> Iterable[Any]:
     return (v for v in values if isinstance(v, (str, int, float, bool)) or v is None)
 
 
-def failures(validators: Sequence[Validator], payload: dict[str, Any], now_ms: float) -> list[dict[str, Any]]:
-    """The ``claimValidationErrors`` list: every failing validator, in order."""
+def failures(validators: Sequence[Validator], payload: dict[str, Any], now_ms: float, *,
+             sdk_profile: str = "python") -> list[dict[str, Any]]:
+    """The ``claimValidationErrors`` list: every failing validator, in order (supertokens-node's
+    JSON leaves out an ``actualValue`` that is undefined: a missing value)."""
     errors = []
     for validator in validators:
         reason = validator.reason(payload, now_ms)
         if reason is not None:
+            if sdk_profile == "node" and reason["message"] == "value does not exist":
+                del reason["actualValue"]
             errors.append({"id": validator.id or validator.key, "reason": reason})
     return errors

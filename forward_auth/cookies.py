@@ -1,7 +1,8 @@
 """Reading the ``Cookie`` request header and writing the SuperTokens response headers.
 
-Reading mirrors what supertokens-python sees under its FastAPI integration (Starlette's
-cookie parser: last value wins, then URL-unquoting; the SDK's own duplicate detector).
+Reading mirrors what each SDK sees: supertokens-python under FastAPI (Starlette's cookie parser:
+last value wins, then URL-unquoting; the SDK's own duplicate detector) or supertokens-node under
+express (the ``cookie`` 0.7 parser: first value wins, ``j:`` JSON values decoded; its own detector).
 Writing produces the same ``Set-Cookie`` / ``front-token`` headers the SDK sends when it
 attaches a new access token or clears a session.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import http.cookies
 import json
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +26,9 @@ ACCESS_COOKIE = "sAccessToken"
 REFRESH_COOKIE = "sRefreshToken"
 LEGACY_ID_REFRESH_COOKIE = "sIdRefreshToken"
 ONE_YEAR_MS = 31_536_000_000
+#: What JavaScript's ``String.prototype.trim`` removes, among the characters a header can hold.
+_JS_WHITESPACE = " \t\n\v\f\r\xa0"
+_URI_ESCAPES = re.compile(r"(?:[^%]|%[0-9A-Fa-f]{2})*", re.DOTALL)
 
 
 def parse_cookie_header(header: str | None) -> dict[str, str]:
@@ -46,6 +51,69 @@ def has_duplicate(header: str | None, name: str) -> bool:
         parts = pair.split("=")
         if len(parts) == 2 and unquote(parts[0].strip()) == name:
             count += 1
+    return count > 1
+
+
+def _decode_uri_component(text: str) -> str | None:
+    """JavaScript's ``decodeURIComponent``; ``None`` where it throws."""
+    if not _URI_ESCAPES.fullmatch(text):
+        return None
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        return None
+
+
+def parse_cookie_header_node(header: str | None) -> dict[str, object]:
+    """Cookie name -> value as supertokens-node reads them under express: ``cookie`` 0.7's
+    ``parse`` (first value wins, one pair of quotes dropped, ``decodeURIComponent`` when it
+    succeeds), then the SDK's ``JSONCookies`` (a ``j:`` value whose JSON is truthy becomes that
+    JSON, which may be no string at all)."""
+    text = header or ""
+    cookies: dict[str, object] = {}
+    index, length = 0, len(text)
+    while length >= 2 and index < length:
+        equals = text.find("=", index)
+        if equals == -1:
+            break
+        end = text.find(";", index)
+        if end == -1:
+            end = length
+        elif equals > end:  # a pair without "=": start again after the last ";" before the "="
+            index = text.rfind(";", 0, equals) + 1
+            continue
+        key = text[index:equals].strip(" \t")
+        if key not in cookies:
+            value = text[equals + 1:end].strip(" \t")
+            if len(value) >= 1 and value[0] == '"' and value[-1] == '"':
+                value = value[1:-1]
+            decoded = _decode_uri_component(value) if "%" in value else value
+            cookies[key] = value if decoded is None else decoded
+        index = end + 1
+    for key, value in cookies.items():
+        if isinstance(value, str) and value.startswith("j:"):
+            try:
+                parsed = json.loads(value[2:], parse_constant=_no_constant)
+            except (ValueError, RecursionError):
+                continue
+            if parsed or isinstance(parsed, (dict, list)):  # JavaScript's truthiness
+                cookies[key] = parsed
+    return cookies
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")  # JSON.parse refuses NaN and Infinity
+
+
+def has_duplicate_node(header: str | None, name: str) -> bool:
+    """supertokens-node's detector: every ``;``-separated pair counts, whatever its ``=``s."""
+    if header is None:
+        return False
+    count = 0
+    for pair in header.split(";"):
+        raw = pair.strip(_JS_WHITESPACE).split("=")[0]
+        decoded = _decode_uri_component(raw)
+        count += (raw if decoded is None else decoded) == name
     return count > 1
 
 

@@ -7,7 +7,14 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from .cookies import ACCESS_COOKIE, LEGACY_ID_REFRESH_COOKIE, has_duplicate, parse_cookie_header
+from .cookies import (
+    ACCESS_COOKIE,
+    LEGACY_ID_REFRESH_COOKIE,
+    has_duplicate,
+    has_duplicate_node,
+    parse_cookie_header,
+    parse_cookie_header_node,
+)
 
 HeaderGetter = Callable[[str], "str | None"]
 log = logging.getLogger(__name__)
@@ -98,17 +105,32 @@ def _hostname(host: str) -> str:
     return host.partition(":")[0].rstrip(".")  # "example.com." is example.com
 
 
-def from_headers(get: HeaderGetter, *, method: str, uri: str, trusted: bool) -> Credentials:
-    """Collect credentials through a case-insensitive header getter."""
+def _node_cookies(header: str | None) -> tuple[str | None, bool, str | None]:
+    """The access token, its duplicate flag and ``sIdRefreshToken`` as supertokens-node reads them:
+    a ``j:`` value that is no string is no token (the SDK ignores it), yet still a legacy cookie."""
+    cookies = parse_cookie_header_node(header)
+    token, legacy = cookies.get(ACCESS_COOKIE), cookies.get(LEGACY_ID_REFRESH_COOKIE)
+    return (token if isinstance(token, str) else None, has_duplicate_node(header, ACCESS_COOKIE),
+            None if legacy is None else str(legacy))
+
+
+def from_headers(get: HeaderGetter, *, method: str, uri: str, trusted: bool, sdk_profile: str = "python") -> Credentials:
+    """Collect credentials through a case-insensitive header getter, the cookies read as
+    ``sdk_profile``'s SDK reads them."""
     cookie_header = get("Cookie")
-    cookies = parse_cookie_header(cookie_header)
+    if sdk_profile == "node":
+        token, duplicate, legacy = _node_cookies(cookie_header)
+    else:
+        cookies = parse_cookie_header(cookie_header)
+        token, duplicate = cookies.get(ACCESS_COOKIE), has_duplicate(cookie_header, ACCESS_COOKIE)
+        legacy = cookies.get(LEGACY_ID_REFRESH_COOKIE)
     return Credentials(
         method=original_method(get, method, trusted=trusted),
         uri=_path_of((_first(get, _URI_HEADERS) if trusted else None) or uri),
         host=_hostname((_first(get, ("X-Forwarded-Host",)) if trusted else None) or get("Host") or ""),
-        cookie_token=cookies.get(ACCESS_COOKIE),
-        duplicate_access_cookie=has_duplicate(cookie_header, ACCESS_COOKIE),
-        id_refresh_token=cookies.get(LEGACY_ID_REFRESH_COOKIE),
+        cookie_token=token,
+        duplicate_access_cookie=duplicate,
+        id_refresh_token=legacy,
         authorization=get("Authorization"),
         anti_csrf=get("anti-csrf"),
         rid=get("rid"),

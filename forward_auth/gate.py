@@ -41,7 +41,7 @@ def _digest(raw: str) -> bytes:
 
 
 class Gate:
-    """Decides on one request's session exactly as supertokens-python's ``get_session``."""
+    """Decides on one request's session exactly as the ``sdk_profile``'s SDK (python's ``get_session``, node's ``getSession``)."""
 
     def __init__(
         self,
@@ -64,11 +64,12 @@ class Gate:
     def verify(self, creds: Credentials, policy: verifier.Policy) -> verifier.Session | None:
         """The verified session, ``None`` for "no session" (optional), or a SessionError."""
         now = self._now()
+        profile = self.settings.sdk_profile
         seen: dict[str, tuple[bytes, _Remembered | None]] = {}
 
         def parse(raw: str) -> tokens.AccessToken:
             _, known = seen[raw] = self._lookup(raw, now)
-            return tokens.parse(raw) if known is None else tokens.AccessToken(raw, known.version, known.kid,
+            return tokens.parse(raw, sdk_profile=profile) if known is None else tokens.AccessToken(raw, known.version, known.kid,
                                                                                known.payload)
 
         selection = verifier.select(creds, policy, self.settings, parse=parse)
@@ -87,7 +88,8 @@ class Gate:
         if not verifier.needs_core(token, policy):
             session = verified.sessions.get(selection.transfer_method)
             if session is None:
-                session = verified.sessions[selection.transfer_method] = verifier.session_from_token(selection)
+                session = verified.sessions[selection.transfer_method] = verifier.session_from_token(
+                    selection, sdk_profile=profile)
             return self._with_claims(session, policy, now)
         mode = self.settings.effective_anti_csrf
         core_session = self.core.verify_session(
@@ -101,7 +103,7 @@ class Gate:
         new_payload = None
         if core_session.access_token is not None and token.version >= 3:
             try:
-                new_payload = tokens.parse(core_session.access_token.token).payload
+                new_payload = tokens.parse(core_session.access_token.token, sdk_profile=profile).payload
             except tokens.MalformedToken:
                 raise CoreError("core returned an unparsable access token", reason="core-bad-answer") from None
         return self._with_claims(verifier.session_from_core(selection, core_session, new_payload), policy, now)
@@ -125,7 +127,8 @@ class Gate:
         else:
             candidates = self.keys.all_keys()
         _SIGNATURE_MISS.inc()  # counted once the keys are at hand (a request handed to the core pool asks again)
-        tokens.verify_signature(token, candidates, now=now)
+        tokens.verify_signature(token, candidates, now=now, skew=self.settings.clock_skew_seconds,
+                                sdk_profile=self.settings.sdk_profile)
         verified = _Remembered(token.version, token.kid, token.payload, min(token.valid_until, now + VERIFIED_TTL_CAP),
                                {})
         if digest:
@@ -133,10 +136,9 @@ class Gate:
                 self._verified[digest] = verified
         return verified
 
-    @staticmethod
-    def _with_claims(session: verifier.Session, policy: verifier.Policy, now: float) -> verifier.Session:
+    def _with_claims(self, session: verifier.Session, policy: verifier.Policy, now: float) -> verifier.Session:
         """The session, once its claims satisfy the policy's validators (else INVALID_CLAIMS)."""
-        errors = claims.failures(policy.claims, session.payload, now * 1000)
+        errors = claims.failures(policy.claims, session.payload, now * 1000, sdk_profile=self.settings.sdk_profile)
         if errors:
             raise InvalidClaims(errors)
         return session

@@ -73,10 +73,11 @@ def apply_headers(resp: falcon.Response, headers: ResponseHeaders) -> None:
 
 def identity_headers(session: verifier.Session) -> dict[str, str]:
     """What the token proved, as the headers a proxy copies to the upstream."""
-    return {
+    tenant = {} if session.tenant_id is None else {"X-Tenant-Id": header_value(session.tenant_id)}
+    return {  # no X-Tenant-Id for supertokens-node's session without one (a v4+ token without tId)
         "X-User-Id": header_value(session.user_id),
         "X-Session-Handle": header_value(session.handle),
-        "X-Tenant-Id": header_value(session.tenant_id),
+        **tenant,
         "X-Recipe-User-Id": header_value(session.recipe_user_id),
         "X-Session-Expiry": str(session.expiry_ms),
         "X-Session-Created": str(session.created_ms),

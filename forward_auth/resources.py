@@ -36,7 +36,7 @@ class VerifyResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         headers = credentials.environ_headers(req.env)
         creds = credentials.from_headers(headers, method=req.method, uri=req.relative_uri,
-                                         trusted=self._trusted_peer(req))
+                                         trusted=self._trusted_peer(req), sdk_profile=self._gate.settings.sdk_profile)
         self._decide(req, resp, creds, req.params, proxied=credentials.proxied(headers), headers=headers)
 
     def on_get_path(self, req: falcon.Request, resp: falcon.Response, path: str) -> None:
@@ -48,7 +48,8 @@ class VerifyResource:
         raw = quote("/" + path, safe="/!$&'()*+,;=:@~")
         query = f"?{req.query_string}" if req.query_string else ""
         headers = credentials.without_forwarding(credentials.environ_headers(req.env))
-        creds = credentials.from_headers(headers, method=req.method, uri=raw + query, trusted=False)
+        creds = credentials.from_headers(headers, method=req.method, uri=raw + query, trusted=False,
+                                         sdk_profile=self._gate.settings.sdk_profile)
         self._decide(req, resp, creds, {}, proxied=True, headers=headers)
 
     def _decide(self, req: falcon.Request, resp: falcon.Response, creds: credentials.Credentials,
@@ -113,7 +114,7 @@ def _allow(req: falcon.Request, resp: falcon.Response, reason: str, proxied: boo
         resp.data = b""
     elif session is not None:  # compact, from json's C string encoder: Falcon's media handler costs more
         resp.data = (f'{{"message":"ok","userId":{_json_string(session.user_id)},"sessionHandle":'
-                     f'{_json_string(session.handle)},"tenantId":{_json_string(session.tenant_id)}}}').encode("ascii")
+                     f'{_json_string(session.handle)},"tenantId":{json.dumps(session.tenant_id)}}}').encode("ascii")
         resp.content_type = falcon.MEDIA_JSON
     else:
         resp.media = {"message": _MESSAGES[reason]}

@@ -25,6 +25,7 @@ ENV_PREFIX = "FORWARD_AUTH_"
 ANTI_CSRF_MODES = ("NONE", "VIA_CUSTOM_HEADER", "VIA_TOKEN")
 SAMESITE_VALUES = ("lax", "strict", "none")
 SERVERS = ("granian", "gunicorn")
+SDK_PROFILES = ("python", "node")
 IPNetwork = IPv4Network | IPv6Network
 
 
@@ -66,6 +67,8 @@ class Settings:
     login_url: str | None = None
     refresh_url: str | None = None
     allowed_redirect_hosts: tuple[str, ...] = ()
+    sdk_profile: str = "python"
+    clock_skew_seconds: float = 0.0
     policy_file: str | None = None
     policy_reload_seconds: float = 2.0
     server: str = "granian"
@@ -255,6 +258,8 @@ PARSERS: Mapping[str, Callable[[str, object], Any]] = {
     "login_url": _redirect_url,
     "refresh_url": _redirect_url,
     "allowed_redirect_hosts": _hosts,
+    "sdk_profile": _choice(SDK_PROFILES, upper=False),
+    "clock_skew_seconds": _number,
     "policy_file": _text,
     "policy_reload_seconds": _number,
     "server": _choice(SERVERS, upper=False),
@@ -294,6 +299,8 @@ DESCRIPTIONS: Mapping[str, str] = {
     "login_url": "sign-in page a denied browser navigation (UNAUTHORISED) is sent to, with `redirectToPath=<original path and query>`: an http(s) URL or a path; unset: navigations get the API answers (see Protecting pages)",
     "refresh_url": "page that refreshes the session and goes back (`redirectToPath`), for a navigation with an expired token (TRY_REFRESH_TOKEN); unset: `login_url`",
     "allowed_redirect_hosts": "comma-separated hosts whose navigations are redirected and that an absolute target may name; unset: the host of `login_url`",
+    "sdk_profile": "whose `verifySession` every decision equals: `python` (supertokens-python 0.31.4) or `node` (supertokens-node 24.0.3; passes `OPTIONS`/`TRACE` without a session: see docs/sdk-differences.md)",
+    "clock_skew_seconds": "how far in the future a token's `iat` (and `nbf`) may be, for a gate whose clock is behind the core's (never `exp`); 0 = the SDKs' own rule",
     "policy_file": "YAML file of route rules (first match wins); without it, query parameters choose the policy",
     "policy_reload_seconds": "how often the policy file is checked for changes (0: only at start and on SIGHUP)",
     "server": "`granian` (a Rust HTTP server; each worker verifies on an event loop and waits on the core in threads of its own: the `threads` setting) or `gunicorn` (gthread workers)",

@@ -1,7 +1,8 @@
 """SuperTokens access tokens: parsing, structure checks and signature checks (pure, no I/O).
 
 Parsing follows supertokens-python 0.31.x (``recipe/session/jwt.py``) byte for byte, so a
-token the SDK would ignore is ignored here too. A token in canonical JWS form (every issued token)
+token the SDK would ignore is ignored here too; under ``sdk_profile: node`` it follows
+supertokens-node 24 (``recipe/session/jwt.js``, ``accessToken.js``) and its verifier, jose 4. A token in canonical JWS form (every issued token)
 is decoded once, for both the SDK's parse and PyJWT's rules: for such input the two decodings give
 the same bytes; anything else takes the SDK's lenient path and then PyJWT's own checks.
 
@@ -18,6 +19,8 @@ import binascii
 import functools
 import json
 import json.scanner
+import math
+import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -30,6 +33,8 @@ from .errors import TryRefreshToken
 
 #: The fixed header of v2 tokens: padded standard base64 of the compact, sorted JSON.
 V2_HEADER = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsInZlcnNpb24iOiIyIn0="
+#: supertokens-node also takes the v1 header (``"version":"1"``) as a v2 token.
+V1_HEADER = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsInZlcnNpb24iOiIxIn0="
 DEFAULT_TENANT = "public"
 _B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 #: Last characters without stray bits, by the unpadded length modulo 4 (2: 4 zero bits, 3: 2).
@@ -44,6 +49,8 @@ _MEMO_HEADER_CHARS = 512
 _CLAIM_NAMES = {name: name for name in (
     "sub", "exp", "iat", "nbf", "iss", "aud", "jti", "sessionHandle", "refreshTokenHash1",
     "parentRefreshTokenHash1", "antiCsrfToken", "tId", "rsub", "st-role", "st-perm", "st-ev", "st-mfa", "v", "t")}
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/_-]")
+_JS_INT_PREFIX = re.compile(r"[ \t\n\v\f\r\xa0\ufeff\u2028\u2029]*([+-]?)(0[xX][0-9a-fA-F]+|[0-9]+)")
 _PKCS1V15 = padding.PKCS1v15()
 _SHA256 = hashes.SHA256()
 
@@ -97,8 +104,12 @@ class AccessToken(NamedTuple):
         return float(int(self.payload["exp"]))  # PyJWT: expired once int(exp) <= now
 
     @property
-    def tenant_id(self) -> str:
-        return self.payload["tId"] if self.version >= 4 else DEFAULT_TENANT
+    def tenant_id(self) -> str | None:
+        """``tId`` (``None`` when supertokens-node accepted a v4+ token without one), or public."""
+        if self.version < 4:
+            return DEFAULT_TENANT
+        tenant = self.payload.get("tId")
+        return tenant if isinstance(tenant, str) else None
 
     @property
     def recipe_user_id(self) -> str:
@@ -133,8 +144,10 @@ def _lenient_b64decode(segment: str) -> str:
     return base64.urlsafe_b64decode(segment.encode("utf-8") + b"==").decode("utf-8")
 
 
-def parse(raw: str) -> AccessToken:
-    """Parse and structure-check a token as the SDK does, or raise :class:`MalformedToken`."""
+def parse(raw: str, *, sdk_profile: str = "python") -> AccessToken:
+    """Parse and structure-check a token as the profile's SDK does, or raise :class:`MalformedToken`."""
+    if sdk_profile == "node":
+        return parse_node(raw)
     parts = raw.split(".")
     if len(parts) != 3:
         raise MalformedToken("a token has three dot-separated parts")
@@ -219,6 +232,95 @@ def _checked(raw: str, header: Any, payload: Any, jws: Jws | None) -> AccessToke
     return AccessToken(raw=raw, version=version, kid=kid, payload=payload, jws=jws)
 
 
+def _node_b64decode(segment: str) -> bytes:
+    """Node's ``Buffer.from(segment, "base64")``: either alphabet, other characters skipped,
+    everything from the first ``=`` ignored, stray bits dropped."""
+    data = _NOT_BASE64.sub("", segment.partition("=")[0]).encode("ascii").translate(_URLSAFE_TO_STANDARD)
+    rest = len(data) % 4
+    if rest == 1:
+        data, rest = data[:-1], 0
+    return binascii.a2b_base64(data + _PADDING[rest])
+
+
+def _node_json(segment: str) -> Any:
+    """``JSON.parse(decodeBase64(segment))`` as supertokens-node and jose decode a segment."""
+    return json.loads(_node_b64decode(segment).decode("utf-8", "replace"), parse_constant=_no_constant)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _js_parse_int(text: str) -> float:
+    """JavaScript's ``Number.parseInt(text)``: the leading integer (``"5abc"`` is 5), NaN without one."""
+    match = _JS_INT_PREFIX.match(text)
+    if match is None:
+        return math.nan
+    sign, digits = match.groups()
+    value = int(digits, 16) if digits[1:2] in ("x", "X") else int(digits)
+    try:
+        return float(-value if sign == "-" else value)
+    except OverflowError:
+        return -math.inf if sign == "-" else math.inf
+
+
+def parse_node(raw: str) -> AccessToken:
+    """supertokens-node 24's ``parseJWTWithoutSignatureVerification`` and
+    ``validateAccessTokenStructure``: the v1 header is a v2 token; ``version`` must be a JSON
+    string read with ``parseInt``; ``kid`` may be null but not missing; v4+ need no ``tId``."""
+    parts = raw.split(".")
+    if len(parts) != 3:
+        raise MalformedToken("a token has three dot-separated parts")
+    version, kid, jws = 2, None, None
+    try:
+        if parts[0] not in (V1_HEADER, V2_HEADER):
+            header = _node_json(parts[0])
+            if not isinstance(header, dict):
+                raise MalformedToken("JWT header is not an object")
+            parsed = _js_parse_int(header["version"]) if isinstance(header.get("version"), str) else (
+                3.0 if "version" not in header else math.nan)
+            if (header.get("typ") != "JWT" or not math.isfinite(parsed) or parsed != int(parsed) or parsed < 3
+                    or "kid" not in header):
+                raise MalformedToken("JWT header mismatch")
+            version, kid = int(parsed), header["kid"]
+            jws = Jws(header, f"{parts[0]}.{parts[1]}".encode("utf-8", "surrogatepass"), _node_b64decode(parts[2]))
+        payload = _node_json(parts[1])
+    except (ValueError, RecursionError, binascii.Error):
+        raise MalformedToken("token segments are not base64 JSON") from None
+    if not isinstance(payload, dict):
+        raise MalformedToken("payload is not a JSON object")
+    _check_structure_node(payload, version)
+    if kid is not None and not isinstance(kid, str):
+        kid = str(kid)  # no key has such an id: jose finds none for it
+    return AccessToken(raw=raw, version=version, kid=kid, payload=payload, jws=jws)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_NODE_V3_CLAIMS = (("sub", str), ("exp", None), ("iat", None), ("sessionHandle", str), ("refreshTokenHash1", str))
+
+
+def _check_structure_node(payload: dict[str, Any], version: int) -> None:
+    """supertokens-node's ``validateAccessTokenStructure`` (``None``: a JavaScript number)."""
+    stt = payload.get("stt", 0)
+    if not _is_number(stt) or stt != 0:
+        raise MalformedToken("wrong token type (stt)")
+    if version < 3:
+        if "userData" not in payload:
+            raise MalformedToken("v2 token without userData")
+        required: tuple[tuple[str, type | None], ...] = (
+            ("sessionHandle", str), ("userId", str), ("refreshTokenHash1", str), ("expiryTime", None),
+            ("timeCreated", None))
+    else:
+        required = (*_NODE_V3_CLAIMS, ("rsub", str)) if version >= 5 else _NODE_V3_CLAIMS
+    for claim, kind in required:
+        value = payload.get(claim)
+        if not (_is_number(value) if kind is None else isinstance(value, kind)):
+            raise MalformedToken(f"claim {claim} is missing or has the wrong type")
+
+
 _NUMBER = (int, float)
 _V3_CLAIMS = (("sub", str), ("exp", _NUMBER), ("iat", _NUMBER), ("sessionHandle", str), ("refreshTokenHash1", str))
 #: The claims each token version must carry, with their JSON types (the SDK's ``validate_access_token_structure``).
@@ -244,8 +346,11 @@ def check_structure(payload: dict[str, Any], version: int) -> None:
             raise MalformedToken(f"claim {claim} is missing or has the wrong type")
 
 
-def verify_signature(token: AccessToken, keys: Sequence[RSAPublicKey], *, now: float) -> None:
-    """Check the signature (and, for v3+, PyJWT's time and claim rules); raise :class:`TryRefreshToken`.
+def verify_signature(token: AccessToken, keys: Sequence[RSAPublicKey], *, now: float, skew: float = 0.0,
+                     sdk_profile: str = "python") -> None:
+    """Check the signature (and, for v3+, the JWT rules of PyJWT or, under the node profile,
+    jose); raise :class:`TryRefreshToken`. ``skew`` (seconds) is how far ``iat`` and ``nbf`` may
+    lie in the future.
 
     ``keys`` are the candidate keys: the one matching the ``kid`` for v3+, every key of the
     JWKS for v2. ``now`` is in seconds. The SDK's own millisecond expiry check is
@@ -254,7 +359,7 @@ def verify_signature(token: AccessToken, keys: Sequence[RSAPublicKey], *, now: f
     if not keys:
         raise TryRefreshToken("no signing key matches the token", reason="unknown-kid")
     if token.version >= 3:
-        _verify_jwt(token, keys[0], now=now)
+        _verify_jwt(token, keys[0], now=now, skew=skew, jose=sdk_profile == "node")
     else:
         _verify_legacy(token, keys)
 
@@ -299,8 +404,9 @@ def _check_jws_header(header: Any) -> None:
         raise TryRefreshToken("token is not signed with RS256", reason="bad-algorithm")
 
 
-def _verify_jwt(token: AccessToken, key: RSAPublicKey, *, now: float) -> None:
-    """RS256 JWS and JWT claim rules as PyJWT 2.15 applies them for the SDK, done directly.
+def _verify_jwt(token: AccessToken, key: RSAPublicKey, *, now: float, skew: float = 0.0, jose: bool = False) -> None:
+    """RS256 JWS and JWT claim rules as PyJWT 2.15 applies them for supertokens-python (or, with
+    ``jose``, as jose 4's ``jwtVerify`` does for supertokens-node), done directly.
 
     PyJWT spends most of a decode in a pure-Python alphabet scan; the same rules take a few
     microseconds here, on segments :func:`parse` already decoded. PyJWT stays in charge of JWK
@@ -317,7 +423,10 @@ def _verify_jwt(token: AccessToken, key: RSAPublicKey, *, now: float) -> None:
     payload = token.payload
     if not isinstance(payload, dict):
         raise TryRefreshToken("payload is not a JSON object", reason="invalid-token")
-    _check_times(payload, now=now)
+    if jose:  # jwt_claims_set.js without options: no iat, aud, sub or jti rule; whole seconds
+        _check_times_jose(payload, now=math.floor(now), skew=skew)
+        return
+    _check_times(payload, now=now, skew=skew)
     if payload.get("aud"):
         raise TryRefreshToken("an audience is set and none is expected", reason="invalid-token")
     if "sub" in payload and not isinstance(payload["sub"], str) or "jti" in payload and not isinstance(
@@ -332,14 +441,26 @@ def _as_int(payload: dict[str, Any], claim: str) -> int:
         raise TryRefreshToken(f"claim {claim} must be an integer", reason="invalid-token") from None
 
 
-def _check_times(payload: dict[str, Any], *, now: float) -> None:
+def _check_times(payload: dict[str, Any], *, now: float, skew: float) -> None:
     # PyJWT's own rules (as the SDK runs them, leeway 0), with an injectable clock: exp <= now
-    # is expired; an iat or nbf in the future is refused.
-    if "iat" in payload and _as_int(payload, "iat") > now:
-        raise TryRefreshToken("token issued in the future (iat)", reason="immature")
-    if "nbf" in payload and _as_int(payload, "nbf") > now:
+    # is expired; an iat or nbf in the future (beyond the configured skew) is refused.
+    if "iat" in payload and _as_int(payload, "iat") > now + skew:
+        raise TryRefreshToken("token issued in the future (iat): is the gate's clock behind the core's?",
+                              reason="future-iat")
+    if "nbf" in payload and _as_int(payload, "nbf") > now + skew:
         raise TryRefreshToken("token not yet valid (nbf)", reason="immature")
     if "exp" in payload and _as_int(payload, "exp") <= now:
+        raise TryRefreshToken("access token expired", reason="expired")
+
+
+def _check_times_jose(payload: dict[str, Any], *, now: int, skew: float) -> None:
+    # jose 4: nbf > now is refused (beyond the skew), exp <= now is expired; each a number if set.
+    for claim in ("iat", "nbf", "exp"):
+        if claim in payload and not _is_number(payload[claim]):
+            raise TryRefreshToken(f"claim {claim} must be a number", reason="invalid-token")
+    if "nbf" in payload and payload["nbf"] > now + skew:
+        raise TryRefreshToken("token not yet valid (nbf)", reason="immature")
+    if "exp" in payload and payload["exp"] <= now:
         raise TryRefreshToken("access token expired", reason="expired")
 
 

@@ -1,4 +1,5 @@
-"""The session decision of supertokens-python's ``get_session``, as pure functions.
+"""The session decision of supertokens-python's ``get_session`` (or, under ``sdk_profile: node``,
+supertokens-node's), as pure functions.
 
 No I/O here: keys arrive as arguments, the core's answer arrives as a
 :class:`CoreSession`. :mod:`forward_auth.gate` does the fetching and calls these in order:
@@ -65,7 +66,7 @@ class Session(NamedTuple):
     user_id: str
     recipe_user_id: str
     handle: str
-    tenant_id: str
+    tenant_id: str | None  # None: supertokens-node accepted a v4+ token without tId
     expiry_ms: int
     created_ms: int
     payload: dict[str, Any]
@@ -101,8 +102,8 @@ def select(
     ``parse`` turns a raw token into an :class:`~forward_auth.token.AccessToken` (the gate's
     own also answers from its memory of verified tokens).
     """
-    if not policy.session_required and creds.method in ("OPTIONS", "TRACE"):
-        return None  # verify_session's own shortcut, before any token is looked at
+    if creds.method in ("OPTIONS", "TRACE") and (not policy.session_required or settings.sdk_profile == "node"):
+        return None  # verifySession's own shortcut (node's even when required), before any token is looked at
     if settings.legacy:
         if not _legacy_gate(creds, policy):
             return None
@@ -163,14 +164,25 @@ def replayable(session: Session, policy: Policy) -> bool:
             and not any(validator.max_age_seconds is not None for validator in policy.claims))
 
 
-def session_from_token(selection: Selection) -> Session:
-    """A session proved by the token alone."""
+def _trimmed(value: Any) -> Any:
+    """supertokens-node's ``sanitizeStringInput``: a string trimmed, anything else undefined."""
+    return value.strip(" \t\n\v\f\r\xa0\ufeff\u2028\u2029") if isinstance(value, str) else None
+
+
+def session_from_token(selection: Selection, *, sdk_profile: str = "python") -> Session:
+    """A session proved by the token alone (node trims the identity claims)."""
     token = selection.token
+    if sdk_profile == "node":
+        user_id = _trimmed(token.user_id)
+        return Session(user_id=user_id, recipe_user_id=_trimmed(token.payload.get("rsub")) or user_id,
+                       handle=_trimmed(token.session_handle), tenant_id=_trimmed(token.tenant_id),
+                       expiry_ms=int(token.expiry_ms), created_ms=int(token.created_ms),
+                       payload=token.custom_claims, transfer_method=selection.transfer_method)
     return Session(
         user_id=token.user_id,
         recipe_user_id=token.recipe_user_id,
         handle=token.session_handle,
-        tenant_id=token.tenant_id,
+        tenant_id=token.tenant_id,  # type: ignore[arg-type]  # a python-profile token always has one
         expiry_ms=int(token.expiry_ms),
         created_ms=int(token.created_ms),
         payload=token.custom_claims,

@@ -297,6 +297,60 @@ CASES: list[Case] = [
                                                                                                      "t": 1}}),
          route="role_admin"),
 ]
+
+
+def duplicated(first: Callable[[DevCore], str], second: Callable[[DevCore], str]) -> Callable[[DevCore], Headers]:
+    """Two ``sAccessToken`` cookies: python keeps the last, node the first; their detectors differ."""
+    return lambda core: {"Cookie": f"sAccessToken={first(core)}; sAccessToken={second(core)}"}
+
+
+def a_token(core: DevCore) -> str:
+    return at(session(core))
+
+
+def a_v2_token(core: DevCore) -> str:
+    """A v2 token: its padded base64 holds ``=``, which python's duplicate detector skips."""
+    return core.mint_token(version=2, session_handle=session(core)["session"]["handle"])
+
+
+#: Where supertokens-python and supertokens-node decide differently (issue 14), short of a 500.
+FAMILY_CASES: list[Case] = [
+    # cookie parsing and duplicates
+    Case("j: JSON cookie value", lambda core: {"Cookie": f'sAccessToken=j:"{at(session(core))}"'}),
+    Case("j: JSON cookie value, optional", lambda core: {"Cookie": f'sAccessToken=j:"{at(session(core))}"'},
+         route="optional"),
+    Case("j: JSON object cookie value", fixed({"Cookie": 'sAccessToken=j:{"a":1}'})),
+    Case("duplicate: valid then garbage", duplicated(a_token, lambda core: "garbage")),
+    Case("duplicate: garbage then valid", duplicated(lambda core: "garbage", a_token)),
+    Case("duplicate: two v2 tokens", duplicated(a_v2_token, a_v2_token)),
+    Case("duplicate: second value holds =", duplicated(a_token, lambda core: "x=y")),
+    Case("duplicate: second without a value", lambda core: {"Cookie": f"sAccessToken={a_token(core)}; sAccessToken"}),
+    Case("duplicate: valid twice, bearer wins", lambda core: {**duplicated(a_token, a_token)(core),
+                                                              **bearer(a_token(core))}),
+    Case("440: duplicate valid then garbage", duplicated(a_token, lambda core: "garbage"), config=LEGACY_440),
+    Case("custom header: duplicate v2 tokens, POST with rid", with_extra(duplicated(a_v2_token, a_v2_token),
+                                                                         {"rid": "x"}), method="POST", config=CUSTOM),
+    # JWT claim rules: PyJWT against jose
+    Case("v5 numeric jti", minted(jti=7)),
+    Case("v5 string jti", minted(jti="seven")),
+    Case("v5 aud list", minted(aud=["a", "b"])),
+    Case("v5 iat in the future, bearer", minted(iat=now_s(30), via=bearer)),
+    Case("440: v5 iat in the future", minted(iat=now_s(30)), config=LEGACY_440),
+    Case("via token: iat in the future, POST right", lambda core: {**cookie(core.mint_token(
+        claim_overrides={"iat": now_s(30), "antiCsrfToken": "c"}, session_handle=session(core)["session"]["handle"])),
+        "anti-csrf": "c"}, method="POST", config=TOKEN),
+    Case("v5 signature with a trailing =", lambda core: cookie(at(session(core)) + "=")),
+    # token header parsing
+    Case("version header 5abc", minted(header={"version": "5abc"})),
+    Case("version header 5.0", minted(header={"version": "5.0"})),
+    Case("version header 0x5", minted(header={"version": "0x5"})),
+    Case("v1 header", minted(version=1)),
+    Case("v4 missing tId", minted(version=4, rsub=None, tId=None)),
+    Case("v5 missing tId, database check", minted(tId=None), route="checkdb"),
+    Case("custom header: v5 missing tId, POST with rid", with_extra(minted(tId=None), {"rid": "x"}), method="POST",
+         config=CUSTOM),
+]
+CASES += FAMILY_CASES
 CASES.sort(key=lambda case: (case.config.anti_csrf, case.config.static_key, case.config.expired_status))
 
 

@@ -145,7 +145,7 @@ def test_what_only_the_sdks_lenient_decoding_reads_parses_and_then_fails_pyjwts_
     ("changes", "reason"),
     [
         ({"exp": "now"}, "expired"),
-        ({"iat": "future"}, "immature"),
+        ({"iat": "future"}, "future-iat"),
         ({"nbf": "future"}, "immature"),
         ({"aud": "someone"}, "invalid-token"),
         ({"jti": 7}, "invalid-token"),

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 #: The fixed v2 header: padded standard base64 of
 #: ``{"alg":"RS256","typ":"JWT","version":"2"}``.
 V2_HEADER = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsInZlcnNpb24iOiIyIn0="
+#: The v1 header, the same with ``"version":"1"`` (v1 and v2 payloads are alike).
+V1_HEADER = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsInZlcnNpb24iOiIxIn0="
 
 _V3_CLAIMS = frozenset(
     {
@@ -115,13 +117,13 @@ def mint_v5(
     return f"{signing_input}.{b64url_encode(key.sign(signing_input.encode('ascii')))}"
 
 
-def mint_v2(key: SigningKey, payload: Mapping[str, Any]) -> str:
-    """Sign ``payload`` in the core's legacy v2 format.
+def mint_v2(key: SigningKey, payload: Mapping[str, Any], *, header: str = V2_HEADER) -> str:
+    """Sign ``payload`` in the core's legacy v2 (or, with :data:`V1_HEADER`, v1) format.
 
-    The header is the fixed :data:`V2_HEADER` string; payload and signature are
-    padded standard base64, and the signature covers ``header + "." + payload``.
+    The header is a fixed string; payload and signature are padded standard base64, and the
+    signature covers ``header + "." + payload``.
     """
-    signing_input = f"{V2_HEADER}.{base64.b64encode(_compact_json(payload)).decode('ascii')}"
+    signing_input = f"{header}.{base64.b64encode(_compact_json(payload)).decode('ascii')}"
     signature = base64.b64encode(key.sign(signing_input.encode("ascii"))).decode("ascii")
     return f"{signing_input}.{signature}"
 

@@ -7,7 +7,7 @@ input (400 with a plain-text message).
 Test-only endpoints (they need the API key too, when one is set):
 
 - ``POST /dev/keys/rotate`` -> ``{"status": "OK", "kid": <new signing kid>}``
-- ``POST /dev/tokens`` with ``{"version": 2-5, "claims": {...}, "key": "dynamic" |
+- ``POST /dev/tokens`` with ``{"version": 1-5, "claims": {...}, "key": "dynamic" |
   "static" | "foreign", "header": {...}, "sessionHandle": ...}``, all optional; a
   ``null`` claim or header value removes it -> ``{"token": ...}``
 - ``POST /dev/sessions`` with ``{"userId", "tenantId"?, "userDataInJWT"?,

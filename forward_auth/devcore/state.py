@@ -31,6 +31,7 @@ from typing import Any
 
 from .minter import (
     REQUIRED_CLAIMS,
+    V1_HEADER,
     V2_HEADER,
     SigningKey,
     b64url_decode,
@@ -425,7 +426,7 @@ class DevCore:
         """Mint an arbitrary access token for tests (``POST /dev/tokens``).
 
         Args:
-            version: Token version, 2 to 5.
+            version: Token version, 1 to 5 (1: a v2 token under the v1 header).
             claim_overrides: Claims (or v2 payload fields) to set; ``None`` removes one.
             key: "dynamic" (the current signing key), "static" (the ``s-`` key in the
                 JWKS) or "foreign" (a key absent from the JWKS).
@@ -434,9 +435,9 @@ class DevCore:
             session_handle: Take user, tenant and payload from this live session.
                 Otherwise the token names user ``dev-user`` and an unstored handle.
         """
-        if version not in (2, 3, 4, 5):
-            raise ValueError("version must be 2, 3, 4 or 5")
-        if version == 2 and header_overrides:
+        if version not in (1, 2, 3, 4, 5):
+            raise ValueError("version must be 1, 2, 3, 4 or 5")
+        if version <= 2 and header_overrides:
             raise ValueError("header overrides do not apply to v2 tokens")
         with self._lock:
             signing_key = self._dev_key(key)
@@ -445,14 +446,14 @@ class DevCore:
                 session = self._live_session(session_handle)
                 if session is None:
                     raise ValueError(f"unknown session handle {session_handle!r}")
-            claims = self._dev_claims(version, session)
+            claims = self._dev_claims(max(version, 2), session)
         for name, value in (claim_overrides or {}).items():
             if value is None:
                 claims.pop(name, None)
             else:
                 claims[name] = value
-        if version == 2:
-            return mint_v2(signing_key, claims)
+        if version <= 2:
+            return mint_v2(signing_key, claims, header=V1_HEADER if version == 1 else V2_HEADER)
         return mint_v5(signing_key, claims, version=str(version), header_overrides=header_overrides)
 
     # -- internals (callers hold the lock) ------------------------------------------
