@@ -187,6 +187,12 @@ class PolicySet:
         return next((rule for rule in self.rules if rule.match.matches(host, path, method, folded=folded)),
                     self.default)
 
+    def passing_options(self) -> list[str]:
+        """Rules (and the default) requiring a session on ``OPTIONS`` or ``TRACE``: under
+        ``sdk_profile: node`` those requests pass without one, as supertokens-node lets them."""
+        return [rule.name for rule in (*self.rules, self.default) if rule.session == "required" and (
+            rule.match.methods is None or rule.match.methods & {"OPTIONS", "TRACE"})]
+
     def counted(self) -> str:
         """``1 rule``, ``3 rules``."""
         return f"{len(self.rules)} rule{'' if len(self.rules) == 1 else 's'}"

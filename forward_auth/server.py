@@ -125,6 +125,10 @@ class MasterPolicy:
         self._file = (PolicyFile(settings.policy_file, every=settings.policy_reload_seconds)
                       if settings.policy_file else None)
         self.current = self._file.current() if self._file else None
+        passing = (self.current or PolicySet()).passing_options() if settings.sdk_profile == "node" else []
+        if passing:
+            log.warning("sdk_profile node: OPTIONS and TRACE requests pass without a session, as supertokens-node "
+                        "lets them, on routes that require one (rules: %s)", ", ".join(passing))
         if self._file is not None and settings.policy_reload_seconds > 0:
             threading.Thread(target=self._watch, args=(self._file,), name="policy-watch", daemon=True).start()
 

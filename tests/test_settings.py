@@ -72,6 +72,8 @@ def test_samesite_none_derives_custom_header_csrf_as_the_sdk() -> None:
         ({"login_url": "/auth", "refresh_url": "https://elsewhere.example/refresh"}, "refresh_url"),
         ({"refresh_url": "/refresh"}, "refresh_url"),  # without login_url
         ({"allowed_redirect_hosts": "app.example.com, evil/x"}, "allowed_redirect_hosts"),
+        ({"sdk_profile": "go"}, "sdk_profile"),
+        ({"clock_skew_seconds": "-5"}, "clock_skew_seconds"),
     ],
 )
 def test_invalid_values_name_the_setting(overrides: dict[str, str], name: str) -> None:
