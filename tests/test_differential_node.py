@@ -153,3 +153,32 @@ def test_the_families_differ_between_the_profiles(sides: Sides, devcore: tuple[D
         if ask_service(sides, case, headers) == ask_service(sides, case, headers, python=True):
             agreeing.add(case.name)
     assert agreeing == AGREEING
+
+
+@pytest.mark.parametrize("mode", ["cookie", "header"])
+def test_node_backed_sessions_verify_at_the_gate_under_both_profiles(sides: Sides, mode: str) -> None:
+    """A session created, then refreshed, by supertokens-node on the dev core: the gate allows its
+    tokens under either profile (the refreshed one promoted through the core, as node does)."""
+    sides.use(Config())
+    login = sides.node.request("POST", "/__login", {"st-auth-mode": mode.encode()}, json={"userId": "nina"})
+    assert login.status_code == 200, login.text
+
+    def tokens_of(reply: Any) -> tuple[str, str]:
+        if mode == "header":
+            return reply.headers["st-access-token"], reply.headers["st-refresh-token"]
+        jar = {c.split("=", 1)[0]: c.split(";", 1)[0].split("=", 1)[1] for c in reply.headers.get_list("set-cookie")}
+        return jar["sAccessToken"], jar["sRefreshToken"]
+
+    access, refresh = tokens_of(login)
+    sent = {"Authorization": f"Bearer {refresh}"} if mode == "header" else {"Cookie": f"sRefreshToken={refresh}"}
+    refreshed = sides.node.request("POST", "/auth/session/refresh", {k: v.encode() for k, v in
+                                                                    {**sent, "st-auth-mode": mode}.items()})
+    assert refreshed.status_code == 200, refreshed.text
+    new_access, _ = tokens_of(refreshed)
+    assert new_access != access
+    for token, promoted in ((access, False), (new_access, True)):
+        headers = {"Authorization": f"Bearer {token}"} if mode == "header" else {"Cookie": f"sAccessToken={token}"}
+        for client in (sides.service, sides.python_service):
+            reply = client.simulate_get("/verify", headers=headers)
+            assert (reply.status_code, reply.headers["x-user-id"]) == (200, "nina")
+            assert ("front-token" in reply.headers) is promoted  # the core re-minted the refreshed token once
