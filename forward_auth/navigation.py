@@ -10,6 +10,9 @@ JSON, which the frontend SDK reads. The rule, first match wins:
 3. without Fetch Metadata (older browsers): an ``Accept`` header that prefers ``text/html``
    (its q-value the highest and above ``application/json``'s) is a navigation;
 4. anything else is an API call, as before pages existed.
+
+A policy rule's ``on_denied`` decides steps 2 to 4 for its routes, but a request that step 1 or
+a non-navigation ``Sec-Fetch-Mode`` calls an API call stays one.
 """
 
 from __future__ import annotations
@@ -25,17 +28,18 @@ _HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
 def is_navigation(get: HeaderGetter, on_denied: str | None = None) -> bool:
-    """The rule above; ``on_denied`` (a policy rule's ``redirect`` or ``api``) overrides it."""
-    if on_denied is not None:
-        return on_denied == "redirect"
+    """The rule above. ``on_denied`` (a policy rule's ``redirect`` or ``api``) overrides steps 2
+    to 4, never step 1 nor a non-navigation ``Sec-Fetch-Mode``: a ``fetch`` that followed a
+    redirect would get the sign-in page's HTML, and the frontend SDK needs its 401 to refresh."""
     if any(get(name) is not None for name in SDK_HEADERS):
         return False
     mode = (get("Sec-Fetch-Mode") or "").strip().lower()
-    if mode == "navigate" or (get("Sec-Fetch-Dest") or "").strip().lower() == "document":
-        return True
-    if mode:
+    if mode and mode != "navigate":
         return False
-    return prefers_html(get("Accept") or "")
+    if on_denied is not None:
+        return on_denied == "redirect"
+    return mode == "navigate" or (get("Sec-Fetch-Dest") or "").strip().lower() == "document" or \
+        prefers_html(get("Accept") or "")
 
 
 def prefers_html(accept: str) -> bool:

@@ -94,16 +94,31 @@ def denial(ex: ForwardAuthError, navigation: Navigation) -> Denial | None:
     targets = navigation.targets
     redirect = 302 if navigation.method in ("GET", "HEAD") else 303
     if isinstance(ex, Unauthorised):
-        return Denial(redirect, target(targets.login_url, navigation.uri))
+        return _redirect(redirect, targets.login_url, navigation.uri)
     if isinstance(ex, TryRefreshToken):
-        return Denial(redirect, target(targets.refresh_url or targets.login_url, navigation.uri))
+        return _redirect(redirect, targets.refresh_url or targets.login_url, navigation.uri)
     if isinstance(ex, InvalidClaims):
         urls = dict(targets.claim_urls)
         url = next((urls[e["id"]] for e in ex.errors if e["id"] in urls), None)
-        return Denial(403, page=pages.FORBIDDEN) if url is None else Denial(redirect, target(url, navigation.uri))
+        return (url and _redirect(redirect, url, navigation.uri)) or Denial(403, page=pages.FORBIDDEN)
     if isinstance(ex, ServiceUnavailable):
         return Denial(503, page=pages.UNAVAILABLE)
     return None
+
+
+def _redirect(status: int, base: str, uri: str) -> Denial | None:
+    """A redirect to ``base``; ``None`` (the API answer) when the request is for ``base`` itself:
+    a sign-in or refresh page behind the gate would send the browser round in circles."""
+    if urlsplit(base).path == uri.partition("?")[0]:
+        _warn_loop(base)
+        return None
+    return Denial(status, target(base, uri))
+
+
+@functools.cache
+def _warn_loop(base: str) -> None:
+    log.warning("%s is itself behind the gate: its denials are API answers, not a redirect to itself "
+                "(make that page public)", base)
 
 
 def targets_for(settings: Settings, rule: Rule | None, host: str) -> Targets | None:

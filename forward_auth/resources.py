@@ -35,9 +35,13 @@ class VerifyResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         headers = credentials.environ_headers(req.env)
+        trusted = self._trusted_peer(req)
         creds = credentials.from_headers(headers, method=req.method, uri=req.relative_uri,
-                                         trusted=self._trusted_peer(req), sdk_profile=self._gate.settings.sdk_profile)
-        self._decide(req, resp, creds, req.params, proxied=credentials.proxied(headers), headers=headers)
+                                         trusted=trusted, sdk_profile=self._gate.settings.sdk_profile)
+        proxied = credentials.proxied(headers)
+        # A redirect names the original URI only when a trusted proxy said what it was (else
+        # redirectToPath would be /verify and its policy query).
+        self._decide(req, resp, creds, req.params, proxied=proxied, headers=headers, navigable=proxied and trusted)
 
     def on_get_path(self, req: falcon.Request, resp: falcon.Response, path: str) -> None:
         """``/verify/<original path>`` (Envoy ext_authz): the request *is* the original one, so
@@ -50,10 +54,10 @@ class VerifyResource:
         headers = credentials.without_forwarding(credentials.environ_headers(req.env))
         creds = credentials.from_headers(headers, method=req.method, uri=raw + query, trusted=False,
                                          sdk_profile=self._gate.settings.sdk_profile)
-        self._decide(req, resp, creds, {}, proxied=True, headers=headers)
+        self._decide(req, resp, creds, {}, proxied=True, headers=headers, navigable=True)
 
     def _decide(self, req: falcon.Request, resp: falcon.Response, creds: credentials.Credentials,
-                params: Params, *, proxied: bool, headers: credentials.HeaderGetter) -> None:
+                params: Params, *, proxied: bool, headers: credentials.HeaderGetter, navigable: bool) -> None:
         """Decide; an allowed answer to a proxy is its headers only, to a person (curl) also JSON.
         A browser navigation's denial is a redirect or a page (``app.py``), when targets are set."""
         settings = self._gate.settings
@@ -70,7 +74,7 @@ class VerifyResource:
         try:
             session = self._gate.verify(creds, policy)
         except ForwardAuthError:  # only a denial asks whether a person's browser is waiting
-            req.context.navigation = _navigation(settings, rule, creds, headers)
+            req.context.navigation = _navigation(settings, rule, creds, headers) if navigable else None
             raise
         if session is None:
             return _allow(req, resp, "no-session", proxied)

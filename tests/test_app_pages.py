@@ -145,3 +145,12 @@ def test_nginx_gets_401_with_the_target_in_a_header(pages_client, key: SigningKe
     assert (page.status_code, page.content, page.headers["X-Forward-Auth-Status"]) == (403, b"", "403")
     assert page.headers["X-Forward-Auth-Body"] == pages.FORBIDDEN.decode()
     assert page.headers["X-Forward-Auth-Content-Type"] == pages.HTML
+
+
+def test_a_navigation_from_an_untrusted_peer_gets_the_api_answer(pages_client) -> None:  # noqa: ANN001
+    """Its forwarded URI is not believed, so the original is unknown: redirectToPath would be
+    /verify and its policy query."""
+    result = pages_client.simulate_get("/verify", params={"requireRole": "admin"}, headers=nav("/reports"),
+                                       remote_addr="203.0.113.9")
+    assert (result.status_code, result.json) == (401, {"message": "unauthorised"})
+    assert "Location" not in result.headers

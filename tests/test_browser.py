@@ -471,3 +471,18 @@ def test_a_revoked_session_on_a_check_database_page_lands_on_sign_in_without_a_l
     assert urlsplit(tab.page.url).query == "redirectToPath=" + quote("/admin/page?after=revoke", safe="")
     assert _navigations(tab.since(mark)) == [("GET", "/admin/page", 302), ("GET", "/public/signin.html", 200)]
     assert not [c for c in tab.context.cookies() if c["name"] in ("sAccessToken", "sRefreshToken")]
+
+
+@pytest.mark.parametrize("value", ["//evil.example/x", "/\\evil.example/x", "/\t/evil.example/x", "/\n/evil.example/x",
+                                   "\t//evil.example/x", "https://evil.example/x", "/%09/evil.example/x"])
+def test_the_sign_in_and_refresh_pages_never_go_back_off_site(sites: dict[int, Site], watch: Watch, value: str) -> None:
+    """The pages' own redirectToPath check, as Chromium parses it (a tab or newline inside "/\\t/"
+    is dropped by URL parsing, which a prefix check on "/" misses)."""
+    tab = _blank(watch, sites[401])
+    tab.page.goto(tab.site.origin + "/public/signin.html?redirectToPath=" + quote(value, safe=""))
+    back = tab.page.evaluate("forwardAuthPages.back()")
+    assert back in ("/", "/%09/evil.example/x"), back  # "/%09/..." stays a path on this site
+    assert urlsplit(tab.site.origin + back).netloc == urlsplit(tab.site.origin).netloc
+    ok = "/api/page?a=1#top"
+    tab.page.goto(tab.site.origin + "/public/signin.html?redirectToPath=" + quote(ok, safe=""))
+    assert tab.page.evaluate("forwardAuthPages.back()") == ok

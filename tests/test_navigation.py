@@ -53,7 +53,17 @@ def test_api_calls(headers: dict[str, str]) -> None:
 
 def test_a_rule_forces_either_kind() -> None:
     assert is_navigation(getter({}), "redirect")
+    assert is_navigation(getter({"Accept": "application/json"}), "redirect")
     assert not is_navigation(getter(CHROMIUM_NAVIGATION), "api")
+
+
+@pytest.mark.parametrize("headers", [{"rid": "session"}, {"st-auth-mode": "cookie"}, {"fdi-version": "3.1"},
+                                     {"Sec-Fetch-Mode": "cors"}, {"Sec-Fetch-Mode": "no-cors"},
+                                     {"Sec-Fetch-Mode": "same-origin", "Accept": "text/html"}])
+def test_a_rule_never_makes_an_api_call_a_navigation(headers: dict[str, str]) -> None:
+    """The SDK's own calls and fetches keep their 401: a fetch that followed a redirect would get
+    the sign-in page's HTML, and the SDK would not refresh."""
+    assert not is_navigation(getter(headers), "redirect")
 
 
 def test_accept_takes_the_best_q_of_a_repeated_type() -> None:

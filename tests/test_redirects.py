@@ -69,6 +69,17 @@ def test_each_session_error_has_its_target() -> None:
     assert denial(CoreError(), NAV) is None  # the API answer
 
 
+def test_a_target_page_behind_the_gate_gets_the_api_answer_not_a_redirect_to_itself() -> None:
+    """A sign-in, refresh or claim page that the gate itself protects would loop the browser."""
+    on_login = Navigation(Targets("https://app.example.com/auth", "/refresh", (("st-ev", "/verify-email"),)), "GET",
+                          "/auth?redirectToPath=%2Fauth")
+    assert denial(Unauthorised(clear_tokens=True), on_login) is None
+    assert denial(TryRefreshToken(), Navigation(NAV.targets, "GET", "/refresh?x")) is None
+    assert denial(InvalidClaims([{"id": "st-ev", "reason": {}}]), Navigation(NAV.targets, "GET", "/verify-email")) \
+        == Denial(403, page=pages.FORBIDDEN)
+    assert denial(Unauthorised(clear_tokens=True), Navigation(NAV.targets, "GET", "/authx")) is not None
+
+
 def test_other_methods_get_303_and_no_refresh_url_means_sign_in() -> None:
     post = Navigation(Targets(LOGIN), "POST", "/form")
     assert denial(TryRefreshToken(), post) == Denial(303, f"{LOGIN}?redirectToPath=%2Fform")

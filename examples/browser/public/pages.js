@@ -9,11 +9,12 @@ supertokens.init({
 });
 
 window.forwardAuthPages = (function () {
-  // Where to go back to: redirectToPath, only when it is a path on this site.
+  // Where to go back to: redirectToPath, only when the browser itself reads it as this site.
+  // Parsed, not prefix-checked: URL parsing drops tabs and newlines, so "/\t/evil.example"
+  // passes a startsWith("/") check and yet leaves the site.
   function back() {
-    const path = new URLSearchParams(location.search).get("redirectToPath") || "/";
-    const local = path.startsWith("/") && !path.startsWith("//") && !path.includes("\\");
-    return local ? path : "/";
+    const url = new URL(new URLSearchParams(location.search).get("redirectToPath") || "/", location.origin);
+    return url.origin === location.origin ? url.pathname + url.search + url.hash : "/";
   }
 
   // One refresh, then back to the page; to sign-in when it fails, or when this page was already
