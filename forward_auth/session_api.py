@@ -17,6 +17,7 @@ statuses:
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 from typing import Any
 
@@ -33,6 +34,7 @@ PROTECTED_CLAIMS = frozenset({"sub", "iat", "exp", "sessionHandle", "parentRefre
                               "antiCsrfToken", "rsub", "tId"})
 #: Headers a proxy adds to what it relays: the caller is a client of the proxy, not an upstream.
 RELAY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Forwarded-Uri", "X-Original-URI", "Via")
+log = logging.getLogger(__name__)
 _TENANT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MAX_ID = 512
 
@@ -138,9 +140,20 @@ class UserSessionsRevokeResource(_Resource):
         resp.media = {"status": "OK", "sessionHandlesRevoked": revoked}
 
 
+class CallLog:
+    """Falcon middleware: one log line per session API call (method, path, status, peer; never the key)."""
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
+                         req_succeeded: bool) -> None:
+        if isinstance(resource, _Resource):
+            log.info("session API %s %s: %d (peer %s)", req.method, req.path, resp.status_code,
+                     req.remote_addr or "unix socket")
+
+
 def add_routes(app: falcon.App, settings: Settings, core: CoreClient) -> None:
     """Mount the session API on ``app`` (``settings.session_api`` must be true)."""
     guard = Guard(settings)
+    app.add_middleware(CallLog())
     app.add_route("/sessions/{handle}", SessionResource(guard, core))
     app.add_route("/sessions/{handle}/data", SessionDataResource(guard, core))
     app.add_route("/sessions/{handle}/access-token-payload", AccessTokenPayloadResource(guard, core))
