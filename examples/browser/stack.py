@@ -31,6 +31,8 @@ from proxy_harness import PROXIES, DevCore, Ports, free_port, process, start_pro
 
 VENV_BIN = Path(sys.executable).parent
 API_KEY = "browser-example-api-key"
+#: The gates' session API secret; the application revokes sessions with it (``/admin/revoke-session``).
+SESSION_API_KEY = "browser-example-session-api-key"
 ANTI_CSRF = "VIA_CUSTOM_HEADER"
 SIGN_IN_PAGE, REFRESH_PAGE = "/public/signin.html", "/public/refresh.html"
 
@@ -42,6 +44,7 @@ class Services:
     core: DevCore
     app_port: int
     logs: Path
+    gate_ports: dict[int, int]  # by expired status; the application calls the 401 gate's session API
 
 
 @dataclass(frozen=True)
@@ -63,22 +66,25 @@ class Site:
 def services(logs: Path, access_token_validity: int) -> Iterator[Services]:
     """The dev core (short-lived access tokens, so expiry is quick to see) and the application."""
     core_port, app_port = free_port(), free_port()
+    gate_ports = {401: free_port(), 440: free_port()}
     core = DevCore(core_port, API_KEY)
+    app_env = {"SESSION_API_URL": f"http://127.0.0.1:{gate_ports[401]}", "SESSION_API_KEY": SESSION_API_KEY}
     with (
         process([str(VENV_BIN / "forward-auth"), "dev-core", "--bind", f"127.0.0.1:{core_port}",
                  "--api-key", API_KEY, "--access-token-validity", str(access_token_validity)], logs / "core.log"),
-        process([sys.executable, str(HERE / "app.py"), "--port", str(app_port)], logs / "app.log"),
+        process([sys.executable, str(HERE / "app.py"), "--port", str(app_port)], logs / "app.log", env=app_env),
     ):
         wait_http(core.url + "/hello")
         wait_http(f"http://127.0.0.1:{app_port}/public/ready")
-        yield Services(core, app_port, logs)
+        yield Services(core, app_port, logs, gate_ports)
 
 
 @contextmanager
 def gate(shared: Services, expired_status: int) -> Iterator[int]:
     """``forward-auth serve`` for one profile; yields its port once it has keys."""
-    port = free_port()
+    port = shared.gate_ports[expired_status]
     env = {"FORWARD_AUTH_CORE_URL": shared.core.url, "FORWARD_AUTH_CORE_API_KEY": API_KEY,
+           "FORWARD_AUTH_SESSION_API": "true", "FORWARD_AUTH_SESSION_API_KEY": SESSION_API_KEY,
            "FORWARD_AUTH_BIND": f"127.0.0.1:{port}", "FORWARD_AUTH_WORKERS": "1",
            "FORWARD_AUTH_ANTI_CSRF": ANTI_CSRF, "FORWARD_AUTH_SESSION_EXPIRED_STATUS": str(expired_status),
            # Pages (app.py's .../page) send browsers to the example's sign-in and refresh pages.
