@@ -10,7 +10,10 @@
 - ``POST /admin/revoke-session``: revokes the caller's session (the ``X-Session-Handle`` the gate
   set) through the gate's session API, as a backend without a SuperTokens SDK would.
 
-    SESSION_API_URL=http://127.0.0.1:8080 SESSION_API_KEY=... python examples/browser/app.py --port 3000
+    SESSION_API_URL_FILE=FILE SESSION_API_KEY=... python examples/browser/app.py --port 3000
+
+(``FILE`` holds the gate's URL, such as ``http://127.0.0.1:8080``: stack.py writes it once the gate
+is up, which starts after this application.)
 """
 
 from __future__ import annotations
@@ -98,7 +101,8 @@ class Handler(BaseHTTPRequestHandler):
     def _revoke(self) -> None:
         """``POST /sessions/{handle}/revoke`` on the gate's session API, with its bearer secret."""
         handle = urllib.parse.quote(self.headers.get("X-Session-Handle") or "-", safe="")
-        request = urllib.request.Request(f"{os.environ['SESSION_API_URL']}/sessions/{handle}/revoke", data=b"",
+        gate = Path(os.environ["SESSION_API_URL_FILE"]).read_text().strip()
+        request = urllib.request.Request(f"{gate}/sessions/{handle}/revoke", data=b"",
                                          headers={"Authorization": f"Bearer {os.environ['SESSION_API_KEY']}"})
         try:
             with urllib.request.urlopen(request, timeout=5) as reply:
