@@ -367,10 +367,9 @@ def test_session_api_bind_is_served_by_the_master_only_there(core_url: str, serv
     created = post_json(core_url + "/dev/sessions", {"userId": "revoked-here"})
     handle, token = created["session"]["handle"], created["accessToken"]["token"]
     bearer = ("-H", f"Authorization: Bearer {key}")
-    args = [*CLI, "serve", "--server", server, "--bind", f"127.0.0.1:{port}", "--workers", "2", "--core-url", core_url]
     env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_SESSION_API": "true",
            "FORWARD_AUTH_SESSION_API_KEY": key, "FORWARD_AUTH_SESSION_API_BIND": f"127.0.0.1:{api_port}"}
-    with process(args, env):
+    with process(serve(server, port, core_url), env):
         wait_http(f"http://127.0.0.1:{port}/readyz")
         assert curl(f"http://127.0.0.1:{port}/sessions/{handle}", *bearer)[0] == 404  # not on the main port
         assert curl(f"http://127.0.0.1:{api_port}/verify")[0] == 404  # nothing else there
