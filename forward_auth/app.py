@@ -8,19 +8,22 @@ from typing import Any
 
 import falcon
 
-from . import pages, redirects
+from . import pages, redirects, session_api
 from .cookies import clearing_headers
 from .core import CoreClient
 from .decisions import DecisionRecorder
 from .errors import (
+    ApiKeyRefused,
     BadRequest,
     BodyTooLarge,
     CoreError,
     ForwardAuthError,
     InvalidClaims,
+    PeerRefused,
     ServiceUnavailable,
     TryRefreshToken,
     Unauthorised,
+    UnknownSession,
 )
 from .gate import Gate
 from .headers import apply_headers
@@ -50,14 +53,18 @@ def build_gate(settings: Settings, transport: Transport | None = None) -> Gate:
         max_stale_seconds=settings.jwks_max_stale_seconds,
         timeout_seconds=settings.core_timeout_seconds,
     )
-    core = CoreClient(
+    return Gate(settings, keys, build_core(settings, transport))
+
+
+def build_core(settings: Settings, transport: Transport) -> CoreClient:
+    """The core client of the settings (the gate's, and the session API's on its own address)."""
+    return CoreClient(
         settings.core_url,
         transport,
         api_key=settings.core_api_key,
         timeout_seconds=settings.core_timeout_seconds,
         revocation_cache_seconds=settings.revocation_cache_seconds,
     )
-    return Gate(settings, keys, core)
 
 
 class ErrorAnswers:
@@ -75,6 +82,12 @@ class ErrorAnswers:
             return self._settings.invalid_claim_status, {"message": "invalid claim", "claimValidationErrors": ex.errors}
         if isinstance(ex, BadRequest):
             return 413 if isinstance(ex, BodyTooLarge) else 400, {"message": ex.detail}
+        if isinstance(ex, UnknownSession):
+            return 404, {"status": "UNAUTHORISED", "message": "no session has this handle"}
+        if isinstance(ex, ApiKeyRefused):
+            return 401, {"message": "unauthorised"}
+        if isinstance(ex, PeerRefused):
+            return 403, {"message": "forbidden"}
         # Our own trouble: the reason only; core addresses and answers stay in the log.
         if isinstance(ex, ServiceUnavailable):
             return 503, {"message": ex.reason}
@@ -149,8 +162,28 @@ class NginxCompat:
         resp.data = b""
 
 
+def _json_app(settings: Settings, middleware: list[object]) -> falcon.App:
+    """A Falcon app speaking compact JSON, with the error hierarchy mapped once."""
+    app = falcon.App(middleware=middleware)
+    handler = falcon.media.JSONHandler(dumps=compact_json)
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = handler
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = handler
+    answers = ErrorAnswers(settings)
+    app.add_error_handler(Exception, answers.crash)
+    app.add_error_handler(ForwardAuthError, answers.handle)
+    return app
+
+
+def create_session_api_app(settings: Settings, transport: Transport | None = None) -> falcon.App:
+    """The session API alone, for ``session_api_bind`` (served by the main process)."""
+    app = _json_app(settings, [])
+    session_api.add_routes(app, settings, build_core(settings, transport or PooledTransport()))
+    return app
+
+
 def create_app(settings: Settings, gate: Gate | None = None, policies: PolicyFile | None = None) -> falcon.App:
-    """The WSGI app: ``/verify``, ``/sessions/verify``, ``/healthz``, ``/readyz``, ``/metrics``.
+    """The WSGI app: ``/verify``, ``/sessions/verify``, ``/healthz``, ``/readyz``, ``/metrics`` and,
+    with ``session_api`` but no ``session_api_bind``, the session API.
 
     ``policies`` defaults to ``settings.policy_file`` (read now; an invalid file raises PolicyError).
     """
@@ -158,13 +191,9 @@ def create_app(settings: Settings, gate: Gate | None = None, policies: PolicyFil
     if policies is None and settings.policy_file:
         policies = PolicyFile(settings.policy_file, every=settings.policy_reload_seconds)
     # The recorder comes last so that its process_response sees the status before NginxCompat.
-    app = falcon.App(middleware=[NginxCompat(), DecisionRecorder()])
-    handler = falcon.media.JSONHandler(dumps=compact_json)
-    app.req_options.media_handlers[falcon.MEDIA_JSON] = handler
-    app.resp_options.media_handlers[falcon.MEDIA_JSON] = handler
-    answers = ErrorAnswers(settings)
-    app.add_error_handler(Exception, answers.crash)
-    app.add_error_handler(ForwardAuthError, answers.handle)
+    app = _json_app(settings, [NginxCompat(), DecisionRecorder()])
+    if settings.session_api and settings.session_api_bind is None:
+        session_api.add_routes(app, settings, gate.core)
     verify = VerifyResource(gate, policies)
     app.add_route("/verify", verify)
     app.add_route("/verify/{path:path}", verify, suffix="path")  # (no trailing-slash stripping: it is meaningful)

@@ -1,4 +1,5 @@
-"""The SuperTokens core client: ``POST /recipe/session/verify`` (CDI 5.4), cores tried in order.
+"""The SuperTokens core client (CDI 5.4), cores tried in order: ``POST /recipe/session/verify``,
+and the session object's calls by handle (information, data, payload, revocation).
 
 Answers are translated at this edge: the core's UNAUTHORISED / TRY_REFRESH_TOKEN become
 :class:`Unauthorised` (clearing cookies) / :class:`TryRefreshToken`; no core reachable is
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import cachetools
 
@@ -51,6 +53,56 @@ def _core_session(answer: dict[str, Any]) -> CoreSession:
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CoreError(f"core's verify answer is malformed: {exc}", reason="core-bad-answer") from None
+
+
+@dataclass(frozen=True)
+class SessionInformation:
+    """The core's answer to ``GET /recipe/session`` (the SDK's ``get_session_information``)."""
+
+    handle: str
+    user_id: str
+    recipe_user_id: str
+    tenant_id: str
+    created_ms: int
+    expiry_ms: int
+    access_token_payload: dict[str, Any]
+    session_data: dict[str, Any]
+
+
+def _session_information(answer: dict[str, Any]) -> SessionInformation:
+    try:
+        info = SessionInformation(
+            handle=answer["sessionHandle"], user_id=answer["userId"],
+            recipe_user_id=str(answer.get("recipeUserId") or answer["userId"]),
+            tenant_id=answer.get("tenantId") or "public", created_ms=int(answer["timeCreated"]),
+            expiry_ms=int(answer["expiry"]), access_token_payload=answer["userDataInJWT"],
+            session_data=answer["userDataInDatabase"],
+        )
+        if not (isinstance(info.handle, str) and isinstance(info.user_id, str) and isinstance(info.tenant_id, str)
+                and isinstance(info.access_token_payload, dict) and isinstance(info.session_data, dict)):
+            raise TypeError("session fields have the wrong type")
+        return info
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CoreError(f"core's session answer is malformed: {exc}", reason="core-bad-answer") from None
+
+
+def _status(answer: Any) -> str | None:
+    return answer.get("status") if isinstance(answer, dict) else None
+
+
+def _ok_or_unknown(answer: Any, what: str) -> bool:
+    """True for OK, False for UNAUTHORISED (no such session), CoreError for anything else."""
+    status = _status(answer)
+    if status in ("OK", "UNAUTHORISED"):
+        return status == "OK"
+    raise CoreError(f"core answered {what} with an unknown status {status!r}", reason="core-bad-answer")
+
+
+def _revoked(answer: Any) -> list[str]:
+    handles = answer.get("sessionHandlesRevoked") if _status(answer) == "OK" else None
+    if not isinstance(handles, list) or not all(isinstance(h, str) for h in handles):
+        raise CoreError("core's revocation answer is malformed", reason="core-bad-answer")
+    return handles
 
 
 @dataclass(frozen=True)
@@ -112,11 +164,41 @@ class CoreClient:
             }
             if anti_csrf_token is not None:
                 body["antiCsrfToken"] = anti_csrf_token
-            answer = self._interpret(self._post("/recipe/session/verify", body), token_expiry_ms / 1000)
+            answer = self._interpret(self._send("POST", "/recipe/session/verify", body), token_expiry_ms / 1000)
             self._remember(key, answer)
         if answer.session is None:
             raise Unauthorised(f"core: {answer.revoked}", clear_tokens=True, reason="revoked")
         return answer.session
+
+    def session_information(self, handle: str) -> SessionInformation | None:
+        """``GET /recipe/session``: the session, or None when the core knows no live one."""
+        may_block()
+        answer = self._send("GET", "/recipe/session", query=urlencode({"sessionHandle": handle}))
+        return _session_information(answer) if _ok_or_unknown(answer, "GET /recipe/session") else None
+
+    def update_session_data(self, handle: str, data: dict[str, Any]) -> bool:
+        """``PUT /recipe/session/data``: replace the session's data; False when there is no such session."""
+        may_block()
+        answer = self._send("PUT", "/recipe/session/data", {"sessionHandle": handle, "userDataInDatabase": data})
+        return _ok_or_unknown(answer, "PUT /recipe/session/data")
+
+    def update_access_token_payload(self, handle: str, payload: dict[str, Any]) -> bool:
+        """``PUT /recipe/jwt/data``: replace the payload later tokens carry; False when there is no such session."""
+        may_block()
+        answer = self._send("PUT", "/recipe/jwt/data", {"sessionHandle": handle, "userDataInJWT": payload})
+        return _ok_or_unknown(answer, "PUT /recipe/jwt/data")
+
+    def revoke_sessions(self, handles: list[str]) -> list[str]:
+        """``POST /recipe/session/remove`` by handle: the handles that were live."""
+        may_block()
+        return _revoked(self._send("POST", "/recipe/session/remove", {"sessionHandles": handles}))
+
+    def revoke_user_sessions(self, user_id: str, tenant_id: str | None) -> list[str]:
+        """Every session of a user (and of its linked accounts), in one tenant or in all (None)."""
+        may_block()
+        path = "/recipe/session/remove" if tenant_id is None else f"/{quote(tenant_id, safe='')}/recipe/session/remove"
+        body = {"userId": user_id, "revokeAcrossAllTenants": tenant_id is None, "revokeSessionsForLinkedAccounts": True}
+        return _revoked(self._send("POST", path, body))
 
     def _cached(self, key: tuple[Any, ...]) -> _Answer | None:
         if self._cache_seconds <= 0:
@@ -146,20 +228,25 @@ class CoreClient:
             raise TryRefreshToken(f"core: {message}", reason="core-try-refresh")
         raise CoreError(f"core answered an unknown status {status!r}", reason="core-bad-answer")
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"cdi-version": CDI_VERSION, "rid": "session", "content-type": "application/json; charset=utf-8"}
+    def _headers(self, body: bool) -> dict[str, str]:
+        headers = {"cdi-version": CDI_VERSION, "rid": "session"}
+        if body:
+            headers["content-type"] = "application/json; charset=utf-8"
         if self._api_key:
             headers["api-key"] = self._api_key
         return headers
 
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
-        data = json.dumps(body).encode("utf-8")
+    def _send(self, method: str, path: str, body: dict[str, Any] | None = None, *, query: str = "") -> Any:
+        """One request, to the first core that answers; ``path`` (no query) names it in metrics and spans."""
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        target = f"{path}?{query}" if query else path
         failures = []
         for base in self._urls:
-            with tracing.core_span("POST", path) as span:
+            with tracing.core_span(method, path) as span:
                 try:
                     reply = self._transport.request(
-                        "POST", base + path, headers=self._headers(), body=data, timeout=self._timeout
+                        method, base + target, headers=self._headers(data is not None), body=data,
+                        timeout=self._timeout,
                     )
                 except TransportError as exc:
                     failures.append(str(exc))

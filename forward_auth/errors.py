@@ -89,3 +89,25 @@ class CoreError(ForwardAuthError):
     """A core answered something we cannot use (bad gateway, 502)."""
 
     reason = "core-error"
+
+
+class SessionApiError(ForwardAuthError):
+    """A session API call that cannot be answered as asked (see ``session_api.py``)."""
+
+
+class UnknownSession(SessionApiError):
+    """The core knows no live session with this handle (404)."""
+
+    reason = "unknown-session"
+
+
+class ApiKeyRefused(SessionApiError):
+    """No bearer secret, or not the session API's (401, no detail)."""
+
+    reason = "api-key"
+
+
+class PeerRefused(SessionApiError):
+    """The caller is not in ``session_api_trusted``, or came through a proxy (403)."""
+
+    reason = "untrusted-peer"

@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import re
+from collections.abc import Mapping
 
 import falcon
 
@@ -38,8 +39,14 @@ def header_value(text: str) -> str:
     )
 
 
-def claim_headers(rule: Rule, session: verifier.Session) -> tuple[dict[str, str], list[str]]:
-    """The rule's claim headers for this session, and the names left out because too large."""
+def base64url_json(data: object) -> str:
+    """Compact JSON (keys sorted) as unpadded base64url: ``X-Access-Token-Payload``, ``X-Session-Data``."""
+    compact = json.dumps(data, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return base64.urlsafe_b64encode(compact).decode("ascii").rstrip("=")
+
+
+def claim_headers(rule: Rule, session: verifier.Session) -> dict[str, str]:
+    """The rule's claim headers for this session (and ``X-Access-Token-Payload``), of any size."""
     values: dict[str, str] = {}
     for header, key in rule.headers:
         value, _ = claims.claim_value(session.payload, key)
@@ -49,10 +56,8 @@ def claim_headers(rule: Rule, session: verifier.Session) -> tuple[dict[str, str]
             else:
                 values[header] = header_value(_text(value))
     if rule.forward_payload:
-        compact = json.dumps(session.payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
-        values["X-Access-Token-Payload"] = base64.urlsafe_b64encode(compact).decode("ascii").rstrip("=")
-    omitted = [name for name, value in values.items() if len(value) > MAX_HEADER_VALUE]
-    return {k: v for k, v in values.items() if k not in omitted}, omitted
+        values["X-Access-Token-Payload"] = base64url_json(session.payload)
+    return values
 
 
 def _text(value: object) -> str:
@@ -102,16 +107,17 @@ def promotion_headers(settings: Settings, session: verifier.Session, anti_csrf: 
 
 
 def session_headers(settings: Settings, rule: Rule | None, session: verifier.Session,
-                    anti_csrf: str | None) -> ResponseHeaders:
-    """Every header of an allowed answer: identity, the rule's claim headers (too large ones
-    named in ``X-Forward-Auth-Omitted``) and, on a refresh promotion, the new token."""
+                    anti_csrf: str | None, forwarded: Mapping[str, str | None] | None = None) -> ResponseHeaders:
+    """Every header of an allowed answer: identity, the rule's claim headers and ``forwarded``
+    ones (a value over :data:`MAX_HEADER_VALUE`, or None, is left out and named in
+    ``X-Forward-Auth-Omitted``) and, on a refresh promotion, the new token."""
     items = list(identity_headers(session).items())
-    if rule is not None:
-        forwarded, omitted = claim_headers(rule, session)
-        items += forwarded.items()
-        if omitted:
-            items.append(("X-Forward-Auth-Omitted", ",".join(omitted)))
-            log.warning("claim headers over %d bytes left out: %s", MAX_HEADER_VALUE, ", ".join(omitted))
+    values: dict[str, str | None] = {**(claim_headers(rule, session) if rule is not None else {}), **(forwarded or {})}
+    omitted = [name for name, value in values.items() if value is None or len(value) > MAX_HEADER_VALUE]
+    items += [(name, value) for name, value in values.items() if value is not None and name not in omitted]
+    if omitted:
+        items.append(("X-Forward-Auth-Omitted", ",".join(omitted)))
+        log.warning("headers over %d bytes left out: %s", MAX_HEADER_VALUE, ", ".join(omitted))
     return ResponseHeaders(tuple(items) + promotion_headers(settings, session, anti_csrf).items)
 
 

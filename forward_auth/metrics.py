@@ -9,11 +9,8 @@ serves it on the main port or the master on its own address (:class:`MetricsServ
 from __future__ import annotations
 
 import os
-import socket
-import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,7 +23,8 @@ from prometheus_client import (
     make_wsgi_app,
     multiprocess,
 )
-from prometheus_client.exposition import ThreadingWSGIServer
+
+from .listener import Listener
 
 if TYPE_CHECKING:
     from .decision_cache import WSGIApp
@@ -69,36 +67,12 @@ def _only_metrics(app: WSGIApp) -> WSGIApp:
     return serve
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
-        """No line per scrape."""
-
-
-class MetricsServer:
+class MetricsServer(Listener):
     """``/metrics`` (and nothing else) on an address of its own (the ``metrics_bind`` setting),
     served by threads of the main process: never behind auth, never queued behind ``/verify``."""
 
     def __init__(self, address: str) -> None:
-        """Listen on HOST:PORT and serve; OSError when that address cannot be listened on."""
-        host, _, port = address.rpartition(":")
-        host = host.strip("[]")
-
-        class Server(ThreadingWSGIServer):
-            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-        self._server = make_server(host, int(port), _only_metrics(make_wsgi_app(_registry())), Server,
-                                   handler_class=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
-        self._thread.start()
-
-    def close_inherited(self) -> None:
-        """In a forked worker: close the copy of the listening socket (the master serves it)."""
-        self._server.socket.close()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        super().__init__(address, _only_metrics(make_wsgi_app(_registry())), name="metrics")
 
 
 def worker_exited(pid: int) -> None:

@@ -16,6 +16,8 @@
           - {claim: plan, at_least: 2}
         headers: {X-User-Roles: st-role, X-User-Email: email}
         forward_payload: true            # X-Access-Token-Payload: base64url JSON of the payload
+        session_data: true               # X-Session-Data: the core's session data (docs/session-object.md)
+        access_token: true               # X-Access-Token: the access token itself
       - name: reports
         match: {path_prefix: /reports/}
         on_denied: redirect              # or api; omitted: told from the request (navigation.py)
@@ -54,7 +56,7 @@ from .verifier import Policy
 log = logging.getLogger(__name__)
 SESSIONS = ("public", "required", "optional")
 _RULE_KEYS = {"name", "match", "session", "anti_csrf", "check_database", "claims", "headers", "forward_payload",
-              "on_denied", "login_url", "refresh_url"}
+              "on_denied", "login_url", "refresh_url", "session_data", "access_token"}
 _MATCH_KEYS = {"host", "path_prefix", "path_glob", "path_regex", "methods"}
 _CLAIM_KINDS = {"includes", "includes_all", "excludes", "excludes_all", "includes_any", "equals", "exists",
                 "at_least"}
@@ -64,6 +66,7 @@ RESERVED_HEADERS = frozenset({
     "x-user-id", "x-session-handle", "x-tenant-id", "x-recipe-user-id", "x-session-expiry", "x-session-created",
     "x-access-token-payload", "x-request-id", "set-cookie", "front-token", "st-access-token", "st-refresh-token",
     "anti-csrf", "access-control-expose-headers", "cache-control", "content-type", "content-length", "retry-after",
+    "x-session-data", "x-access-token",
 })
 
 
@@ -127,6 +130,8 @@ class Rule:
     claims: tuple[Validator, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     forward_payload: bool = False
+    session_data: bool = False
+    access_token: bool = False
     on_denied: str | None = None
     login_url: str | None = None
     refresh_url: str | None = None
@@ -150,8 +155,9 @@ class Rule:
         needs += [f"{v.key} {v.kind} {v.value!r}" + (f" (max age {v.max_age_seconds} s)" if v.max_age_seconds else "")
                   for v in self.claims]
         needs += [f"{header} <- {claim}" for header, claim in self.headers]
-        if self.forward_payload:
-            needs.append("X-Access-Token-Payload")
+        needs += [header for header, wanted in (("X-Access-Token-Payload", self.forward_payload),
+                                                ("X-Session-Data", self.session_data),
+                                                ("X-Access-Token", self.access_token)) if wanted]
         if self.on_denied is not None:
             needs.append(f"on_denied={self.on_denied}")
         needs += [f"{name} {url}" for name, url in (("login_url", self.login_url), ("refresh_url", self.refresh_url))
@@ -366,11 +372,12 @@ def _rule(raw: Any, where: str, default_name: str) -> Rule:
     reserved = sorted(h for h in headers if h.lower() in RESERVED_HEADERS or h.lower().startswith("x-forward-auth-"))
     if reserved:
         raise _fail(where, f"{', '.join(reserved)} cannot carry a claim (the service sets it)")
-    if session == "public" and (claims or headers or raw.get("forward_payload")):
+    forwards = ("forward_payload", "session_data", "access_token")
+    if session == "public" and (claims or headers or any(raw.get(key) for key in forwards)):
         raise _fail(where, "a public rule checks nothing, so it cannot require or forward claims")
-    forward_payload = raw.get("forward_payload", False)
-    if not isinstance(forward_payload, bool):
-        raise _fail(where, "forward_payload must be true or false")
+    for key in forwards:
+        if not isinstance(raw.get(key, False), bool):
+            raise _fail(where, f"{key} must be true or false")
     on_denied = raw.get("on_denied")
     if on_denied is not None and on_denied not in ON_DENIED:
         raise _fail(where, f"on_denied must be one of {', '.join(ON_DENIED)}")
@@ -385,7 +392,9 @@ def _rule(raw: Any, where: str, default_name: str) -> Rule:
         check_database=_bool_or_none(raw, "check_database", where),
         claims=validators,
         headers=tuple(headers.items()),
-        forward_payload=forward_payload,
+        forward_payload=raw.get("forward_payload", False),
+        session_data=raw.get("session_data", False),
+        access_token=raw.get("access_token", False),
         on_denied=on_denied,
         login_url=_url(raw, "login_url", where),
         refresh_url=_url(raw, "refresh_url", where),

@@ -58,6 +58,12 @@ def policy_from(params: Params, settings: Settings, rule: Rule | None = None) ->
     )
 
 
+def forwarded_session_data(params: Params, rule: Rule | None) -> bool:
+    """Whether the answer carries ``X-Session-Data``: the rule's ``session_data``, or ``?sessionData=``."""
+    asked = _flag(params, "sessionData")
+    return asked if asked is not None else rule is not None and rule.session_data
+
+
 def rule_for(params: Params, creds: credentials.Credentials, policies: PolicyFile | None) -> Rule | None:
     """``?policy=<name>`` names a rule; otherwise the policy file's first matching rule, if any.
 

@@ -18,7 +18,8 @@ from .gate import Gate
 from .headers import apply_headers, header_value, reuse_until, session_headers
 from .peers import TrustedPeers
 from .policy import PolicyFile, Rule
-from .query import Params, policy_from, rule_for
+from .query import Params, forwarded_session_data, policy_from, rule_for
+from .session_data import SessionData
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class VerifyResource:
         self._gate = gate
         self._policies = policies
         self._trusted_peer = TrustedPeers(gate.settings.trusted_proxies)
+        self._session_data = SessionData(gate.core, gate.settings.session_data_cache_seconds)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         headers = credentials.environ_headers(req.env)
@@ -79,9 +81,10 @@ class VerifyResource:
         if session is None:
             return _allow(req, resp, "no-session", proxied)
         req.context.user_id, req.context.tenant_id = session.user_id, session.tenant_id
-        apply_headers(resp, session_headers(settings, rule, session, creds.anti_csrf))
+        forwarded = self._forwarded(params, rule, creds, session)
+        apply_headers(resp, session_headers(settings, rule, session, creds.anti_csrf, forwarded))
         _allow(req, resp, "ok", proxied, session)
-        if verifier.replayable(session, policy):
+        if verifier.replayable(session, policy) and "X-Session-Data" not in forwarded:  # the core's data may change
             until = reuse_until(settings, session, time.time()) if settings.proxy_cache_seconds else None
             if until is not None:  # nginx reads X-Accel-Expires only when it comes before the no-store
                 resp.delete_header("Cache-Control")
@@ -90,6 +93,19 @@ class VerifyResource:
             req.env[CACHEABLE] = {"until": session.expiry_ms / 1000, "request": req.context.original,
                                   "user_id": session.user_id, "tenant_id": session.tenant_id,
                                   "rule": rule.name if rule is not None else None}
+
+    def _forwarded(self, params: Params, rule: Rule | None, creds: credentials.Credentials,
+                   session: verifier.Session) -> dict[str, str | None]:
+        """The session object's opt-in headers: ``X-Session-Data`` (may wait on the core) and
+        ``X-Access-Token`` (the token the request carried, or the one the core just minted)."""
+        forwarded: dict[str, str | None] = {}
+        if forwarded_session_data(params, rule):
+            forwarded["X-Session-Data"] = self._session_data.header_value(session)
+        if rule is not None and rule.access_token:
+            fresh = session.new_access_token
+            raw = fresh.token if fresh else creds.bearer_token if session.transfer_method == "header" else creds.cookie_token
+            forwarded["X-Access-Token"] = header_value(raw or "")
+        return forwarded
 
     on_post = on_put = on_patch = on_delete = on_head = on_options = on_get
     on_post_path = on_put_path = on_patch_path = on_delete_path = on_head_path = on_options_path = on_get_path

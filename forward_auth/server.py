@@ -18,11 +18,12 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from . import metrics, tracing
-from .app import build_gate, create_app
+from .app import build_gate, create_app, create_session_api_app
 from .asgi import ASGIApp
 from .decision_cache import DecisionCache, WSGIApp
 from .decisions import configure_logging
 from .errors import ForwardAuthError
+from .listener import Listener
 from .policy import PolicyFile, PolicySet
 from .settings import Settings, SettingsError
 
@@ -81,21 +82,33 @@ def _child_exit(arbiter: object, worker: Any) -> None:
     metrics.worker_exited(worker.pid)
 
 
-#: The master's metrics server (``metrics_bind``). Module state, as it must outlive the hooks:
-#: a reload (SIGHUP) installs new ones, and ``gunicorn.conf.py`` is read again then.
-_metrics_server: metrics.MetricsServer | None = None
+#: The master's own listeners (``metrics_bind``, ``session_api_bind``). Module state, as they must
+#: outlive the hooks: a reload (SIGHUP) installs new ones, and ``gunicorn.conf.py`` is read again then.
+_listeners: list[Listener] = []
 
 
 def _cannot_listen(name: str, address: str, exc: OSError) -> SettingsError:
     return SettingsError(name, address, f"cannot be listened on ({exc.strerror or exc})")
 
 
-def _open_metrics_server(address: str) -> metrics.MetricsServer:
-    """``metrics_bind``'s server; an address that cannot be listened on is a settings error."""
-    try:
-        return metrics.MetricsServer(address)
-    except OSError as exc:
-        raise _cannot_listen("metrics_bind", address, exc) from None
+def _open_listeners(settings: Settings) -> list[Listener]:
+    """The addresses the main process serves itself; one that cannot be listened on is a settings error."""
+    wanted: list[tuple[str, str | None, Callable[[str], Listener]]] = [
+        ("metrics_bind", settings.metrics_bind, metrics.MetricsServer),
+        ("session_api_bind", settings.session_api_bind,
+         lambda address: Listener(address, create_session_api_app(settings), name="session-api")),
+    ]
+    opened: list[Listener] = []
+    for name, address, listen in wanted:
+        if address is None:
+            continue
+        try:
+            opened.append(listen(address))
+        except OSError as exc:
+            for listener in opened:
+                listener.stop()
+            raise _cannot_listen(name, address, exc) from None
+    return opened
 
 
 def _check_bind(bind: str) -> None:
@@ -143,33 +156,32 @@ class MasterPolicy:
             self.current = self._file.reread()
 
 
-def _serve_metrics(address: str, arbiter: Any) -> None:
-    global _metrics_server
-    if _metrics_server is None:
-        _metrics_server = _open_metrics_server(address)
-        arbiter.log.info("Metrics at: http://%s/metrics", address)
+def _serve_listeners(settings: Settings, arbiter: Any) -> None:
+    if not _listeners:
+        _listeners.extend(_open_listeners(settings))
+        for name in ("metrics_bind", "session_api_bind"):
+            if getattr(settings, name):
+                arbiter.log.info("%s: http://%s", name, getattr(settings, name))
 
 
-def _close_inherited_metrics(arbiter: object, worker: Any) -> None:
-    if _metrics_server is not None:
-        _metrics_server.close_inherited()
+def _close_inherited_listeners(arbiter: object, worker: Any) -> None:
+    for listener in _listeners:
+        listener.close_inherited()
 
 
-def _stop_metrics(arbiter: object) -> None:
-    global _metrics_server
-    if _metrics_server is not None:
-        _metrics_server.stop()
-        _metrics_server = None
+def _stop_listeners(arbiter: object) -> None:
+    while _listeners:
+        _listeners.pop().stop()
 
 
 def master_hooks(settings: Settings) -> dict[str, Callable[..., None]]:
     """gunicorn's server hooks (also ``gunicorn.conf.py``'s): dead workers' metric files are
-    released; with ``metrics_bind``, the master serves ``/metrics`` there once it is ready (an
-    address it cannot listen on stops start-up) until it exits."""
+    released; with ``metrics_bind`` or ``session_api_bind``, the master serves them once it is
+    ready (an address it cannot listen on stops start-up) until it exits."""
     hooks: dict[str, Callable[..., None]] = {"child_exit": _child_exit}
-    if settings.metrics_bind:
-        hooks.update(when_ready=partial(_serve_metrics, settings.metrics_bind),
-                     post_fork=_close_inherited_metrics, on_exit=_stop_metrics)
+    if settings.metrics_bind or settings.session_api_bind:
+        hooks.update(when_ready=partial(_serve_listeners, settings),
+                     post_fork=_close_inherited_listeners, on_exit=_stop_listeners)
     return hooks
 
 
@@ -258,11 +270,11 @@ def serve_granian(settings: Settings) -> None:
     SIGHUP re-reads the policy without replacing a worker: the main process checks the file
     (and logs a bad edit) and raises a counter the workers share, and each worker's policy
     re-reads the file at its next request, keeping its last good policy if the file is broken.
-    ``metrics_bind`` is served by the main process.
+    ``metrics_bind`` and ``session_api_bind`` are served by the main process.
     """
     policy = MasterPolicy(settings)
     reloads = multiprocessing.RawValue("L", 0)  # shared with the forked workers
-    metrics_server = _open_metrics_server(settings.metrics_bind) if settings.metrics_bind else None
+    listeners = _open_listeners(settings)
     server = granian_server(settings)
 
     def reload_policy() -> None:
@@ -270,16 +282,16 @@ def serve_granian(settings: Settings) -> None:
         reloads.value += 1
 
     def load() -> ASGIApp:
-        if metrics_server is not None:
-            metrics_server.close_inherited()
+        for listener in listeners:
+            listener.close_inherited()
         # granian workers end through multiprocessing's exit path (no atexit): flush spans and
         # drop this worker's live gauges there, as gunicorn's child_exit does.
         multiprocessing.util.Finalize(None, _worker_exited, args=(os.getpid(),), exitpriority=10)
         return asgi_app(settings, worker_app(settings, policy.current, reloads=lambda: reloads.value))
 
     server.on_reload(reload_policy)
-    if metrics_server is not None:
-        server.on_shutdown(metrics_server.stop)
+    for listener in listeners:
+        server.on_shutdown(listener.stop)
     server.serve(target_loader=load, wrap_loader=False)
 
 

@@ -79,6 +79,12 @@ class Settings:
     log_level: str = "info"
     log_format: str = "text"
     tracing: bool = False
+    session_data_cache_seconds: float = 5.0
+    session_api: bool = False
+    session_api_bind: str | None = None
+    session_api_key: str | None = field(default=None, repr=False)
+    session_api_key_file: str | None = None
+    session_api_trusted: tuple[IPNetwork, ...] = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 
     @property
     def effective_anti_csrf(self) -> str:
@@ -189,11 +195,15 @@ def _bind(name: str, raw: object) -> str:
     return text
 
 
-def _metrics_bind(name: str, raw: object) -> str | None:
-    text = str(raw).strip()
-    if text and not _host_port(text):
-        raise SettingsError(name, raw, "must be HOST:PORT (empty: /metrics on the main port)")
-    return text or None
+def _own_address(unset: str) -> Callable[[str, object], str | None]:
+    """HOST:PORT of a listener of its own, or None (empty: ``unset`` says what happens then)."""
+    def parse(name: str, raw: object) -> str | None:
+        text = str(raw).strip()
+        if text and not _host_port(text):
+            raise SettingsError(name, raw, f"must be HOST:PORT (empty: {unset})")
+        return text or None
+
+    return parse
 
 
 def _path(name: str, raw: object) -> str:
@@ -264,12 +274,18 @@ PARSERS: Mapping[str, Callable[[str, object], Any]] = {
     "policy_reload_seconds": _number,
     "server": _choice(SERVERS, upper=False),
     "bind": _bind,
-    "metrics_bind": _metrics_bind,
+    "metrics_bind": _own_address("/metrics on the main port"),
     "workers": _positive_int,
     "threads": _positive_int,
     "log_level": _choice(("debug", "info", "warning", "error"), upper=False),
     "log_format": _choice(("text", "json"), upper=False),
     "tracing": _bool,
+    "session_data_cache_seconds": _number,
+    "session_api": _bool,
+    "session_api_bind": _own_address("the session API on the main port"),
+    "session_api_key": _text,
+    "session_api_key_file": _text,
+    "session_api_trusted": _networks,
 }
 
 DESCRIPTIONS: Mapping[str, str] = {
@@ -311,6 +327,12 @@ DESCRIPTIONS: Mapping[str, str] = {
     "log_level": "debug, info, warning or error (allowed requests are logged at debug, denials at info)",
     "log_format": "`text` or `json` (one object per line; a decision's fields: outcome, reason, request, user, rule, latency, request id)",
     "tracing": "OpenTelemetry spans per decision and per core request, continuing the caller's `traceparent` (needs the `otel` extra; exporter from `OTEL_TRACES_EXPORTER`)",
+    "session_data_cache_seconds": "how long `X-Session-Data` reuses a session's data from the core (per handle, never past the token's exp; at most 4096 handles a worker); 0 = a core request every time",
+    "session_api": "serve the session API for upstreams (`/sessions/{handle}...`, `/users/{userId}/sessions/revoke`; docs/session-object.md); needs `session_api_key`",
+    "session_api_bind": "HOST:PORT on which the main process serves the session API (and nothing else); unset: on the main port",
+    "session_api_key": "the bearer secret every session API call must send (at least 16 characters); prefer the environment variable or `session_api_key_file`",
+    "session_api_key_file": "a file holding `session_api_key` (read once at start-up; surrounding whitespace ignored)",
+    "session_api_trusted": "CIDRs the session API answers (any other peer: 403); a unix socket is local",
 }
 
 
@@ -369,6 +391,7 @@ def load(
     values = {name: PARSERS[name](name, value) for name, value in raw.items() if value is not None}
     if values.get("legacy") and "session_expired_status" not in values:
         values["session_expired_status"] = 440
+    _read_secret(values)
     return validate(Settings(**values))
 
 
@@ -396,6 +419,7 @@ def validate(settings: Settings) -> Settings:
     if settings.decision_cache_seconds > 0 and settings.tracing:
         raise SettingsError("decision_cache_seconds", settings.decision_cache_seconds,
                             "must be 0 when tracing is true (a remembered answer has no span)")
+    _check_session_api(settings)
     if settings.tracing:
         from .tracing import unavailable  # opentelemetry is optional: only looked for when asked
 
@@ -405,11 +429,43 @@ def validate(settings: Settings) -> Settings:
     return settings
 
 
+#: Shortest ``session_api_key`` accepted.
+MIN_SESSION_API_KEY = 16
+
+
+def _check_session_api(settings: Settings) -> None:
+    """The session API needs its key (never shown: errors say ``***``) and an address of its own."""
+    if settings.session_api_bind is not None:
+        if not settings.session_api:
+            raise SettingsError("session_api_bind", settings.session_api_bind, "needs session_api: true")
+        if settings.session_api_bind in (settings.bind, settings.metrics_bind):
+            raise SettingsError("session_api_bind", settings.session_api_bind, "must differ from bind and metrics_bind")
+    if settings.session_api and not settings.session_api_key:
+        raise SettingsError("session_api_key", None, "must be set (or session_api_key_file) when session_api is true")
+    if settings.session_api_key is not None and len(settings.session_api_key) < MIN_SESSION_API_KEY:
+        raise SettingsError("session_api_key", "***", f"must be at least {MIN_SESSION_API_KEY} characters")
+
+
+def _read_secret(values: dict[str, Any]) -> None:
+    """``session_api_key_file``'s content becomes ``session_api_key`` (not both)."""
+    path = values.get("session_api_key_file")
+    if path is None:
+        return
+    if "session_api_key" in values:
+        raise SettingsError("session_api_key_file", path, "cannot be set with session_api_key")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values["session_api_key"] = handle.read().strip() or None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError("session_api_key_file", path, f"cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+
+
 def public_view(settings: Settings) -> dict[str, object]:
     """Every setting by name, secrets masked (for ``serve --check-config``)."""
     view: dict[str, object] = {name: getattr(settings, name) for name in SETTING_NAMES}
-    if settings.core_api_key:
-        view["core_api_key"] = "***"
+    for secret in ("core_api_key", "session_api_key"):
+        if view[secret]:
+            view[secret] = "***"
     return view
 
 

@@ -208,26 +208,33 @@ def expired_tabs(sites: dict[int, Site], browser: Browser) -> Iterator[dict[tupl
 
 @dataclass
 class Revoked:
-    """A tab whose session was revoked at the core, then watched for 10 s after one call."""
+    """A tab whose session was revoked, then watched for 10 s after one call."""
 
     tab: Tab
     before: dict[str, Any]
     after: dict[str, Any]
     mark: int
+    revoke: dict[str, Any] | None = None  # the application's answer, when it revoked through the session API
 
 
 @pytest.fixture(scope="module")
 def revoked_tabs(sites: dict[int, Site], browser: Browser) -> Iterator[dict[str, Revoked]]:
-    """Per mode: sign in as an admin, call the check_database route, revoke, call again, and
-    watch the page for 10 s (both modes in the same 10 s)."""
+    """Per mode, and per way of revoking (at the core: ``<mode>``; by the application's admin
+    route through the gate's session API: ``<mode>-api``): sign in as an admin, call the
+    check_database route, revoke, call again, and watch the pages for 10 s (all in the same 10 s)."""
     found: dict[str, Revoked] = {}
     for mode in MODES:
-        tab = new_tab(browser, sites[401], mode)
-        login = tab.login("root", ["admin"])
-        before = tab.call("GET", "/admin/whoami")
-        tab.site.services.core.post("/recipe/session/remove", {"sessionHandles": [login["handle"]]})
-        mark = tab.mark()
-        found[mode] = Revoked(tab, before, tab.call("GET", "/admin/whoami"), mark)
+        for key in (mode, f"{mode}-api"):
+            tab = new_tab(browser, sites[401], mode)
+            login = tab.login("root", ["admin"])
+            before = tab.call("GET", "/admin/whoami")
+            revoke = None
+            if key == mode:
+                tab.site.services.core.post("/recipe/session/remove", {"sessionHandles": [login["handle"]]})
+            else:
+                revoke = tab.call("POST", "/admin/revoke-session")
+            mark = tab.mark()
+            found[key] = Revoked(tab, before, tab.call("GET", "/admin/whoami"), mark, revoke)
     # Playwright delivers page events only while one of its calls runs: wait inside one.
     next(iter(found.values())).tab.page.wait_for_timeout(10_000)
     yield found
@@ -358,6 +365,22 @@ def test_revoked_session_is_signed_out_without_a_refresh_loop(revoked_tabs: dict
     state = tab.state()
     assert state["exists"] is False
     assert "UNAUTHORISED" in state["events"]
+    assert tab.access_token_payload() is None, "the access token was cleared"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_admin_route_revokes_through_the_session_api_and_the_page_is_signed_out_after_one_call(
+        revoked_tabs: dict[str, Revoked], watch: Watch, mode: str) -> None:
+    revoked = revoked_tabs[f"{mode}-api"]
+    tab = watch.adopt(revoked.tab)
+    tab.run("0")  # one more round trip: every event of the 10 s is delivered
+
+    handle = _identity(revoked.before)["X-Session-Handle"]
+    assert revoked.revoke == {"status": 200, "body": {"status": "OK", "sessionHandlesRevoked": [handle]}}
+    assert revoked.after == {"status": 401, "body": {"message": "unauthorised"}}
+    assert tab.since(revoked.mark) == [("GET", "/admin/whoami", 401)], "no refresh call, no retry, nothing for 10 s"
+    state = tab.state()
+    assert state["exists"] is False and "UNAUTHORISED" in state["events"]
     assert tab.access_token_payload() is None, "the access token was cleared"
 
 

@@ -362,6 +362,25 @@ def test_metrics_bind_serves_every_workers_metrics_from_the_master_only_there(co
 
 
 @SERVERS
+def test_session_api_bind_is_served_by_the_master_only_there(core_url: str, server: str) -> None:
+    port, api_port, key = free_port(), free_port(), "process-session-api-secret"
+    created = post_json(core_url + "/dev/sessions", {"userId": "revoked-here"})
+    handle, token = created["session"]["handle"], created["accessToken"]["token"]
+    bearer = ("-H", f"Authorization: Bearer {key}")
+    env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_SESSION_API": "true",
+           "FORWARD_AUTH_SESSION_API_KEY": key, "FORWARD_AUTH_SESSION_API_BIND": f"127.0.0.1:{api_port}"}
+    with process(serve(server, port, core_url), env):
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        assert curl(f"http://127.0.0.1:{port}/sessions/{handle}", *bearer)[0] == 404  # not on the main port
+        assert curl(f"http://127.0.0.1:{api_port}/verify")[0] == 404  # nothing else there
+        assert curl(f"http://127.0.0.1:{api_port}/sessions/{handle}")[0] == 401
+        status, _, text = curl(f"http://127.0.0.1:{api_port}/sessions/{handle}/revoke", "-X", "POST", *bearer)
+        assert (status, json.loads(text)) == (200, {"status": "OK", "sessionHandlesRevoked": [handle]})
+        checked = curl(f"http://127.0.0.1:{port}/verify?checkDatabase=true", "-H", f"Cookie: sAccessToken={token}")
+        assert checked[0] == 401
+
+
+@SERVERS
 def test_a_taken_metrics_address_stops_start_up_naming_the_setting(server: str) -> None:
     port = free_port()
     with socket.socket() as taken:

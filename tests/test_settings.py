@@ -132,3 +132,27 @@ def test_cli_exits_2_with_one_line_naming_the_setting() -> None:
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "session_expired_status='abc'" in result.stderr
+
+
+def test_the_session_api_needs_its_key_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    secret = "a-session-api-secret-of-32-chars"
+    with pytest.raises(s.SettingsError, match="session_api_key=None: must be set"):
+        s.load({"session_api": "true"}, environ={})
+    with pytest.raises(s.SettingsError, match=r"session_api_key='\*\*\*': must be at least 16") as short:
+        s.load({"session_api": "true"}, environ={"FORWARD_AUTH_SESSION_API_KEY": "short-secret"})
+    assert "short-secret" not in str(short.value)
+    key_file = tmp_path / "key"
+    key_file.write_text(f"  {secret}\n")
+    settings = s.load({"session_api": "true", "session_api_key_file": str(key_file)}, environ={})
+    assert settings.session_api_key == secret and secret not in repr(settings)
+    assert s.public_view(settings)["session_api_key"] == "***"
+    with pytest.raises(s.SettingsError, match="session_api_key_file=.*cannot be set with session_api_key"):
+        s.load({"session_api_key_file": str(key_file)}, environ={"FORWARD_AUTH_SESSION_API_KEY": secret})
+    with pytest.raises(s.SettingsError, match="session_api_key_file=.*cannot be read"):
+        s.load({"session_api_key_file": str(tmp_path / "missing")}, environ={})
+    with pytest.raises(s.SettingsError, match="session_api_bind=.*needs session_api: true"):
+        s.load({"session_api_bind": "127.0.0.1:9001"}, environ={})
+    with pytest.raises(s.SettingsError, match="session_api_bind=.*must differ"):
+        s.load({"session_api": "true", "session_api_key": secret, "session_api_bind": "127.0.0.1:8080"}, environ={})
+    with pytest.raises(s.SettingsError, match="session_api_trusted="):
+        s.load({"session_api_trusted": "not-a-cidr"}, environ={})

@@ -6,9 +6,14 @@
   path and the identity headers it set (the example's protected routes echo who the gate said);
 - ``.../page`` under them: a server-rendered HTML page with no SuperTokens code on it (what the
   gate protects with redirects: ``signin.html`` and ``refresh.html`` are its sign-in and refresh
-  pages).
+  pages);
+- ``POST /admin/revoke-session``: revokes the caller's session (the ``X-Session-Handle`` the gate
+  set) through the gate's session API, as a backend without a SuperTokens SDK would.
 
-    python examples/browser/app.py --port 3000
+    SESSION_API_URL_FILE=FILE SESSION_API_KEY=... python examples/browser/app.py --port 3000
+
+(``FILE`` holds the gate's URL, such as ``http://127.0.0.1:8080``: stack.py writes it once the gate
+is up, which starts after this application.)
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ import argparse
 import html
 import json
 import mimetypes
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -46,6 +55,8 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path.startswith("/public/"):
             self._static(path.removeprefix("/public/"))
+        elif (self.command, path) == ("POST", "/admin/revoke-session"):
+            self._revoke()
         elif path.endswith("/page"):
             self._page()
         else:
@@ -86,6 +97,19 @@ class Handler(BaseHTTPRequestHandler):
                 f'<p>Session <code id="handle">{handle}</code>; opened as <code id="url">{html.escape(self.path)}</code>.</p>'
                 f"</body></html>").encode()
         self._send(200, body, "text/html; charset=utf-8")
+
+    def _revoke(self) -> None:
+        """``POST /sessions/{handle}/revoke`` on the gate's session API, with its bearer secret."""
+        handle = urllib.parse.quote(self.headers.get("X-Session-Handle") or "-", safe="")
+        gate = Path(os.environ["SESSION_API_URL_FILE"]).read_text().strip()
+        request = urllib.request.Request(f"{gate}/sessions/{handle}/revoke", data=b"",
+                                         headers={"Authorization": f"Bearer {os.environ['SESSION_API_KEY']}"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                status, body = reply.status, reply.read()
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read()
+        self._send(status, body, "application/json")
 
     def _send(self, status: int, body: bytes, kind: str) -> None:
         self.send_response(status)

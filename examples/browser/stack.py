@@ -31,6 +31,10 @@ from proxy_harness import PROXIES, DevCore, Ports, free_port, process, start_pro
 
 VENV_BIN = Path(sys.executable).parent
 API_KEY = "browser-example-api-key"
+#: The gates' session API secret; the application revokes sessions with it (``/admin/revoke-session``).
+SESSION_API_KEY = "browser-example-session-api-key"
+#: In the logs directory: the 401 gate's URL, written once it is ready (the application starts first).
+SESSION_API_URL_FILE = "session-api-url"
 ANTI_CSRF = "VIA_CUSTOM_HEADER"
 SIGN_IN_PAGE, REFRESH_PAGE = "/public/signin.html", "/public/refresh.html"
 
@@ -64,10 +68,11 @@ def services(logs: Path, access_token_validity: int) -> Iterator[Services]:
     """The dev core (short-lived access tokens, so expiry is quick to see) and the application."""
     core_port, app_port = free_port(), free_port()
     core = DevCore(core_port, API_KEY)
+    app_env = {"SESSION_API_URL_FILE": str(logs / SESSION_API_URL_FILE), "SESSION_API_KEY": SESSION_API_KEY}
     with (
         process([str(VENV_BIN / "forward-auth"), "dev-core", "--bind", f"127.0.0.1:{core_port}",
                  "--api-key", API_KEY, "--access-token-validity", str(access_token_validity)], logs / "core.log"),
-        process([sys.executable, str(HERE / "app.py"), "--port", str(app_port)], logs / "app.log"),
+        process([sys.executable, str(HERE / "app.py"), "--port", str(app_port)], logs / "app.log", env=app_env),
     ):
         wait_http(core.url + "/hello")
         wait_http(f"http://127.0.0.1:{app_port}/public/ready")
@@ -79,12 +84,15 @@ def gate(shared: Services, expired_status: int) -> Iterator[int]:
     """``forward-auth serve`` for one profile; yields its port once it has keys."""
     port = free_port()
     env = {"FORWARD_AUTH_CORE_URL": shared.core.url, "FORWARD_AUTH_CORE_API_KEY": API_KEY,
+           "FORWARD_AUTH_SESSION_API": "true", "FORWARD_AUTH_SESSION_API_KEY": SESSION_API_KEY,
            "FORWARD_AUTH_BIND": f"127.0.0.1:{port}", "FORWARD_AUTH_WORKERS": "1",
            "FORWARD_AUTH_ANTI_CSRF": ANTI_CSRF, "FORWARD_AUTH_SESSION_EXPIRED_STATUS": str(expired_status),
            # Pages (app.py's .../page) send browsers to the example's sign-in and refresh pages.
            "FORWARD_AUTH_LOGIN_URL": SIGN_IN_PAGE, "FORWARD_AUTH_REFRESH_URL": REFRESH_PAGE}
     with process([str(VENV_BIN / "forward-auth"), "serve"], shared.logs / f"gate-{expired_status}.log", env=env):
         wait_http(f"http://127.0.0.1:{port}/readyz")
+        if expired_status == 401:
+            (shared.logs / SESSION_API_URL_FILE).write_text(f"http://127.0.0.1:{port}")
         yield port
 
 
