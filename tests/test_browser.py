@@ -452,6 +452,27 @@ def test_the_last_gate_answer_follows_each_call(sites: dict[int, Site], watch: W
     expect(answer).to_have_text("GET /api/whoami: 200")
 
 
+def _stated_and_issued_lifetime(tab: Tab) -> tuple[str | None, int]:
+    """The lifetime the page states, and the one of the access token a sign-in gets (seconds)."""
+    tab.login("alice")
+    payload = tab.run("supertokensSession.getAccessTokenPayloadSecurely()")
+    return tab.page.text_content("#lifetime"), payload["exp"] - payload["iat"]
+
+
+def test_the_stated_token_lifetime_is_the_one_tokens_get(sites: dict[int, Site], watch: Watch) -> None:
+    tab = watch.open(sites[401], "cookie")
+
+    assert _stated_and_issued_lifetime(tab) == (str(ACCESS_TOKEN_VALIDITY), ACCESS_TOKEN_VALIDITY)
+
+
+def test_the_stated_token_lifetime_follows_the_configured_one(tmp_path: Path, watch: Watch) -> None:
+    validity = ACCESS_TOKEN_VALIDITY + 4
+    with services(tmp_path, validity) as other, gate(other, 401) as port, site("nginx", other, port, 401) as nginx:
+        tab = watch.open(nginx, "cookie")
+
+        assert _stated_and_issued_lifetime(tab) == (str(validity), validity)
+
+
 # --- pages: server-rendered, no SDK on them (README "Protecting pages") ----------------------
 
 def _blank(watch: Watch, site_: Site) -> Tab:
