@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples" / "browser"))
@@ -214,6 +214,7 @@ class Revoked:
     before: dict[str, Any]
     after: dict[str, Any]
     mark: int
+    events: int  # SDK events before the second call (the page's load fires some of its own)
     revoke: dict[str, Any] | None = None  # the application's answer, when it revoked through the session API
 
 
@@ -233,8 +234,8 @@ def revoked_tabs(sites: dict[int, Site], browser: Browser) -> Iterator[dict[str,
                 tab.site.services.core.post("/recipe/session/remove", {"sessionHandles": [login["handle"]]})
             else:
                 revoke = tab.call("POST", "/admin/revoke-session")
-            mark = tab.mark()
-            found[key] = Revoked(tab, before, tab.call("GET", "/admin/whoami"), mark, revoke)
+            mark, events = tab.mark(), tab.run("fa.events.length")
+            found[key] = Revoked(tab, before, tab.call("GET", "/admin/whoami"), mark, events, revoke)
     # Playwright delivers page events only while one of its calls runs: wait inside one.
     next(iter(found.values())).tab.page.wait_for_timeout(10_000)
     yield found
@@ -364,7 +365,7 @@ def test_revoked_session_is_signed_out_without_a_refresh_loop(revoked_tabs: dict
     assert tab.since(revoked.mark) == [("GET", "/admin/whoami", 401)], "no refresh call, no retry, nothing for 10 s"
     state = tab.state()
     assert state["exists"] is False
-    assert "UNAUTHORISED" in state["events"]
+    assert "UNAUTHORISED" in state["events"][revoked.events:]
     assert tab.access_token_payload() is None, "the access token was cleared"
 
 
@@ -415,6 +416,84 @@ def test_custom_header_anti_csrf(sites: dict[int, Site], watch: Watch, mode: str
     else:
         # Header mode: without the SDK there is no Authorization header, so no session at all.
         assert without_sdk == {"status": 401, "body": {"message": "unauthorised"}}
+
+
+# --- what the example page tells a person -------------------------------------------------------
+
+def test_the_page_says_which_buttons_to_try_first(sites: dict[int, Site], watch: Watch) -> None:
+    tab = watch.open(sites[401], "cookie")
+
+    named = tab.page.locator("#try i").all_text_contents()
+
+    assert named[:2] == ["sign in as alice", "GET /api/whoami"]
+    assert set(named) <= set(tab.page.locator("button").all_text_contents()), "the line names real buttons"
+
+
+def _click(tab: Tab, button: str) -> None:
+    tab.page.get_by_role("button", name=button, exact=True).click()
+
+
+def _seconds_left(tab: Tab) -> int:
+    left = tab.page.text_content("#expires") or ""
+    assert left.endswith(" s"), left
+    return int(left.removesuffix(" s"))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_session_state_shows_the_user_and_counts_the_token_down(sites: dict[int, Site], watch: Watch,
+                                                                    mode: str) -> None:
+    tab = watch.open(sites[401], mode)
+    expect(tab.page.locator("#signed-in")).to_have_text("no")
+    expect(tab.page.locator("#user")).to_have_text("none")
+    expect(tab.page.locator("#expires")).to_have_text("no token")
+
+    _click(tab, "sign in as alice")
+    expect(tab.page.locator("#signed-in")).to_have_text("yes")
+    expect(tab.page.locator("#user")).to_have_text("alice")
+    first = _seconds_left(tab)
+    tab.page.wait_for_timeout(1100)
+    assert 0 < _seconds_left(tab) < first <= ACCESS_TOKEN_VALIDITY
+
+    _click(tab, "sign out")
+    expect(tab.page.locator("#signed-in")).to_have_text("no")
+    expect(tab.page.locator("#expires")).to_have_text("no token")
+
+
+@pytest.mark.parametrize(("mode", "reason"), [("cookie", "csrf-rid-missing"), ("header", "no-token")])
+def test_the_last_gate_answer_follows_each_call(sites: dict[int, Site], watch: Watch, mode: str,
+                                                reason: str) -> None:
+    tab = watch.open(sites[401], mode)
+    tab.login("alice")
+    answer = tab.page.locator("#answer")
+    expect(answer).to_have_text("none yet")
+
+    _click(tab, "POST without the SDK")
+    expect(answer).to_have_text(f"POST /api/whoami: 401, X-Forward-Auth-Reason: {reason}")
+    _click(tab, "GET /admin/whoami")
+    expect(answer).to_have_text("GET /admin/whoami: 403, X-Forward-Auth-Reason: invalid-claims")
+    _click(tab, "GET /api/whoami")
+    expect(answer).to_have_text("GET /api/whoami: 200")
+
+
+def _stated_and_issued_lifetime(tab: Tab) -> tuple[str | None, int]:
+    """The lifetime the page states, and the one of the access token a sign-in gets (seconds)."""
+    tab.login("alice")
+    payload = tab.run("supertokensSession.getAccessTokenPayloadSecurely()")
+    return tab.page.text_content("#lifetime"), payload["exp"] - payload["iat"]
+
+
+def test_the_stated_token_lifetime_is_the_one_tokens_get(sites: dict[int, Site], watch: Watch) -> None:
+    tab = watch.open(sites[401], "cookie")
+
+    assert _stated_and_issued_lifetime(tab) == (str(ACCESS_TOKEN_VALIDITY), ACCESS_TOKEN_VALIDITY)
+
+
+def test_the_stated_token_lifetime_follows_the_configured_one(tmp_path: Path, watch: Watch) -> None:
+    validity = ACCESS_TOKEN_VALIDITY + 4
+    with services(tmp_path, validity) as other, gate(other, 401) as port, site("nginx", other, port, 401) as nginx:
+        tab = watch.open(nginx, "cookie")
+
+        assert _stated_and_issued_lifetime(tab) == (str(validity), validity)
 
 
 # --- pages: server-rendered, no SDK on them (README "Protecting pages") ----------------------

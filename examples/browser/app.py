@@ -1,6 +1,7 @@
 """The application behind the proxy in the browser example.
 
-- ``/public/``: the example page, its script, and supertokens-web-js's bundle files
+- ``/public/``: the example page (stating the access token lifetime it is given, the one the
+  dev core was started with), its script, and supertokens-web-js's bundle files
   (``/public/sdk/<name>.js`` -> ``node_modules/supertokens-web-js/bundle/<name>.<hash>.js``);
 - ``/api/...``, ``/admin/...``, ``/optional/...``: JSON of what the proxy let through: method,
   path and the identity headers it set (the example's protected routes echo who the gate said);
@@ -10,7 +11,7 @@
 - ``POST /admin/revoke-session``: revokes the caller's session (the ``X-Session-Handle`` the gate
   set) through the gate's session API, as a backend without a SuperTokens SDK would.
 
-    SESSION_API_URL_FILE=FILE SESSION_API_KEY=... python examples/browser/app.py --port 3000
+    SESSION_API_URL_FILE=FILE SESSION_API_KEY=... python examples/browser/app.py --port 3000 --access-token-validity 30
 
 (``FILE`` holds the gate's URL, such as ``http://127.0.0.1:8080``: stack.py writes it once the gate
 is up, which starts after this application.)
@@ -19,6 +20,7 @@ is up, which starts after this application.)
 from __future__ import annotations
 
 import argparse
+import functools
 import html
 import json
 import mimetypes
@@ -48,6 +50,10 @@ def bundle_file(name: str) -> Path | None:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
+    def __init__(self, *args: Any, access_token_validity: int, **kwargs: Any) -> None:
+        self.access_token_validity = access_token_validity  # before the base class handles the request
+        super().__init__(*args, **kwargs)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet: the proxy logs requests
         pass
 
@@ -66,12 +72,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def _static(self, name: str) -> None:
         if name in ("", "index.html"):
-            file: Path | None = PUBLIC / "index.html"
-        elif name == "ready":
+            page = (PUBLIC / "index.html").read_text()
+            self._send(200, page.replace("{{access-token-validity}}", str(self.access_token_validity)).encode(),
+                       "text/html; charset=utf-8")
+            return
+        if name == "ready":
             self._send(200, b"ready\n", "text/plain")
             return
-        elif name.startswith("sdk/") and name.endswith(".js"):
-            file = bundle_file(name.removeprefix("sdk/").removesuffix(".js"))
+        if name.startswith("sdk/") and name.endswith(".js"):
+            file: Path | None = bundle_file(name.removeprefix("sdk/").removesuffix(".js"))
         else:
             file = PUBLIC / name if "/" not in name and (PUBLIC / name).is_file() else None
         if file is None or not file.is_file():
@@ -123,12 +132,15 @@ class Handler(BaseHTTPRequestHandler):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--access-token-validity", type=int, required=True,
+                        help="seconds: the dev core's --access-token-validity, which the page states")
     args = parser.parse_args()
     missing = [name for name in ("website", "supertokens", "session") if bundle_file(name) is None]
     if missing:
         raise SystemExit(f"supertokens-web-js bundle files missing ({', '.join(missing)}): "
                          f"run `npm ci` in {HERE}")
-    ThreadingHTTPServer(("127.0.0.1", args.port), Handler).serve_forever()
+    handler = functools.partial(Handler, access_token_validity=args.access_token_validity)
+    ThreadingHTTPServer(("127.0.0.1", args.port), handler).serve_forever()
 
 
 if __name__ == "__main__":

@@ -72,7 +72,9 @@ def services(logs: Path, access_token_validity: int) -> Iterator[Services]:
     with (
         process([str(VENV_BIN / "forward-auth"), "dev-core", "--bind", f"127.0.0.1:{core_port}",
                  "--api-key", API_KEY, "--access-token-validity", str(access_token_validity)], logs / "core.log"),
-        process([sys.executable, str(HERE / "app.py"), "--port", str(app_port)], logs / "app.log", env=app_env),
+        # The page states the lifetime the core was given: one value, so they cannot disagree.
+        process([sys.executable, str(HERE / "app.py"), "--port", str(app_port),
+                 "--access-token-validity", str(access_token_validity)], logs / "app.log", env=app_env),
     ):
         wait_http(core.url + "/hello")
         wait_http(f"http://127.0.0.1:{app_port}/public/ready")

@@ -18,8 +18,8 @@
         sessionExpiredStatusCode: expired,
         onHandleEvent: (event) => {
           events.push(event.action);
-          const list = document.getElementById("events");
-          if (list) list.textContent = events.join("\n");
+          setText("events", events.join("\n"));
+          readSession();
         },
       }),
     ],
@@ -32,14 +32,46 @@
     return { status: response.status, body };
   }
 
+  // The visible session state. Read when the SDK reports a change (sign-in, refresh, sign-out,
+  // a new token) and at load, never on a timer: with an expired token the SDK's read refreshes,
+  // and the page is there to show the gate answering try-refresh first.
+  let expiresAt = null;
+  function setText(id, value) { document.getElementById(id).textContent = value; }
+  async function readSession() {
+    let user = null, payload = null;
+    try {
+      [user, payload] = await Promise.all([supertokensSession.getUserId(),
+                                           supertokensSession.getAccessTokenPayloadSecurely()]);
+    } catch (e) { /* "No session exists" */ }
+    expiresAt = payload ? payload.exp * 1000 : null;
+    setText("signed-in", user ? "yes" : "no");
+    setText("user", user || "none");
+    tick();
+  }
+  function tick() {
+    const left = expiresAt && Math.ceil((expiresAt - Date.now()) / 1000);
+    setText("expires", expiresAt === null ? "no token" : left > 0 ? `${left} s`
+      : "expired: the next call gets try-refresh, the SDK refreshes");
+  }
+
+  // A call to a gated path, its answer shown as the last gate answer.
+  function gated(send, method, path) {
+    return send(path, { method }).then((response) => {
+      const reason = response.headers.get("X-Forward-Auth-Reason");
+      setText("answer", `${method} ${path}: ${response.status}` + (reason ? `, X-Forward-Auth-Reason: ${reason}` : ""));
+      return response;
+    });
+  }
+
   async function failure(error) {
     return { status: 0, error: String(error && error.message ? error.message : error) };
   }
 
-  document.addEventListener("DOMContentLoaded", () => {
-    document.getElementById("mode").textContent = mode;
-    document.getElementById("expired").textContent = String(expired);
-  });
+  // Deferred (index.html): the document is parsed by now.
+  setText("mode", mode);
+  setText("expired", String(expired));
+  readSession();
+  setInterval(tick, 250);
 
   window.fa = {
     mode, expired, events,
@@ -49,9 +81,9 @@
       body: JSON.stringify({ userId, roles }),
     }).then(answer, failure),
     // A call through the SDK's interception: it adds rid / Authorization and refreshes on expiry.
-    call: (method, path) => fetch(path, { method }).then(answer, failure),
+    call: (method, path) => gated(fetch, method, path).then(answer, failure),
     // The same call without the SDK (no rid header, no Authorization header, no refresh).
-    plainCall: (method, path) => plainFetch(path, { method }).then(answer, failure),
+    plainCall: (method, path) => gated(plainFetch, method, path).then(answer, failure),
     refresh: () => supertokensSession.attemptRefreshingSession().then((refreshed) => ({ refreshed }), failure),
     signOut: () => supertokensSession.signOut().then(() => ({ signedOut: true }), failure),
     state: async () => {
@@ -59,7 +91,7 @@
       return { exists, userId: exists ? await supertokensSession.getUserId() : null, events: events.slice() };
     },
     invalidClaims: async (path) => {
-      const response = await fetch(path);
+      const response = await gated(fetch, "GET", path);
       const errors = await supertokensSession.getInvalidClaimsFromResponse({ response });
       return { status: response.status, errors };
     },
