@@ -52,6 +52,8 @@ API_KEY = "proxy-test-key"
 PROFILES = ("modern", "legacy", "broken", "down")
 IDENTITY = ("X-User-Id", "X-Session-Handle", "X-Tenant-Id", "X-Recipe-User-Id", "X-Session-Expiry",
             "X-Session-Created")
+#: The session object's headers (docs/session-object.md): set only from the answer, like IDENTITY.
+SESSION_OBJECT = ("X-Session-Data", "X-Access-Token", "X-Forward-Auth-Omitted")
 #: The policy each kind of route asks /verify for (as in the three example configs).
 ROUTE_POLICY = {"/api/": "", "/optional/": "sessionRequired=false", "/admin/": "requireRole=admin&checkDatabase=true"}
 
@@ -801,7 +803,7 @@ def test_ingress_nginx_annotations() -> None:
         annotations = doc["metadata"]["annotations"]
         url = annotations[prefix + "auth-url"]
         assert url.startswith("http://") and "/verify?proxy=nginx" in url, url
-        assert annotations[prefix + "auth-response-headers"].split(",") == list(IDENTITY)
+        assert annotations[prefix + "auth-response-headers"].split(",") == [*IDENTITY, *SESSION_OBJECT]
         assert int(annotations[prefix + "auth-keepalive"]) > 0
         [rule] = doc["spec"]["rules"]
         [path] = rule["http"]["paths"]
@@ -870,7 +872,7 @@ def test_envoy_ext_authz_snippet() -> None:
     assert names == ["envoy.filters.http.header_mutation", "envoy.filters.http.ext_authz", "envoy.filters.http.router"]
     mutation, ext_authz = (f["typed_config"] for f in manager["http_filters"][:2])
     removed = {m["remove"] for m in mutation["mutations"]["request_mutations"]}
-    assert {h.lower() for h in IDENTITY} | {"x-forwarded-uri", "x-forwarded-method"} <= removed
+    assert {h.lower() for h in (*IDENTITY, *SESSION_OBJECT)} | {"x-forwarded-uri", "x-forwarded-method"} <= removed
     assert ext_authz["failure_mode_allow"] is False
     assert ext_authz["status_on_error"]["code"] == "ServiceUnavailable"
     service = ext_authz["http_service"]
@@ -881,7 +883,7 @@ def test_envoy_ext_authz_snippet() -> None:
     def patterns(key: str) -> set[str]:
         return {p["exact"] for p in service["authorization_response"][key]["patterns"]}
 
-    assert patterns("allowed_upstream_headers") == {h.lower() for h in IDENTITY}
+    assert patterns("allowed_upstream_headers") == {h.lower() for h in (*IDENTITY, *SESSION_OBJECT)}
     on_success = patterns("allowed_client_headers_on_success")
     assert {"set-cookie", "front-token", "access-control-expose-headers"} <= on_success
     assert {"set-cookie", "front-token", "st-access-token", "st-refresh-token"} <= patterns("allowed_client_headers")
