@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import http.cookies
 import json
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,15 +19,13 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import quote, unquote
 
+from . import javascript
 from .settings import Settings
 
 ACCESS_COOKIE = "sAccessToken"
 REFRESH_COOKIE = "sRefreshToken"
 LEGACY_ID_REFRESH_COOKIE = "sIdRefreshToken"
 ONE_YEAR_MS = 31_536_000_000
-#: What JavaScript's ``String.prototype.trim`` removes, among the characters a header can hold.
-_JS_WHITESPACE = " \t\n\v\f\r\xa0"
-_URI_ESCAPES = re.compile(r"(?:[^%]|%[0-9A-Fa-f]{2})*", re.DOTALL)
 
 
 def parse_cookie_header(header: str | None) -> dict[str, str]:
@@ -54,16 +51,6 @@ def has_duplicate(header: str | None, name: str) -> bool:
     return count > 1
 
 
-def _decode_uri_component(text: str) -> str | None:
-    """JavaScript's ``decodeURIComponent``; ``None`` where it throws."""
-    if not _URI_ESCAPES.fullmatch(text):
-        return None
-    try:
-        return unquote(text, errors="strict")
-    except UnicodeDecodeError:
-        return None
-
-
 def parse_cookie_header_node(header: str | None) -> dict[str, object]:
     """Cookie name -> value as supertokens-node reads them under express: ``cookie`` 0.7's
     ``parse`` (first value wins, one pair of quotes dropped, ``decodeURIComponent`` when it
@@ -87,22 +74,18 @@ def parse_cookie_header_node(header: str | None) -> dict[str, object]:
             value = text[equals + 1:end].strip(" \t")
             if len(value) >= 1 and value[0] == '"' and value[-1] == '"':
                 value = value[1:-1]
-            decoded = _decode_uri_component(value) if "%" in value else value
+            decoded = javascript.decode_uri_component(value) if "%" in value else value
             cookies[key] = value if decoded is None else decoded
         index = end + 1
     for key, value in cookies.items():
         if isinstance(value, str) and value.startswith("j:"):
             try:
-                parsed = json.loads(value[2:], parse_constant=_no_constant)
+                parsed = javascript.json_parse(value[2:])
             except (ValueError, RecursionError):
                 continue
             if parsed or isinstance(parsed, (dict, list)):  # JavaScript's truthiness
                 cookies[key] = parsed
     return cookies
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")  # JSON.parse refuses NaN and Infinity
 
 
 def has_duplicate_node(header: str | None, name: str) -> bool:
@@ -111,8 +94,8 @@ def has_duplicate_node(header: str | None, name: str) -> bool:
         return False
     count = 0
     for pair in header.split(";"):
-        raw = pair.strip(_JS_WHITESPACE).split("=")[0]
-        decoded = _decode_uri_component(raw)
+        raw = javascript.trim(pair).split("=")[0]
+        decoded = javascript.decode_uri_component(raw)
         count += (raw if decoded is None else decoded) == name
     return count > 1
 

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from . import javascript
 from .errors import TryRefreshToken
 
 #: The fixed header of v2 tokens: padded standard base64 of the compact, sorted JSON.
@@ -50,7 +51,6 @@ _CLAIM_NAMES = {name: name for name in (
     "sub", "exp", "iat", "nbf", "iss", "aud", "jti", "sessionHandle", "refreshTokenHash1",
     "parentRefreshTokenHash1", "antiCsrfToken", "tId", "rsub", "st-role", "st-perm", "st-ev", "st-mfa", "v", "t")}
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/_-]")
-_JS_INT_PREFIX = re.compile(r"[ \t\n\v\f\r\xa0\ufeff\u2028\u2029]*([+-]?)(0[xX][0-9a-fA-F]+|[0-9]+)")
 _PKCS1V15 = padding.PKCS1v15()
 _SHA256 = hashes.SHA256()
 
@@ -244,24 +244,7 @@ def _node_b64decode(segment: str) -> bytes:
 
 def _node_json(segment: str) -> Any:
     """``JSON.parse(decodeBase64(segment))`` as supertokens-node and jose decode a segment."""
-    return json.loads(_node_b64decode(segment).decode("utf-8", "replace"), parse_constant=_no_constant)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _js_parse_int(text: str) -> float:
-    """JavaScript's ``Number.parseInt(text)``: the leading integer (``"5abc"`` is 5), NaN without one."""
-    match = _JS_INT_PREFIX.match(text)
-    if match is None:
-        return math.nan
-    sign, digits = match.groups()
-    value = int(digits, 16) if digits[1:2] in ("x", "X") else int(digits)
-    try:
-        return float(-value if sign == "-" else value)
-    except OverflowError:
-        return -math.inf if sign == "-" else math.inf
+    return javascript.json_parse(_node_b64decode(segment).decode("utf-8", "replace"))
 
 
 def parse_node(raw: str) -> AccessToken:
@@ -277,7 +260,7 @@ def parse_node(raw: str) -> AccessToken:
             header = _node_json(parts[0])
             if not isinstance(header, dict):
                 raise MalformedToken("JWT header is not an object")
-            parsed = _js_parse_int(header["version"]) if isinstance(header.get("version"), str) else (
+            parsed = javascript.parse_int(header["version"]) if isinstance(header.get("version"), str) else (
                 3.0 if "version" not in header else math.nan)
             if (header.get("typ") != "JWT" or not math.isfinite(parsed) or parsed != int(parsed) or parsed < 3
                     or "kid" not in header):

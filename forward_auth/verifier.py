@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from . import javascript
 from . import token as tokens
 from .claims import Validator
 from .credentials import Credentials
@@ -166,7 +167,7 @@ def replayable(session: Session, policy: Policy) -> bool:
 
 def _trimmed(value: Any) -> Any:
     """supertokens-node's ``sanitizeStringInput``: a string trimmed, anything else undefined."""
-    return value.strip(" \t\n\v\f\r\xa0\ufeff\u2028\u2029") if isinstance(value, str) else None
+    return javascript.trim(value) if isinstance(value, str) else None
 
 
 def session_from_token(selection: Selection, *, sdk_profile: str = "python") -> Session:
