@@ -21,7 +21,8 @@ from . import settings as settings_module
 from . import token as tokens
 from .cookies import ACCESS_COOKIE, parse_cookie_header
 from .errors import ForwardAuthError
-from .policy import AmbiguousPath, PolicyError, read_policy
+from .paths import AmbiguousPath
+from .policy import PolicyError, read_policy
 from .transport import PooledTransport, TransportError
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # spelled here: importing metrics would import prometheus-client

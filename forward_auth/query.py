@@ -6,7 +6,8 @@ from collections.abc import Mapping
 
 from . import claims, credentials, verifier
 from .errors import BadRequest
-from .policy import AmbiguousPath, PolicyFile, Rule, canonical_path
+from .paths import AmbiguousPath, canonical_path
+from .policy import PolicyFile, Rule
 from .settings import Settings, parse_bool
 
 Params = Mapping[str, "str | list[str]"]

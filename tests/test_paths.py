@@ -19,7 +19,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from forward_auth.policy import AmbiguousPath, PolicySet, Rule, canonical_path, parse_policy
+from forward_auth.paths import AmbiguousPath, canonical_path
+from forward_auth.policy import PolicySet, Rule, parse_policy
 
 POLICY = parse_policy({
     "default": {"session": "required"},

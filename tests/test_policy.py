@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from forward_auth.claims import Validator
-from forward_auth.policy import AmbiguousPath, PolicyError, PolicyFile, parse_policy, read_policy
+from forward_auth.paths import AmbiguousPath
+from forward_auth.policy import PolicyError, PolicyFile, parse_policy, read_policy
 
 EXAMPLE = """
 default: {session: optional}
