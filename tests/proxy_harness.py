@@ -350,6 +350,17 @@ class DevCore:
         return str(created["accessToken"]["token"])
 
 
+@contextmanager
+def dev_core(port: int, api_key: str, log: Path) -> Iterator[DevCore]:
+    """``forward-auth dev-core`` on ``port``, once it answers. Start it before the service: a
+    worker that boots before the core listens has no keys and answers 503 (keys-unavailable)
+    until its refetch cooldown ends, while /readyz, answered by another worker, may say ready."""
+    with process([sys.executable, "-m", "forward_auth", "dev-core", "--bind", f"127.0.0.1:{port}",
+                  "--api-key", api_key], log):
+        wait_http(f"http://127.0.0.1:{port}/hello")
+        yield DevCore(port, api_key)
+
+
 def tampered(token: str) -> str:
     """The same token with one character of its signature changed (not the last: padding bits)."""
     head, payload, signature = token.split(".")

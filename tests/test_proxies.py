@@ -36,6 +36,7 @@ from proxy_harness import (
     EchoUpstream,
     Ports,
     Received,
+    dev_core,
     free_port,
     http_request,
     process,
@@ -112,16 +113,10 @@ def _serve(port: int, core_url: str, *extra: str) -> list[str]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("services")
     core_port, dead_core = free_port(), free_port()
-    core_url = f"http://127.0.0.1:{core_port}"
     ports = {"modern": free_port(), "legacy": free_port(), "broken": free_port(), "down": free_port()}
     paths = {name: logs / f"{name}.log" for name in ports}
     env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY}
-    with (
-        EchoUpstream() as echo,
-        process([*CLI, "dev-core", "--bind", f"127.0.0.1:{core_port}", "--api-key", API_KEY], logs / "core.log"),
-    ):
-        # The core first: a worker that boots before it answers 503 until its next JWKS attempt.
-        wait_http(core_url + "/hello")
+    with EchoUpstream() as echo, dev_core(core_port, API_KEY, logs / "core.log"):
         yield from _services(echo, core_port, dead_core, ports, paths, env)
 
 

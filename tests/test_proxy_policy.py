@@ -31,6 +31,7 @@ from proxy_harness import (
     EchoUpstream,
     Ports,
     Received,
+    dev_core,
     free_port,
     http_request,
     process,
@@ -136,12 +137,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     (shim / "nginx.conf.example").symlink_to(CONFIG)
     with ExitStack() as stack:
         echo = stack.enter_context(EchoUpstream())
-        stack.enter_context(process([*CLI, "dev-core", "--bind", f"127.0.0.1:{core_port}", "--api-key", API_KEY],
-                                    work / "core.log"))
-        # The core first: a worker that boots before it listens has no keys and answers 503
-        # (keys-unavailable) until its refetch cooldown ends, while /readyz, answered by the
-        # other worker, may already say ready.
-        wait_http(core_url + "/hello")
+        core = stack.enter_context(dev_core(core_port, API_KEY, work / "core.log"))
         stack.enter_context(process(
             [*CLI, "serve", "--bind", f"127.0.0.1:{service_port}", "--workers", "2", "--core-url", core_url,
              "--log-level", "info", "--anti-csrf", "VIA_CUSTOM_HEADER", "--policy-file", str(policy_file)],
@@ -150,7 +146,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(proxy_harness, "ROOT", shim)
             stack.enter_context(start_proxy("nginx", work / "nginx", Ports(listen, service_port, echo.port)))
-        yield Site(listen, DevCore(core_port, API_KEY), echo, service_log, work / "nginx")
+        yield Site(listen, core, echo, service_log, work / "nginx")
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from proxy_harness import (
     DevCore,
     EchoUpstream,
     Ports,
+    dev_core,
     free_port,
     http_request,
     process,
@@ -74,9 +75,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     core_url = f"http://127.0.0.1:{core_port}"
     with ExitStack() as stack:
         echo = stack.enter_context(EchoUpstream())
-        stack.enter_context(process([*CLI, "dev-core", "--bind", f"127.0.0.1:{core_port}", "--api-key", API_KEY],
-                                    work / "core.log"))
-        wait_http(core_url + "/hello")
+        core = stack.enter_context(dev_core(core_port, API_KEY, work / "core.log"))
         stack.enter_context(process(
             [*CLI, "serve", "--bind", f"127.0.0.1:{service_port}", "--workers", "2", "--core-url", core_url,
              "--policy-file", str(work / "policy.yaml")], work / "service.log",
@@ -86,7 +85,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         proxies = {kind: free_port() for kind in PROXIES}
         for kind, port in proxies.items():
             stack.enter_context(start_proxy(kind, work / kind, Ports(port, service_port, echo.port, echo.port)))
-        yield Stack(DevCore(core_port, API_KEY), echo, service_port, work / "service.log", proxies)
+        yield Stack(core, echo, service_port, work / "service.log", proxies)
 
 
 def decoded(value: str) -> Any:
