@@ -8,8 +8,9 @@ access token (v5, RS256, 2048-bit key from the core's JWKS):
 - supertokens-python 0.31.4's ``get_session_without_request_response`` on the same token;
 - both with ``checkDatabase`` (one core round trip each), and the gate with its revocation cache;
 - the whole service answering ``/verify`` as one WSGI call (Falcon, policy, headers, metrics, log),
-  the same answered by its decision cache (``decision_cache_seconds``), and a constant-200
-  Falcon app: what the HTTP server adds is the same for all three.
+  its endpoint alone as granian's ASGI path calls it (no Falcon), the same answered by its
+  decision cache (``decision_cache_seconds``), and a constant-200 Falcon app: what the HTTP
+  server adds is the same for all of them.
 
 Candidates run in interleaved rounds (A B C ... A B C ...), so a noisy neighbour slows all of
 them alike; each figure is the median of the rounds. Ratios, not absolute microseconds, carry
@@ -41,9 +42,9 @@ from supertokens_python.recipe.session.syncio import get_session_without_request
 
 from forward_auth import credentials, verifier  # noqa: E402
 from forward_auth import token as tokens  # noqa: E402
-from forward_auth.app import build_gate, create_app  # noqa: E402
-from forward_auth.decision_cache import DecisionCache  # noqa: E402
+from forward_auth.app import build_gate, create_service  # noqa: E402
 from forward_auth.devcore.server import start_in_thread  # noqa: E402
+from forward_auth.endpoint import Answer, Incoming, Verify  # noqa: E402
 from forward_auth.settings import load  # noqa: E402
 
 API_KEY = "bench-key"
@@ -83,6 +84,16 @@ def answering(status: str, app: Any, environ: dict[str, Any]) -> Callable[[], ob
     return call
 
 
+def endpoint_call(verify: Verify, incoming: Incoming) -> Callable[[], Answer]:
+    """One call of the ``/verify`` endpoint as granian's ASGI path makes it; exits unless 200."""
+    def call() -> Answer:
+        answer = verify(incoming)
+        if answer.status != 200:
+            raise SystemExit(f"benchmark request answered {answer.status}, expected 200")
+        return answer
+    return call
+
+
 class Constant:
     """The constant-200 app of bench/http_bench_apps.py."""
 
@@ -115,13 +126,14 @@ def main() -> None:
         local, check_db = verifier.Policy(), verifier.Policy(check_database=True)
         init_sdk(url, API_KEY, anti_csrf="NONE")
         no_validators = {"override_global_claim_validators": lambda _globals, _session, _context: []}
-        service = create_app(load(base, environ={}))
-        cached_service = DecisionCache(create_app(load(base, environ={})), seconds=3600)
+        service = create_service(load(base, environ={}))
+        cached_service = create_service(load({**base, "decision_cache_seconds": "3600"}, environ={}))
         constant = falcon.App()
         constant.add_route("/verify", Constant())
         environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/verify", "QUERY_STRING": "", "SERVER_NAME": "bench",
                    "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http",
                    "REMOTE_ADDR": "127.0.0.1", "HTTP_COOKIE": f"sAccessToken={raw}"}
+        incoming = Incoming("GET", "/verify", "", {"cookie": f"sAccessToken={raw}"}, "127.0.0.1")
 
         decision = interleaved({
             "one RSA-2048 verify (cryptography)": lambda: key.verify(signature, signed, padding.PKCS1v15(),
@@ -131,7 +143,8 @@ def main() -> None:
             "SDK get_session_without_request_response": lambda: get_session_without_request_response(
                 raw, anti_csrf_check=False, **no_validators),
             "service /verify, one WSGI call": answering("200", service, environ),
-            "the same, a decision-cache hit": answering("200", cached_service, environ),
+            "service /verify endpoint alone (ASGI path)": endpoint_call(service.verify, incoming),
+            "the same, a decision-cache hit": endpoint_call(cached_service.verify, incoming),
             "constant-200 Falcon app, one WSGI call": answering("200", constant, environ),
         }, args.seconds)
         database = interleaved({
@@ -156,6 +169,7 @@ def main() -> None:
     print(f"SDK >= 4x the decision (miss | hit): {sdk / miss:.2f}x | {sdk / hit:.2f}x")
     constant_call = decision["constant-200 Falcon app, one WSGI call"]
     print(f"/verify, one WSGI call: {decision['service /verify, one WSGI call'] / constant_call:.2f}x the constant app; "
+          f"the endpoint alone {decision['service /verify endpoint alone (ASGI path)'] / constant_call:.2f}x; "
           f"a decision-cache hit {decision['the same, a decision-cache hit'] / constant_call:.2f}x")
     print(f"SDK / decision with checkDatabase: "
           f"{database['SDK, check_database=True'] / database['decision, checkDatabase']:.2f}x")

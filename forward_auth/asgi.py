@@ -1,6 +1,8 @@
-"""The WSGI app served over granian's ASGI interface: headers as sent, core calls apart.
+"""The service over granian's ASGI interface: headers as sent, core calls apart, ``/verify`` lean.
 
-Three things granian's own WSGI layer (or its RSGI one) cannot give:
+``/verify`` itself is answered by its endpoint (:mod:`forward_auth.endpoint`) straight from the
+ASGI scope, with no WSGI environ and no Falcon: the same answer at a third of the cost. Every
+other path is served by the WSGI app. Three things granian's own WSGI layer (or its RSGI one) cannot give:
 
 - **Header names as sent.** granian's WSGI environ maps ``X_Forwarded_Uri`` and
   ``X-Forwarded-Uri`` to the same key (the later wins), so a client behind a proxy that passes
@@ -25,17 +27,20 @@ import io
 import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from .blocking import INLINE, REFUSE, WouldBlock, no_waiting
+from .endpoint import Incoming, Verify
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+Sent = tuple[int, list[tuple[bytes, bytes]], bytes]  # a WSGI app's answer, as ASGI sends it
 #: Largest request body read (``POST /sessions/verify`` reads at most 1 MiB); the rest is not.
 MAX_BODY = 1 << 20
 _SPECIAL = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"}
 _KEYS: dict[bytes, str] = {}  # header name -> environ key ("" to drop), for the names seen most
+_NAMES: dict[bytes, str] = {}  # header name -> its text ("" to drop), for the names seen most
+T = TypeVar("T")
 _ERRORS = sys.stderr
 
 
@@ -62,10 +67,12 @@ class _Response:
 
 
 class ASGIApp:
-    """An ASGI application serving a WSGI app (see the module docstring)."""
+    """An ASGI application serving a WSGI app (see the module docstring), and ``/verify`` straight
+    from its endpoint (``verify``) when it has one."""
 
-    def __init__(self, app: WSGIApp, *, core_concurrency: int, core_queue: int) -> None:
+    def __init__(self, app: WSGIApp, *, verify: Verify | None = None, core_concurrency: int, core_queue: int) -> None:
         self._app = app
+        self._verify = verify
         self._pool = ThreadPoolExecutor(max_workers=core_concurrency, thread_name_prefix="forward-auth-core")
         self._limit = core_concurrency + core_queue  # requests with the pool: calling the core or queued
         self._with_pool = 0  # changed on the loop only
@@ -73,31 +80,58 @@ class ASGIApp:
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
         if scope["type"] != "http":
             return
+        if self._verify is not None and scope.get("raw_path") == b"/verify":
+            await self._verify_path(scope, receive, send, self._verify)
+            return
         environ = self._environ(scope)
-        if environ is None:  # which host? gunicorn refuses it too
-            await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"text/plain")]})
-            await send({"type": "http.response.body", "body": b"more than one Host header\n"})
+        if environ is None:
+            await _two_hosts(send)
             return
         body = b""
         if "CONTENT_LENGTH" in environ or "HTTP_TRANSFER_ENCODING" in environ:
             body = await self._body(receive)
             _with_body(environ, body)
-        try:
-            with no_waiting(INLINE if self._with_pool < self._limit else REFUSE):
-                status, headers, content = self._call(environ)
-        except WouldBlock:
-            environ = self._environ(scope) or {}  # afresh: the first call may have changed it
-            _with_body(environ, body)
-            self._with_pool += 1
-            try:
-                status, headers, content = await asyncio.get_running_loop().run_in_executor(
-                    self._pool, self._call, environ)
-            finally:
-                self._with_pool -= 1
+
+        def again() -> Sent:  # afresh: the first call may have changed the environ
+            fresh = self._environ(scope) or {}
+            _with_body(fresh, body)
+            return self._call(fresh)
+
+        status, headers, content = await self._decided(lambda: self._call(environ), again)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
-    def _call(self, environ: dict[str, Any]) -> Answer:
+    async def _verify_path(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any],
+                           verify: Verify) -> None:
+        """``/verify`` without Falcon or a WSGI environ: the endpoint's answer as it is."""
+        headers = _headers(scope)
+        if headers is None:
+            await _two_hosts(send)
+            return
+        if "content-length" in headers or "transfer-encoding" in headers:
+            await self._body(receive)  # read and dropped: no /verify reads a body
+        client = scope.get("client") or ("", None)  # None on a unix socket: a local peer
+        incoming = Incoming(scope["method"], "/verify", scope["query_string"].decode("latin-1"), headers,
+                            str(client[0]))
+        answer = await self._decided(lambda: verify(incoming), lambda: verify(incoming))
+        await send({"type": "http.response.start", "status": answer.status,
+                    "headers": [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers]})
+        await send({"type": "http.response.body", "body": answer.body})
+
+    async def _decided(self, call: Callable[[], T], again: Callable[[], T]) -> T:
+        """``call()`` on the loop; if it needs the core, ``again()`` on the core pool."""
+        try:
+            with no_waiting(INLINE if self._with_pool < self._limit else REFUSE):
+                return call()
+        except WouldBlock:
+            pass
+        self._with_pool += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, again)
+        finally:
+            self._with_pool -= 1
+
+    def _call(self, environ: dict[str, Any]) -> Sent:
         response = _Response()
         chunks = self._app(environ, response.start_response)
         try:
@@ -168,3 +202,31 @@ def _with_body(environ: dict[str, Any], body: bytes) -> None:
     environ["wsgi.input"] = io.BytesIO(body)
     if body and "CONTENT_LENGTH" not in environ:
         environ["CONTENT_LENGTH"] = str(len(body))
+
+
+async def _two_hosts(send: Callable[[Any], Any]) -> None:
+    """Which host? gunicorn refuses it too."""
+    await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"more than one Host header\n"})
+
+
+def _headers(scope: dict[str, Any]) -> dict[str, str] | None:
+    """The request's headers by lower-case name, as :meth:`ASGIApp._environ` reads them (names
+    with an underscore dropped, repeats joined), or None for two Host headers."""
+    headers: dict[str, str] = {}
+    for name, raw in scope["headers"]:
+        key = _NAMES.get(name)
+        if key is None:
+            key = "" if b"_" in name else name.decode("latin-1")
+            if len(_NAMES) < 256 and len(name) <= 64:  # a client's invented names do not grow it without bound
+                _NAMES[name] = key
+        if not key:
+            continue
+        value = raw.decode("latin-1")
+        if key in headers:
+            if key == "host":
+                return None
+            headers[key] += ("; " if key == "cookie" else ",") + value
+        else:
+            headers[key] = value
+    return headers

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from .cookies import (
     ACCESS_COOKIE,
@@ -135,18 +135,6 @@ def from_headers(get: HeaderGetter, *, method: str, uri: str, trusted: bool, sdk
         anti_csrf=get("anti-csrf"),
         rid=get("rid"),
     )
-
-
-@functools.lru_cache(maxsize=64)
-def _environ_name(header: str) -> str:
-    name = header.upper().replace("-", "_")
-    return name if name in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{name}"
-
-
-def environ_headers(environ: Mapping[str, Any]) -> HeaderGetter:
-    """A case-insensitive header getter over a WSGI environ: Falcon's ``get_header`` without its
-    per-call name translation (a dozen header reads per decision)."""
-    return lambda name: environ.get(_environ_name(name))
 
 
 def without_forwarding(get: HeaderGetter) -> HeaderGetter:

@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -20,7 +21,7 @@ import falcon
 from . import metrics, tracing
 
 log = logging.getLogger("forward_auth.decisions")
-DECIDING_PATHS = ("/verify", "/sessions/verify")
+SESSIONS_PATH = "/sessions/verify"
 
 
 class JsonFormatter(logging.Formatter):
@@ -49,48 +50,61 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
 
 
+class Decision:
+    """The record of one decision, filled in while it is made and written once by :meth:`finish`:
+    a metric sample, a log line and a span (the child of the caller's trace context)."""
+
+    __slots__ = ("started", "request_id", "span", "original", "user_id", "tenant_id", "allow_reason", "detail")
+
+    def __init__(self, header: Callable[[str], str | None], name: str, path: str) -> None:
+        """``header`` reads the request's headers; ``name`` is the span's (``GET /verify``)."""
+        self.started = time.perf_counter()
+        self.request_id = request_id(header("X-Request-Id"))
+        self.span = (tracing.decision_span(name, header, {"forward_auth.request_id": self.request_id})
+                     if tracing.active() else tracing.NO_SPAN)
+        self.original = path  # the original method and path, once known
+        self.user_id: str | None = None
+        self.tenant_id: str | None = None
+        self.allow_reason: str | None = None
+        self.detail: str | None = None  # an error's detail: logged, never sent
+
+    def finish(self, status: int, reason: str | None, rule: str | None) -> None:
+        """Record the answer: its status, its ``X-Forward-Auth-Reason`` and the rule's name."""
+        try:
+            elapsed = time.perf_counter() - self.started
+            outcome = "allow" if status < 300 else "deny" if status < 500 else "error"
+            reason = reason or self.allow_reason or _http_reason(status)
+            record = {
+                "outcome": outcome, "status": status, "reason": reason, "request": self.original,
+                "user_id": self.user_id, "tenant_id": self.tenant_id, "rule": rule, "request_id": self.request_id,
+            }
+            span = self.span
+            if span is not tracing.NO_SPAN:
+                span.set({"forward_auth.outcome": outcome, "forward_auth.reason": reason,
+                          "http.response.status_code": status, "forward_auth.request": self.original,
+                          "forward_auth.rule": rule, "user.id": self.user_id, "forward_auth.tenant_id": self.tenant_id})
+                if outcome == "error":
+                    span.fail(reason)
+            record_decision(record, elapsed, self.detail)
+        finally:
+            self.span.end()
+
+
 class DecisionRecorder:
-    """Falcon middleware around the deciding resources."""
+    """Falcon middleware around ``POST /sessions/verify`` (``/verify`` records its own)."""
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        req.context.started = time.perf_counter()
-        req.context.request_id = request_id(req.env.get("HTTP_X_REQUEST_ID"))
-        if tracing.active() and _deciding(req.path):
-            route = "/verify/{path}" if req.path.startswith("/verify/") else req.path
-            req.context.span = tracing.decision_span(f"{req.method} {route}", req.get_header,
-                                                     {"forward_auth.request_id": req.context.request_id})
+        if req.path == SESSIONS_PATH:
+            req.context.decision = Decision(req.get_header, f"{req.method} {req.path}", req.path)
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
                          req_succeeded: bool) -> None:
-        if not _deciding(req.path) or not hasattr(req.context, "started"):
+        decision: Decision | None = req.context.get("decision")
+        if decision is None:
             return
-        span: tracing.Span = req.context.get("span", tracing.NO_SPAN)
-        try:
-            self._record(req, resp, span)
-        finally:
-            span.end()
-
-    @staticmethod
-    def _record(req: falcon.Request, resp: falcon.Response, span: tracing.Span) -> None:
-        elapsed = time.perf_counter() - req.context.started
-        status = resp.status_code
-        outcome = "allow" if status < 300 else "deny" if status < 500 else "error"
-        reason = resp.get_header("X-Forward-Auth-Reason") or req.context.get("allow_reason") or _http_reason(status)
-        resp.set_header("X-Request-Id", req.context.request_id)
-        original = req.context.get("original", req.path)
-        record = {
-            "outcome": outcome, "status": status, "reason": reason, "request": original,
-            "user_id": req.context.get("user_id"), "tenant_id": req.context.get("tenant_id"),
-            "rule": resp.get_header("X-Forward-Auth-Rule"), "request_id": req.context.request_id,
-        }
-        if span is not tracing.NO_SPAN:
-            span.set({"forward_auth.outcome": outcome, "forward_auth.reason": reason,
-                      "http.response.status_code": status, "forward_auth.request": original,
-                      "forward_auth.rule": record["rule"], "user.id": record["user_id"],
-                      "forward_auth.tenant_id": record["tenant_id"]})
-            if outcome == "error":
-                span.fail(reason)
-        record_decision(record, elapsed, req.context.get("detail"))
+        decision.detail = req.context.get("detail")
+        resp.set_header("X-Request-Id", decision.request_id)
+        decision.finish(resp.status_code, resp.get_header("X-Forward-Auth-Reason"), None)
 
 
 def request_id(supplied: str | None) -> str:
@@ -126,8 +140,3 @@ def _http_reason(status: int) -> str:
         return http.HTTPStatus(status).phrase.lower().replace(" ", "-")
     except ValueError:
         return f"http-{status}"
-
-
-def _deciding(path: str) -> bool:
-    return path in DECIDING_PATHS or path.startswith("/verify/")
-

@@ -1,4 +1,4 @@
-"""One error hierarchy; every leaf maps to exactly one HTTP outcome (see ``app.py``).
+"""One error hierarchy; every leaf maps to exactly one HTTP outcome (see ``answers.py``).
 
 Two families, as in PyJWT: the *session* is bad (401/440/403, the frontend refreshes or
 logs in), or *we* could not check it (5xx, retryable: never a 401, which would send the

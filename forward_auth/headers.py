@@ -7,8 +7,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-
-import falcon
+from typing import Protocol
 
 from . import claims, verifier
 from .cookies import ResponseHeaders, new_access_token_headers
@@ -66,12 +65,19 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
-def apply_headers(resp: falcon.Response, headers: ResponseHeaders) -> None:
-    """Add the headers; Set-Cookie values are also kept in ``resp.context.set_cookies``."""
+class Response(Protocol):
+    """Where headers are set: Falcon's response, or :class:`~forward_auth.endpoint.Reply`."""
+
+    def set_header(self, name: str, value: str) -> None: ...
+
+    def append_header(self, name: str, value: str) -> None: ...
+
+
+def apply_headers(resp: Response, headers: ResponseHeaders) -> None:
+    """Add the headers, each ``Set-Cookie`` on a line of its own."""
     for name, value in headers.items:
         if name.lower() == "set-cookie":
             resp.append_header("Set-Cookie", value)
-            resp.context.setdefault("set_cookies", []).append(value)
         else:
             resp.set_header(name, value)
 

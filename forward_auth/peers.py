@@ -5,8 +5,6 @@ from __future__ import annotations
 import functools
 from ipaddress import IPv4Network, IPv6Network, ip_address
 
-import falcon
-
 
 class TrustedPeers:
     """Whether the TCP peer may tell us the original request (a unix socket is local); remembered
@@ -16,8 +14,9 @@ class TrustedPeers:
         self._networks = networks
         self._remembered = functools.lru_cache(maxsize=1024)(self._trusted)
 
-    def __call__(self, req: falcon.Request) -> bool:
-        return not req.remote_addr or self._remembered(req.remote_addr)
+    def __call__(self, address: str) -> bool:
+        """Whether the peer at ``address`` (empty on a unix socket) is trusted."""
+        return not address or self._remembered(address)
 
     def _trusted(self, address: str) -> bool:
         try:

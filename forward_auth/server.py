@@ -18,9 +18,8 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from . import metrics, tracing
-from .app import build_gate, create_app, create_session_api_app
-from .asgi import ASGIApp
-from .decision_cache import DecisionCache, WSGIApp
+from .app import Service, build_gate, create_service, create_session_api_app
+from .asgi import ASGIApp, WSGIApp
 from .decisions import configure_logging
 from .errors import ForwardAuthError
 from .listener import Listener
@@ -72,10 +71,7 @@ def worker_app(settings: Settings, policy: PolicySet | None = None,
     if settings.policy_file:  # a broken file is logged by the main process, once, when it has one
         policies = PolicyFile(settings.policy_file, every=settings.policy_reload_seconds, initial=policy,
                               reloads=reloads, quiet=policy is not None)
-    app = create_app(settings, gate, policies)
-    if settings.decision_cache_seconds > 0:  # never with tracing (settings.validate)
-        return DecisionCache(app, settings.decision_cache_seconds)
-    return app
+    return create_service(settings, gate, policies)
 
 
 def _child_exit(arbiter: object, worker: Any) -> None:
@@ -259,8 +255,10 @@ def granian_server(settings: Settings) -> Any:
 
 
 def asgi_app(settings: Settings, app: WSGIApp) -> ASGIApp:
-    """``app`` as a granian worker serves it: over ASGI, ``threads`` core threads (also the bench's)."""
-    return ASGIApp(app, core_concurrency=settings.threads, core_queue=CORE_QUEUE)
+    """``app`` as a granian worker serves it: over ASGI, ``threads`` core threads (also the
+    bench's); a :class:`~forward_auth.app.Service`'s ``/verify`` straight from its endpoint."""
+    return ASGIApp(app, verify=app.verify if isinstance(app, Service) else None,
+                   core_concurrency=settings.threads, core_queue=CORE_QUEUE)
 
 
 def serve_granian(settings: Settings) -> None:

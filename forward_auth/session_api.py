@@ -48,7 +48,7 @@ class Guard:
         self._key = settings.session_api_key.encode("utf-8")
 
     def check(self, req: falcon.Request) -> None:
-        if not self._trusted(req) or any(req.get_header(name) is not None for name in RELAY_HEADERS):
+        if not self._trusted(req.remote_addr) or any(req.get_header(name) is not None for name in RELAY_HEADERS):
             raise PeerRefused(f"session API call from {req.remote_addr or 'a unix socket'} refused")
         scheme, _, presented = (req.get_header("Authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode("utf-8", "replace"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .decision_cache import WSGIApp
+from .asgi import WSGIApp
 from .server import worker_app
 from .settings import load
 

@@ -9,9 +9,9 @@ import time
 import pytest
 from conftest import FakeCore, v2, v5
 
-from forward_auth.credentials import environ_headers
 from forward_auth.decisions import JsonFormatter
 from forward_auth.devcore.minter import SigningKey
+from forward_auth.endpoint import Incoming
 
 
 def cookie(token: str, **more: str) -> dict[str, str]:
@@ -43,8 +43,8 @@ def test_header_names_are_read_case_insensitively_as_falcon_does(client, key: Si
     raw = v5(key)
     for name in ("authorization", "AUTHORIZATION", "Authorization"):
         assert client.simulate_get("/verify", headers={name: f"Bearer {raw}"}).status_code == 200
-    assert environ_headers({"CONTENT_TYPE": "a", "HTTP_X_FORWARDED_URI": "/b"})("Content-Type") == "a"
-    assert environ_headers({"HTTP_X_FORWARDED_URI": "/b"})("x-forwarded-uri") == "/b"
+    incoming = Incoming("GET", "/verify", "", {"content-type": "a", "x-forwarded-uri": "/b"}, "")
+    assert (incoming.header("Content-Type"), incoming.header("X-FORWARDED-URI")) == ("a", "/b")
 
 
 def test_bearer_header_session(client, key: SigningKey) -> None:

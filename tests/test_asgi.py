@@ -12,10 +12,11 @@ from conftest import CORE, FakeCore, v5
 from prometheus_client import REGISTRY
 
 from forward_auth import settings as settings_module
-from forward_auth.app import build_gate, create_app
+from forward_auth.app import Service, build_gate, create_service
 from forward_auth.asgi import ASGIApp
 from forward_auth.decision_cache import DecisionCache
 from forward_auth.devcore.minter import SigningKey
+from forward_auth.endpoint import Answer, Incoming, Verify
 from forward_auth.transport import Reply
 
 
@@ -96,21 +97,26 @@ def test_header_values_that_are_not_ascii_reach_the_app_as_sent() -> None:
 
 
 class ThreadRecorder:
-    """A WSGI app around another that records the thread each call ran on."""
+    """A ``/verify`` endpoint around another that records the thread each call ran on."""
 
-    def __init__(self, app: Any) -> None:
-        self.app, self.threads = app, []
+    def __init__(self, verify: Verify) -> None:
+        self.verify, self.threads = verify, []
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    def __call__(self, incoming: Incoming) -> Answer:
         self.threads.append(threading.current_thread().name)
-        return self.app(environ, start_response)
+        return self.verify(incoming)
 
 
-def service(fake_core: FakeCore, **overrides: str) -> Any:
+def service(fake_core: FakeCore, **overrides: str) -> Service:
     settings = settings_module.load({"core_url": CORE, "check_database": "false", **overrides}, environ={})
     gate = build_gate(settings, transport=fake_core)
     gate.keys.keys()  # as a worker does at start
-    return create_app(settings, gate)
+    return create_service(settings, gate)
+
+
+def lean(svc: Service, verify: Verify | None = None, concurrency: int = 1, queue: int = 1) -> ASGIApp:
+    """As ``serve`` runs it: ``/verify`` straight from the endpoint (``verify``: the service's own)."""
+    return ASGIApp(svc, verify=verify or svc.verify, core_concurrency=concurrency, core_queue=queue)
 
 
 def at(token: str, query: bytes = b"") -> dict[str, Any]:
@@ -125,8 +131,9 @@ OK_SESSION = {"status": "OK", "session": {"handle": "handle-1", "userId": "user-
 def test_local_verification_stays_on_the_loop_and_core_calls_go_to_the_pool(fake_core: FakeCore,
                                                                              key: SigningKey) -> None:
     fake_core.verify_answer = OK_SESSION
-    recorder = ThreadRecorder(service(fake_core))
-    app = ASGIApp(recorder, core_concurrency=2, core_queue=4)
+    svc = service(fake_core)
+    recorder = ThreadRecorder(svc.verify)
+    app = lean(svc, recorder, concurrency=2, queue=4)
     token = v5(key)
     for _ in range(2):
         status, headers, _ = serve(app, at(token))
@@ -141,7 +148,8 @@ def test_local_verification_stays_on_the_loop_and_core_calls_go_to_the_pool(fake
 
 def test_a_request_handed_to_the_pool_counts_one_decision_cache_miss(fake_core: FakeCore, key: SigningKey) -> None:
     fake_core.verify_answer = OK_SESSION
-    app = ASGIApp(DecisionCache(service(fake_core), 1.0), core_concurrency=1, core_queue=1)
+    svc = service(fake_core)
+    app = lean(svc, DecisionCache(svc.verify, 1.0))
     labels = {"cache": "decision", "result": "miss"}
     before = REGISTRY.get_sample_value("forward_auth_cache_total", labels) or 0.0
     assert serve(app, at(v5(key), b"checkDatabase=true"))[0] == 200
@@ -159,7 +167,7 @@ def test_a_hung_core_fills_the_pool_and_its_queue_then_503_core_busy_while_local
         return Reply(200, {}, json.dumps(fake_core.jwks).encode())
 
     fake_core.override = hung
-    app = ASGIApp(service(fake_core), core_concurrency=1, core_queue=1)
+    app = lean(service(fake_core))
     token = v5(key)
 
     async def scenario() -> list[Any]:
@@ -178,3 +186,47 @@ def test_a_hung_core_fills_the_pool_and_its_queue_then_503_core_busy_while_local
     assert [(status, headers["x-forward-auth-reason"]) for status, headers, _ in refused] == [(503, "core-busy")]
     assert sorted(statuses) == [401, 401, 503]  # the core's answer once released: revoked
     assert fake_core.count("/recipe/session/verify") == 2
+
+
+def _sent(app: ASGIApp, request: dict[str, Any], body: bytes = b"") -> tuple[int, list[tuple[str, str]], bytes]:
+    """The answer as sent, but its request id and Content-Length (granian counts the body itself)."""
+    exchange = Exchange(body)
+    asyncio.run(app(request, exchange.receive, exchange.send))
+    start, sent = exchange.messages
+    headers = sorted((k.decode().lower(), v.decode("latin-1")) for k, v in start["headers"]
+                     if k.lower() not in (b"x-request-id", b"content-length"))
+    return start["status"], headers, sent["body"]
+
+
+def test_verify_without_falcon_answers_exactly_as_through_falcon(fake_core: FakeCore, key: SigningKey) -> None:
+    """``/verify`` straight from the ASGI scope gives, header for header, the answer that the
+    WSGI environ and Falcon give: the same headers read (underscored names dropped, repeats
+    joined, bytes as latin-1, a unix socket a local peer) and the same answer written."""
+    fake_core.verify_answer = OK_SESSION
+    svc = service(fake_core, login_url="https://example.com/login", trusted_proxies="127.0.0.1/32")
+    token = v5(key).encode()
+    cookie = ("Cookie", b"sAccessToken=" + token)
+    cases: list[tuple[dict[str, Any], bytes]] = [
+        (scope("GET", b"/verify", [("X-Original-URI", b"/api/x"), ("X-Original-Method", b"GET"), cookie]), b""),
+        (scope("GET", b"/verify", [cookie]), b""),  # a person with curl: JSON
+        (scope("GET", b"/verify", [("X-Original-URI", b"/api/x"), ("Cookie", b"sAccessToken=garbage")],
+               b"proxy=nginx"), b""),
+        (scope("GET", b"/verify", [("X-Forwarded-Uri", b"/api/x")], b"proxy=nginx&sessionRequired=false"), b""),
+        (scope("GET", b"/verify", [("X-Forwarded-Uri", b"/api/x"), ("X_Forwarded_Uri", b"/other"), ("Cookie", b"a=1"),
+                                   cookie]), b""),
+        (scope("GET", b"/verify", [("X-Original-URI", "/caf\u00e9/x".encode()), cookie], client=None), b""),
+        (scope("POST", b"/verify", [("X-Forwarded-Method", b"POST"), ("X-Forwarded-Uri", b"/api/x"), cookie,
+                                    ("Content-Length", b"5")], b"antiCsrf=true"), b"hello"),
+        (scope("GET", b"/verify", [("X-Forwarded-Uri", b"/app/page"), ("Sec-Fetch-Mode", b"navigate"),
+                                   ("Sec-Fetch-Dest", b"document"), ("Host", b"example.com")]), b""),
+        (scope("HEAD", b"/verify", [cookie]), b""),
+        (scope("GET", b"/verify", [("Host", b"a"), ("Host", b"b"), cookie]), b""),
+        (scope("GET", b"/verify", [("X-Forwarded-Uri", b"/a;b/x"), cookie]), b""),
+    ]
+    through_falcon = ASGIApp(svc, core_concurrency=1, core_queue=1)
+    statuses = set()
+    for request, body in cases:
+        answer = _sent(lean(svc), request, body)
+        assert answer == _sent(through_falcon, request, body), request["headers"]
+        statuses.add(answer[0])
+    assert statuses == {200, 302, 400, 401}  # the cases reach each kind of answer

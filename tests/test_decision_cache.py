@@ -1,12 +1,12 @@
-"""The decision cache in front of the real app (falcon.testing), with really signed tokens.
+"""The decision cache in front of the real ``/verify`` endpoint (falcon.testing), with really signed tokens.
 
-The seam: the wrapped app is the real service app behind a counter of the calls that reach it.
+The seam: the wrapped endpoint is the real one behind a counter of the calls that reach it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import falcon.testing
@@ -15,28 +15,34 @@ from conftest import CORE, FakeCore, v5
 from prometheus_client import REGISTRY
 
 from forward_auth import settings as settings_module
-from forward_auth.app import build_gate, create_app
+from forward_auth.app import build_gate
 from forward_auth.decision_cache import DecisionCache
 from forward_auth.devcore.minter import SigningKey
+from forward_auth.endpoint import Answer, Incoming, Verify, VerifyEndpoint
+from forward_auth.policy import PolicyFile
+from forward_auth.resources import VerifyResource
 
 
 class Counted:
-    """The service app, counting the requests that get past the cache."""
+    """The ``/verify`` endpoint, counting the requests that get past the cache."""
 
-    def __init__(self, app: Any) -> None:
-        self.app, self.calls = app, 0
+    def __init__(self, verify: Verify) -> None:
+        self.verify, self.calls = verify, 0
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, incoming: Incoming) -> Answer:
         self.calls += 1
-        return self.app(environ, start_response)
+        return self.verify(incoming)
 
 
 @pytest.fixture
 def cached(fake_core: FakeCore) -> Callable[..., tuple[falcon.testing.TestClient, Counted]]:
     def build(seconds: float = 30.0, **overrides: Any) -> tuple[falcon.testing.TestClient, Counted]:
         settings = settings_module.load({"core_url": CORE, **overrides}, environ={})
-        counted = Counted(create_app(settings, build_gate(settings, transport=fake_core)))
-        return falcon.testing.TestClient(DecisionCache(counted, seconds)), counted
+        policies = PolicyFile(settings.policy_file, every=1) if settings.policy_file else None
+        counted = Counted(VerifyEndpoint(build_gate(settings, transport=fake_core), policies))
+        app = falcon.App()
+        app.add_route("/verify", VerifyResource(DecisionCache(counted, seconds)))
+        return falcon.testing.TestClient(app), counted
 
     return build
 
@@ -149,17 +155,10 @@ def test_an_answer_lives_at_most_the_setting(cached, key: SigningKey) -> None:
     assert app.calls == 2
 
 
-def test_other_routes_pass_through(cached) -> None:
-    client, app = cached()
-    for _ in range(2):
-        assert client.simulate_get("/healthz").status_code == 200
-    assert app.calls == 2
-
-
 def test_the_setting_wraps_the_worker_app() -> None:
     from forward_auth.server import worker_app
 
     on = settings_module.load({"decision_cache_seconds": "1", "core_url": "http://127.0.0.1:9"}, environ={})
     off = settings_module.load({"core_url": "http://127.0.0.1:9"}, environ={})
-    assert isinstance(worker_app(on), DecisionCache)
-    assert not isinstance(worker_app(off), DecisionCache)
+    assert isinstance(worker_app(on).verify, DecisionCache)
+    assert not isinstance(worker_app(off).verify, DecisionCache)
