@@ -1,7 +1,7 @@
 """Serving-edge benchmark: the service behind a plain nginx ``auth_request`` config and direct, side by
 side with nginx's own bound, supertokens-node and supertokens-python, in one run.
 
-Run (about 5 minutes on 2 cores with the defaults; ``--help`` for the knobs)::
+Run (about 6 minutes on 2 cores with the defaults; ``--help`` for the knobs)::
 
     .venv/bin/python bench/edge_bench.py | tee /tmp/edge_bench.txt
     .venv/bin/python bench/edge_bench.py --service-args '--server gunicorn'   # any `serve` flags
@@ -16,18 +16,28 @@ One dev core runs in this process (``forward_auth.devcore.server.start_in_thread
 counted) with one session whose token every request sends as the ``sAccessToken`` cookie. Then
 (``bench/edge_servers.py``), on free loopback ports, each with 2 worker processes:
 
-- ``forward-auth serve --workers 2`` with its defaults (``--service-args`` adds flags), twice: on TCP
-  and on a unix socket;
+- ``forward-auth serve --workers 2`` with its defaults (``--service-args`` adds flags), four times: on TCP
+  and on a unix socket; on TCP with ``proxy_cache_seconds`` (its allowed answers carry ``X-Accel-Expires``);
+  on TCP with its core URL at a hung core (``bench/edge_stress.py``: it serves the dev core's JWKS, which
+  each worker loads before measuring, and holds every other request unanswered);
 - the constant-200 Falcon app served exactly as ``serve`` serves the service (``bench/edge_constant.py``);
 - supertokens-node 24.0.3 ``verifySession()`` under express, a node cluster (``bench/node/verify.js``);
 - supertokens-python 0.31.4 ``verify_session`` under FastAPI and uvicorn (``bench/edge_fastapi_sdk.py``);
-- one nginx, plain ``auth_request`` to each of them, and to a location that nginx answers itself.
+- one nginx, plain ``auth_request`` to each of them (to the service with ``proxy_cache_seconds`` with a
+  ``proxy_cache`` keyed as nginx.conf.example's optional block), and to a location that nginx answers itself.
 
 Configurations, each measured ``--rounds`` times for ``--seconds``, interleaved round by round:
 1. bound: nginx ``auth_request`` to ``return 200;``; 2. the service behind plain nginx (TCP);
 3. supertokens-node; 4. supertokens-python; 5. the service direct and the constant app direct;
-7. the service behind nginx over a unix socket. Then 6.: latency behind nginx paced at half the
-median peak of 2 (wrk's Lua ``delay()`` pacing from ``bench/http_bench.lua``), beside the bound paced alike.
+7. the service behind nginx over a unix socket; 8. the service behind nginx with the nginx cache on (the
+one repeated token). Then 6.: latency behind nginx paced at half the median peak of 2 (wrk's Lua
+``delay()`` pacing from ``bench/http_bench.lua``), beside the bound paced alike. Then 9.: slow clients,
+``--slow-connections`` to the service direct that send ``GET /verify HTTP/1.1`` and a Host header and
+drip a header byte every 0.1 s, never finishing; beside them 4 valid ``/verify`` requests on fresh
+connections, each one's latency. Then 10.: the service of the hung core direct (``--hung-connections``),
+one round with nothing waiting, then ``--rounds`` rounds while ``--waiting`` ``?checkDatabase=true``
+requests wait on the core (each sent again when answered: the core call times out after the default
+``core_timeout_seconds``).
 Prints min/median/max req/s per configuration (flagging max/min > ``--bimodal``), ratios, the issue's
 targets met or NOT MET, and notes.
 """
@@ -41,8 +51,9 @@ import sys
 import time
 from pathlib import Path
 
-from edge_report import Config, report
-from edge_servers import Edge, started_edge
+from edge_report import Config, Stress, report
+from edge_servers import PROXY_CACHE_SECONDS, Edge, decisions, started_edge
+from edge_stress import Waiting, kept_waiting, slow_clients
 from processes import CLOCK_TICKS, NGINX_HINT, WRK_HINT, Wrk, find_binary
 from servers import reload_nginx, shared_core
 from workloads import Measure, Round, Runner
@@ -105,16 +116,21 @@ def measured(runner: Runner, cfg: Config, seconds: float, **wrk_args: object) ->
 
 def configurations(args: argparse.Namespace, edge: Edge) -> dict[str, Config]:
     """The configurations in report order."""
-    p, u, ck = edge.procs, edge.urls, edge.cookie
+    p, u, ck = edge.procs, {**edge.urls, "hung_idle": edge.urls["hung"]}, edge.cookie
     c, d = args.connections, args.direct_connections
     port = edge.ports
     rows = [("bound", "1 bound: nginx auth_request -> return 200", None, c, True, None),
             ("svc", "2 service behind plain nginx (TCP)", "service", c, True, port["svc"]),
             ("svc_unix", "7 service behind plain nginx (unix socket)", "service-unix", c, True, None),
+            ("svc_cache", "8 service behind nginx with proxy_cache", "service-cache", c, True, port["svc_cache"]),
             ("node", "3 supertokens-node 24.0.3 verifySession", "node", c, True, port["node"]),
             ("pysdk", "4 supertokens-python 0.31.4 verify_session", "pysdk", c, True, port["pysdk"]),
             ("direct", "5 service direct", "service", d, False, port["svc"]),
-            ("const", "5 constant-200 Falcon app direct", "constant", d, False, port["const"])]
+            ("const", "5 constant-200 Falcon app direct", "constant", d, False, port["const"]),
+            ("hung_idle", "10 hung-core service direct, nothing waiting", "service-hung", args.hung_connections,
+             False, port["svc_hung"]),
+            ("hung", f"10 the same, {args.waiting} checkDatabase waiting", "service-hung", args.hung_connections,
+             False, port["svc_hung"])]
     configs = {key: Config(key, label, u[key], {} if key == "const" else ck,
                            Measure(label, conns, p[proc] if proc else None), nginx, tcp)
                for key, label, proc, conns, nginx, tcp in rows}
@@ -141,6 +157,21 @@ def interleaved(args: argparse.Namespace, runner: Runner, edge: Edge, configs: l
             measured(runner, cfg, args.seconds, **wrk_args)
 
 
+def hung_core_rounds(args: argparse.Namespace, runner: Runner, edge: Edge, configs: dict[str, Config]) -> Waiting:
+    """The service of the hung core direct: a warm-up second and one round with nothing waiting, then
+    ``--rounds`` rounds while ``--waiting`` checkDatabase requests wait on the core, measured once the core
+    holds as many as the service calls it at once (or after 10 s)."""
+    idle, hung = configs["hung_idle"], configs["hung"]
+    runner.wrk.run(idle.url, seconds=1, connections=idle.measure.connections, headers=idle.headers)
+    measured(runner, idle, args.seconds)
+    with kept_waiting(f"{hung.url}?checkDatabase=true", edge.cookie, args.waiting) as waiting:
+        waiting.held = edge.hung.wait_held(min(args.waiting, edge.core_calls))
+        for _ in range(args.rounds):
+            measured(runner, hung, args.seconds)
+    edge.hung.close()  # what still waits is answered now (503), and the service stops without waiting for it
+    return waiting
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -149,8 +180,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections through nginx")
     parser.add_argument("--direct-connections", type=int, default=16, help="wrk connections to the services direct")
     parser.add_argument("--latency-connections", type=int, default=32, help="wrk connections of the paced runs")
+    parser.add_argument("--slow-connections", type=int, default=200, help="slow clients beside the 4 valid requests")
+    parser.add_argument("--waiting", type=int, default=32, help="checkDatabase requests kept waiting on the hung core")
+    parser.add_argument("--hung-connections", type=int, default=4,
+                        help="wrk connections of the local-only requests beside them")
     parser.add_argument("--service-args", default="", type=shlex.split,
-                        help="more `forward-auth serve` flags for the service and the constant app, "
+                        help="more `forward-auth serve` flags for every service and the constant app, "
                              "e.g. '--server gunicorn'")
     parser.add_argument("--nginx-workers", type=int, default=1)
     parser.add_argument("--bimodal", type=float, default=1.5, help="flag a configuration whose max/min exceeds this")
@@ -173,22 +208,28 @@ def main() -> None:
             started_edge(args, shared, nginx_binary) as edge:
         runner = Runner(Wrk(wrk_binary), shared.counter, list(edge.procs.values()))
         configs = configurations(args, edge)
-        peak = [cfg for key, cfg in configs.items() if not key.startswith(("paced", "const_"))]
+        peak = [cfg for key, cfg in configs.items() if not key.startswith(("paced", "const_", "hung"))]
         interleaved(args, runner, edge, peak, args.rounds)
         pace = configs["svc"].median / 2
         interleaved(args, runner, edge, [configs["paced_svc"], configs["paced_bound"]], args.rounds, rate=pace)
         # what an auth answer's body costs behind nginx (it closes the upstream connection after one)
         interleaved(args, runner, edge, [configs["const_body"], configs["const_empty"]], min(args.rounds, 2))
+        slow = slow_clients(edge.ports["svc"], edge.urls["direct"], edge.cookie, args.slow_connections)
+        waiting = hung_core_rounds(args, runner, edge, configs)
         counts = shared.counter.snapshot()
         notes = [code_state(), *edge.notes, "dev core requests of the whole run (start-up and checks included): " +
                  ", ".join(f"{method} {path} x{n}" for (method, path), n in sorted(counts.items()))]
+        cached = configs["svc_cache"].measure
+        notes.append(f"nginx cache ({PROXY_CACHE_SECONDS} s): the service behind it decided "
+                     f"{decisions(edge.ports['svc_cache']):,.0f} requests over the whole run (start-up and checks "
+                     f"included), its rounds made {cached.requests:,}")
         errors = edge.nginx_errors()
         if errors:
             notes.append(f"nginx logged {len(errors)} errors, the last: {errors[-1]}")
         if args.keep:
             notes.append(f"work directory kept: {edge.work}")
         settings = edge.settings
-    report(args, configs, settings, notes, pace, (time.monotonic() - started_at) / 60)
+    report(args, configs, Stress(slow, waiting), settings, notes, pace, (time.monotonic() - started_at) / 60)
 
 
 if __name__ == "__main__":

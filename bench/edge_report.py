@@ -1,5 +1,6 @@
 """The report of ``bench/edge_bench.py``: one table of min/median/max rates per configuration with
-ratios to the bound, supertokens-node and supertokens-python, the issue's targets (met or not), notes."""
+ratios to the bound, supertokens-node and supertokens-python, the slow clients' and the hung core's
+figures, the issue's targets (met or not), notes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_stress import SlowClients, Waiting
 from workloads import Measure
 
 #: The issue's targets.
@@ -18,6 +20,17 @@ TARGET_VS_BOUND = 0.20        # behind plain nginx >= 20% of nginx's own bound
 TARGET_DIRECT = 0.70          # direct >= 70% of the constant app under the same server settings
 TARGET_P99_MS = 2.0           # p99 at half of the peak behind nginx
 TARGET_SHARE = 0.5            # least/busiest worker CPU during the direct run
+TARGET_CACHE = 0.60           # behind nginx with its cache on, a repeated token: >= 60% of the bound
+TARGET_SLOW_S = 0.100         # beside the slow clients, every valid request answered within 100 ms
+TARGET_HUNG_P99_MS = 10.0     # local-only p99 with a hung core and checkDatabase requests waiting on it
+
+
+@dataclass
+class Stress:
+    """What was measured under hostile conditions: slow clients, and requests waiting on a hung core."""
+
+    slow: SlowClients
+    waiting: Waiting
 
 
 @dataclass
@@ -44,7 +57,7 @@ class Config:
         return statistics.median(self.rates)
 
     def spread(self) -> float:
-        return self.rates[-1] / self.rates[0]
+        return self.rates[-1] / max(self.rates[0], 1e-9)
 
     def shares(self) -> list[float]:
         """Least/busiest worker CPU ticks, per round (empty when there is no app or one worker)."""
@@ -64,7 +77,59 @@ def cell_share(config: Config) -> str:
     return f"{statistics.median(shares):.2f}/{min(shares):.2f}" if shares else "-"
 
 
-def report(args: argparse.Namespace, configs: dict[str, Config], settings: str, notes: list[str],
+def ratio_cell(key: str, configs: dict[str, Config]) -> str:
+    """A table row's ratios: to the constant app (direct), to the service with nothing waiting (the hung
+    core), else to the bound, supertokens-node and supertokens-python."""
+    c, median = configs, configs[key].median
+    if key in ("direct", "const"):
+        return f"{median / c['const'].median:.2f} of constant"
+    if key.startswith("hung"):
+        return f"{median / c['hung_idle'].median:.2f} of nothing waiting"
+    return f"{median / c['bound'].median:.2f} bound {median / c['node'].median:.2f}x node {median / c['pysdk'].median:.2f}x py"
+
+
+def probe_cell(probes: list[tuple[int, float]]) -> str:
+    """Each valid request's latency in ms, its status beside it when it was no 200."""
+    return ", ".join(f"{took * 1000:.1f}" + ("" if status == 200 else f" ({status or 'no answer'})")
+                     for status, took in probes)
+
+
+def print_stress(stress: Stress, configs: dict[str, Config]) -> None:
+    """The slow clients' probes and what the requests waiting on the hung core got."""
+    slow, waiting = stress.slow, stress.waiting
+    print()
+    print(f"9 slow clients: {slow.connections} connections to the service direct sent `GET /verify HTTP/1.1` and "
+          "`Host: x`, then a header byte every 0.1 s, never finishing; beside them, valid /verify requests on fresh "
+          f"connections answered in {probe_cell(slow.probes)} ms; {slow.still_open} of {slow.connections} slow "
+          "connections still open after them (then closed)")
+    errors = [r.wrk.errors for r in configs["hung"].measure.rounds if r.wrk.errors]
+    answers = ", ".join(f"{status or 'no answer'} x{n}" for status, n in sorted(waiting.statuses.items())) or "none"
+    print(f"10 hung core: {waiting.count} `?checkDatabase=true` requests kept waiting on it (each sent again when "
+          f"answered), {waiting.held} core calls held when the rounds began; their answers meanwhile: {answers}; "
+          f"wrk errors of the local-only rounds: {errors or 'none'}")
+
+
+def stress_targets(configs: dict[str, Config], stress: Stress) -> list[tuple[str, bool, str]]:
+    """The targets of the nginx cache, the slow clients and the hung core: (name, met, figure)."""
+    c = configs
+    cache = c["svc_cache"].median / c["bound"].median
+    slow = stress.slow
+    within = slow.answered_within(TARGET_SLOW_S)
+    hung = c["hung"]
+    p99s, timeouts = hung.p99s(), sum(sum(r.wrk.errors.values()) for r in hung.measure.rounds)
+    p99 = statistics.median(p99s)
+    return [
+        ("behind nginx with its cache on, repeated token >= 60% of the bound", cache >= TARGET_CACHE, f"{cache:.0%}"),
+        (f"{slow.connections} slow connections: 4 of 4 valid answered within 100 ms",
+         within == len(slow.probes) == 4, f"{within} of {len(slow.probes)} ({probe_cell(slow.probes)} ms)"),
+        (f"hung core, {stress.waiting.count} checkDatabase waiting: local p99 <= 10 ms",
+         p99 <= TARGET_HUNG_P99_MS and timeouts == 0,
+         f"{p99:.2f} ms (p50 {hung.measure.median.p50_ms:.2f}, worst round {p99s[-1]:.2f}, nothing waiting "
+         f"{statistics.median(c['hung_idle'].p99s()):.2f}" + (f"; {timeouts} wrk errors" if timeouts else "") + ")"),
+    ]
+
+
+def report(args: argparse.Namespace, configs: dict[str, Config], stress: Stress, settings: str, notes: list[str],
            pace: float, minutes: float) -> None:
     """The table, the targets and the notes, printed."""
     c = configs
@@ -89,10 +154,7 @@ def report(args: argparse.Namespace, configs: dict[str, Config], settings: str, 
         if key.startswith(("paced", "const_")):
             continue
         m = cfg.measure
-        if key in ("direct", "const"):
-            ratio = f"{cfg.median / c['const'].median:.2f} of constant"
-        else:
-            ratio = f"{cfg.median / bound:.2f} bound {cfg.median / node:.2f}x node {cfg.median / py:.2f}x py"
+        ratio = ratio_cell(key, c)
         spread = cfg.spread()
         flag = f"{spread:.2f}" + (" BIMODAL" if spread > args.bimodal else "")
         print(f"{cfg.label:46s} {m.connections:5d} {cfg.rates[0]:7,.0f} {cfg.median:7,.0f} {cfg.rates[-1]:7,.0f} "
@@ -118,6 +180,7 @@ def report(args: argparse.Namespace, configs: dict[str, Config], settings: str, 
         cfg = c[key]
         print(f"  {cfg.label:44s} {cfg.measure.connections:3d} conns  {cfg.median:7,.0f} req/s  "
               f"closed {statistics.median(cfg.closed):.3f}  accepted {statistics.median(cfg.accepted):.3f}")
+    print_stress(stress, c)
     svc, direct = c["svc"].median, c["direct"].median
     p99 = statistics.median(c["paced_svc"].p99s())
     shares = c["direct"].shares()
@@ -131,11 +194,12 @@ def report(args: argparse.Namespace, configs: dict[str, Config], settings: str, 
         ("p99 <= 2 ms at half peak behind nginx", p99 <= TARGET_P99_MS, f"{p99:.2f} ms"),
         ("direct: least/busiest worker CPU >= 0.5 (median round)", share >= TARGET_SHARE,
          f"{share:.2f} (worst round {min(shares, default=float('nan')):.2f})"),
+        *stress_targets(c, stress),
     ]
     print()
     print("targets (medians of the rounds):")
     for name, ok, value in targets:
-        print(f"  {'met    ' if ok else 'NOT MET'}  {name:56s} {value}")
+        print(f"  {'met    ' if ok else 'NOT MET'}  {name:68s} {value}")
     unix = c["svc_unix"].median
     notes = [f"unix socket vs TCP between nginx and the service: {unix / svc:.2f}x ({unix:,.0f} vs {svc:,.0f} req/s)",
              *notes]
@@ -146,15 +210,18 @@ def report(args: argparse.Namespace, configs: dict[str, Config], settings: str, 
     for note in notes:
         print(f"note: {note}")
     if args.json:
-        write_json(args.json, configs, targets)
+        write_json(args.json, configs, stress, targets)
 
 
-def write_json(path: Path, configs: dict[str, Config], targets: list[tuple[str, bool, str]]) -> None:
+def write_json(path: Path, configs: dict[str, Config], stress: Stress, targets: list[tuple[str, bool, str]]) -> None:
     data = {"configurations": {k: {"label": cfg.label, "connections": cfg.measure.connections,
                                    "rates": [r.wrk.rate for r in cfg.measure.rounds],
+                                   "p50_ms": [r.wrk.p50_ms for r in cfg.measure.rounds],
                                    "p99_ms": [r.wrk.p99_ms for r in cfg.measure.rounds],
+                                   "wrk_errors": [r.wrk.errors for r in cfg.measure.rounds],
                                    "closed_per_request": cfg.closed,
                                    "accepted_per_request_machine": cfg.accepted, "worker_shares": cfg.shares()}
                                for k, cfg in configs.items()},
+            "slow_clients": stress.slow.as_json(), "hung_core": stress.waiting.as_json(),
             "targets": [{"target": t, "met": ok, "value": v} for t, ok, v in targets]}
     path.write_text(json.dumps(data, indent=2) + "\n")

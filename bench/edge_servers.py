@@ -1,6 +1,8 @@
-"""The servers of ``bench/edge_bench.py``: the service (TCP and unix socket), the constant app served
-the same way, supertokens-node under express, supertokens-python under uvicorn, and one nginx with a
-plain ``auth_request`` config in front of them; each checked to verify for real before measuring."""
+"""The servers of ``bench/edge_bench.py``: the service (TCP and unix socket; once more with
+``proxy_cache_seconds``, and once more with a hung core), the constant app served the same way,
+supertokens-node under express, supertokens-python under uvicorn, and one nginx with a plain
+``auth_request`` config in front of them (one location with the optional ``proxy_cache``); each checked
+to verify for real before measuring."""
 
 from __future__ import annotations
 
@@ -9,19 +11,34 @@ import os
 import shutil
 import sys
 import tempfile
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from edge_stress import HungCore, hung_core
 from processes import BENCH, HOST, Proc, expect_status, free_port, http_get, started, wait_http
 from servers import API_KEY, NGINX_TEMP_PATHS, Shared
+
+if TYPE_CHECKING:
+    from forward_auth.settings import Settings
 
 NODE_DIR = BENCH / "node"
 PY_SITE = BENCH / "python" / "site"
 #: The gates nginx asks, by location name: (upstream, path).
-AUTHS = {"svc": ("svc", "/verify"), "svc_unix": ("svc_unix", "/verify"), "node": ("node", "/verify"),
-         "pysdk": ("pysdk", "/verify")}
+AUTHS = {"svc": ("svc", "/verify"), "svc_unix": ("svc_unix", "/verify"), "svc_cache": ("svc_cache", "/verify"),
+         "node": ("node", "/verify"), "pysdk": ("pysdk", "/verify")}
+#: How long the service with the nginx cache lets nginx reuse an allowed answer (``proxy_cache_seconds``).
+PROXY_CACHE_SECONDS = 30
+#: The auth location's cache, as nginx.conf.example's optional block (``{key}``: the example's own key).
+CACHE = """\
+            proxy_cache edge_cache;
+            proxy_cache_key {key};
+            proxy_cache_lock on;
+"""
 #: The constant app behind nginx, answering 200 with a JSON body or an empty one (the keep-alive probe).
 PROBES = {"const_body": ("const", "/verify"), "const_empty": ("const", "/empty")}
 
@@ -39,6 +56,8 @@ http {{
     upstream node {{ server {host}:{node}; keepalive 32; }}
     upstream pysdk {{ server {host}:{pysdk}; keepalive 32; }}
     upstream const {{ server {host}:{const}; keepalive 32; }}
+    upstream svc_cache {{ server {host}:{svc_cache}; keepalive 32; }}
+    proxy_cache_path {work}/cache keys_zone=edge_cache:1m max_size=16m inactive=60s use_temp_path=off;
 
     server {{
         listen {host}:{listen};
@@ -73,7 +92,7 @@ PROTECTED = """\
             proxy_set_header Content-Length "";
             proxy_set_header X-Original-URI $request_uri;
             proxy_set_header X-Original-Method $request_method;
-        }}
+{cache}        }}
 """
 
 
@@ -82,10 +101,12 @@ class Edge:
     """The running servers and the URLs of each configuration."""
 
     work: Path
-    procs: dict[str, Proc]           # service, service-unix, constant, node, pysdk, nginx
-    urls: dict[str, str]             # bound, svc, svc_unix, node, pysdk behind nginx; direct, const
-    ports: dict[str, int]            # svc, const, node, pysdk, nginx
+    procs: dict[str, Proc]           # service, service-unix, service-cache, service-hung, constant, node, pysdk, nginx
+    urls: dict[str, str]             # bound, svc, svc_unix, svc_cache, node, pysdk behind nginx; direct, const, hung
+    ports: dict[str, int]            # svc, svc_cache, svc_hung, const, node, pysdk, nginx
     cookie: dict[str, str]
+    hung: HungCore                   # the core of service-hung
+    core_calls: int                  # core calls a service makes at once (workers x threads)
     settings: str                    # the service's server settings, as the report names them
     notes: list[str]
     log_start: int = 0               # nginx's error log up to here is the start-up's (502s while upstreams start)
@@ -98,15 +119,28 @@ class Edge:
         return [ln for ln in lines if any(f"[{lvl}]" in ln for lvl in ("error", "crit", "alert", "emerg"))]
 
 
-def service_settings(service_args: list[str]) -> str:
-    """What ``forward-auth serve`` makes of these flags (no FORWARD_AUTH_* environment) at run time."""
+def loaded_settings(service_args: list[str]) -> Settings:
+    """What ``forward-auth serve --workers 2`` makes of these flags (no FORWARD_AUTH_* environment) at run time."""
     from forward_auth import cli
     from forward_auth import settings as settings_module
 
-    args = cli._parser().parse_args(["serve", *service_args])
-    s = settings_module.load({n: getattr(args, n) for n in settings_module.FLAGS}, config_file=args.config,
-                             environ={})
+    args = cli._parser().parse_args(["serve", "--workers", "2", *service_args])
+    return settings_module.load({n: getattr(args, n) for n in settings_module.FLAGS}, config_file=args.config,
+                                environ={})
+
+
+def service_settings(s: Settings) -> str:
+    """The service's server settings, as the report names them."""
     return f"server={s.server}, workers={s.workers}, threads={s.threads}, decision_cache_seconds={s.decision_cache_seconds:g}"
+
+
+def shipped_cache_key() -> str:
+    """The ``proxy_cache_key`` of nginx.conf.example's optional cache block (commented out there): what a
+    decision reads (the policy location, method, host, URI, cookies, bearer, rid, anti-csrf, preflight)."""
+    for line in (BENCH.parent / "nginx.conf.example").read_text().splitlines():
+        if line.strip().startswith("#proxy_cache_key "):
+            return line.strip().removeprefix("#proxy_cache_key ").rstrip(";")
+    raise SystemExit("edge_bench: nginx.conf.example has no optional `#proxy_cache_key` line any more")
 
 
 def clean_env() -> dict[str, str]:
@@ -136,15 +170,24 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
             stack.callback(shutil.rmtree, work, True)
         work.chmod(0o755)  # nginx workers (nobody, when started as root) reach the unix socket here
         (work / "html").mkdir(mode=0o755)
+        (work / "cache").mkdir()
+        (work / "cache").chmod(0o777)  # and write nginx's cache here
         env, python, core = clean_env(), sys.executable, shared.core_url
-        ports = {name: free_port() for name in ("svc", "const", "node", "pysdk", "nginx")}
-        serve = [python, "-m", "forward_auth", "serve", "--workers", "2", "--core-url", core,
-                 "--core-api-key", API_KEY]
+        hung = stack.enter_context(hung_core(core))
+        ports = {name: free_port() for name in ("svc", "svc_cache", "svc_hung", "const", "node", "pysdk", "nginx")}
+
+        def serve(name: str, bind: str, core_url: str = core, extra_env: dict[str, str] | None = None) -> Proc:
+            """``forward-auth serve --workers 2`` with its defaults and ``--service-args``, started as ``name``."""
+            return stack.enter_context(started(name, [
+                python, "-m", "forward_auth", "serve", "--workers", "2", "--core-url", core_url,
+                "--core-api-key", API_KEY, "--bind", bind, *args.service_args], work, {**env, **(extra_env or {})}))
+
         procs = {
-            "service": stack.enter_context(started("service", [
-                *serve, "--bind", f"{HOST}:{ports['svc']}", *args.service_args], work, env)),
-            "service-unix": stack.enter_context(started("service-unix", [
-                *serve, "--bind", f"unix:{work}/svc.sock", *args.service_args], work, env)),
+            "service": serve("service", f"{HOST}:{ports['svc']}"),
+            "service-unix": serve("service-unix", f"unix:{work}/svc.sock"),
+            "service-cache": serve("service-cache", f"{HOST}:{ports['svc_cache']}", extra_env={
+                "FORWARD_AUTH_PROXY_CACHE_SECONDS": str(PROXY_CACHE_SECONDS)}),
+            "service-hung": serve("service-hung", f"{HOST}:{ports['svc_hung']}", core_url=hung.url),
             "constant": stack.enter_context(started("constant", [
                 python, str(BENCH / "edge_constant.py"), "--workers", "2", "--bind", f"{HOST}:{ports['const']}",
                 *args.service_args], work, env)),
@@ -156,27 +199,36 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
                 "--log-level", "warning", "--timeout-keep-alive", "75"], work, {
                 **env, "CORE_URL": core, "API_KEY": API_KEY, "PYTHONPATH": f"{PY_SITE}{os.pathsep}{BENCH}"})),
         }
-        protected = "".join(PROTECTED.format(name=name, upstream=upstream, path=path)
+        key = shipped_cache_key()
+        protected = "".join(PROTECTED.format(name=name, upstream=upstream, path=path,
+                                             cache=CACHE.format(key=key) if name == "svc_cache" else "")
                             for name, (upstream, path) in {**AUTHS, **PROBES}.items())
         conf = work / "nginx.conf"
         conf.write_text(NGINX_CONF.format(work=work, host=HOST, listen=ports["nginx"], svc=ports["svc"],
-                                          node=ports["node"], pysdk=ports["pysdk"], const=ports["const"], protected=protected,
-                                          nginx_workers=args.nginx_workers))
+                                          svc_cache=ports["svc_cache"], node=ports["node"], pysdk=ports["pysdk"],
+                                          const=ports["const"], protected=protected, nginx_workers=args.nginx_workers))
         procs["nginx"] = stack.enter_context(started("nginx", [
             nginx_binary, "-p", str(work), "-c", str(conf), "-e", str(work / "nginx-error.log"),
             "-g", "daemon off;"], work))
         base = f"http://{HOST}:{ports['nginx']}"
         urls = {name: f"{base}/{name}/" for name in ("bound", *AUTHS, *PROBES)}
         urls["direct"] = f"http://{HOST}:{ports['svc']}/verify"
+        urls["hung"] = f"http://{HOST}:{ports['svc_hung']}/verify"
         urls["const"] = f"http://{HOST}:{ports['const']}/verify"
         cookie = {"Cookie": f"sAccessToken={shared.token}"}
         wait_http(procs["nginx"], urls["bound"])
-        for name, proc in (("svc", "service"), ("svc_unix", "service-unix"), ("node", "node"), ("pysdk", "pysdk")):
+        for name, proc in (("svc", "service"), ("svc_unix", "service-unix"), ("svc_cache", "service-cache"),
+                           ("hung", "service-hung"), ("node", "node"), ("pysdk", "pysdk")):
             wait_http(procs[proc], urls[name], cookie, timeout=60)
         wait_http(procs["constant"], urls["const"])
         notes = sanity(urls, cookie, base)
+        check_cached(urls["svc_cache"], cookie, ports["svc_cache"])
+        notes += keys_loaded(hung, urls["hung"], cookie)
         log_start = (work / "nginx-error.log").stat().st_size
-        yield Edge(work, procs, urls, ports, cookie, service_settings(args.service_args), notes, log_start)
+        settings = loaded_settings(args.service_args)
+        yield Edge(work=work, procs=procs, urls=urls, ports=ports, cookie=cookie, hung=hung,
+                   core_calls=settings.workers * settings.threads, settings=service_settings(settings), notes=notes,
+                   log_start=log_start)
 
 
 def sanity(urls: dict[str, str], cookie: dict[str, str], base: str) -> list[str]:
@@ -188,8 +240,9 @@ def sanity(urls: dict[str, str], cookie: dict[str, str], base: str) -> list[str]
             raise SystemExit(f"edge_bench: nginx -> {name} did not pass the user on: {got}")
         expect_status(urls[name], garbage, 401, f"nginx -> {name} with a garbage token")
         expect_status(urls[name], {}, 401, f"nginx -> {name} without a token")
-    expect_status(urls["direct"], cookie, 200, "service direct with a session")
-    expect_status(urls["direct"], garbage, 401, "service direct with a garbage token")
+    for name in ("direct", "hung"):
+        expect_status(urls[name], cookie, 200, f"service {name} with a session")
+        expect_status(urls[name], garbage, 401, f"service {name} with a garbage token")
     expect_status(urls["const"], {}, 200, "constant app")
     for name in PROBES:
         expect_status(urls[name], {}, 200, f"nginx -> {name}")
@@ -200,3 +253,33 @@ def sanity(urls: dict[str, str], cookie: dict[str, str], base: str) -> list[str]
                      "let a garbage token through (200): auth_request never ran; the measured locations use "
                      "`try_files /.none @ok` and `return 200 \"ok\"` in @ok instead")
     return notes
+
+
+def decisions(port: int) -> float:
+    """The answers to ``/verify`` a service has decided so far (its ``forward_auth_decisions_total``)."""
+    text = urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
+               if line.startswith("forward_auth_decisions_total{"))
+
+
+def check_cached(url: str, cookie: dict[str, str], port: int) -> None:
+    """nginx's cache answers repeats of an allowed request (the service decides none of them)."""
+    expect_status(url, cookie, 200, "nginx -> svc_cache, filling the cache")
+    before = decisions(port)
+    for _ in range(3):
+        expect_status(url, cookie, 200, "nginx -> svc_cache, a repeat")
+    if decisions(port) != before:
+        raise SystemExit(f"edge_bench: nginx's proxy_cache did not answer the repeats of {url}: the service "
+                         f"decided {decisions(port) - before:g} of 3 (no X-Accel-Expires? see service-cache.log)")
+
+
+def keys_loaded(hung: HungCore, url: str, cookie: dict[str, str], workers: int = 2) -> list[str]:
+    """Fresh connections to the service of the hung core until each worker has fetched its signing keys (so
+    that it verifies locally once the core hangs); a note when not all of them did within 10 s."""
+    deadline = time.monotonic() + 10
+    while hung.jwks_served < workers and time.monotonic() < deadline:
+        expect_status(url, cookie, 200, "service with the hung core, loading its keys")
+    if hung.jwks_served < workers:
+        return [f"the service of the hung core fetched its keys {hung.jwks_served} times, expected once per "
+                f"worker ({workers}): a worker without them waits on the hung core"]
+    return []

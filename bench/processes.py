@@ -4,6 +4,7 @@ servers started in their own session and stopped with it, HTTP probes, workers, 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -130,6 +131,16 @@ def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5
             return reply.status, dict(reply.headers.items())
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers.items())
+
+
+def timed_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, float]:
+    """One GET on a new connection: (status, seconds); status 0 when no answer came (closed, timed out)."""
+    start = time.monotonic()
+    try:
+        status, _ = http_get(url, headers, timeout)
+    except (OSError, http.client.HTTPException):
+        status = 0
+    return status, time.monotonic() - start
 
 
 def wait_http(proc: Proc, url: str, headers: dict[str, str] | None = None, timeout: float = 30.0) -> None:
