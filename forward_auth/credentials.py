@@ -38,6 +38,7 @@ class Credentials(NamedTuple):
     authorization: str | None = None
     anti_csrf: str | None = None
     rid: str | None = None
+    proxied: bool = False  # a proxy named the original method or URI (trusted or not)
 
     @property
     def path(self) -> str:
@@ -66,26 +67,19 @@ def _warn_untrusted() -> None:
                 "(anti-CSRF checks apply); add the proxy's address to trusted_proxies")
 
 
-def original_method(get: HeaderGetter, fallback: str, *, trusted: bool) -> str:
-    """The proxied request's method (Traefik/Caddy, then nginx), else the request's own.
+def _original_method(forwarded: str | None, fallback: str, *, trusted: bool) -> str:
+    """The proxied request's method (``forwarded``: Traefik/Caddy's, then nginx's), else the request's own.
 
     From a peer that is not a trusted proxy a forwarded method is not believed, and not
     ignored either: the method is unknown, so the anti-CSRF check runs (fails closed when a
     proxy is missing from ``trusted_proxies``, which would otherwise turn every POST into a GET).
     """
-    forwarded = _first(get, _METHOD_HEADERS)
     if forwarded is None:
         return fallback.upper()
     if not trusted:
         _warn_untrusted()
         return UNKNOWN_METHOD
     return forwarded.upper()
-
-
-def proxied(get: HeaderGetter) -> bool:
-    """Whether a proxy sent the request: it names the original method or URI. A proxy reads only
-    an allowed answer's headers, and nginx keeps the upstream connection only after an empty one."""
-    return _first(get, _METHOD_HEADERS) is not None or _first(get, _URI_HEADERS) is not None
 
 
 def _path_of(uri: str) -> str:
@@ -124,9 +118,10 @@ def from_headers(get: HeaderGetter, *, method: str, uri: str, trusted: bool, sdk
         cookies = parse_cookie_header(cookie_header)
         token, duplicate = cookies.get(ACCESS_COOKIE), has_duplicate(cookie_header, ACCESS_COOKIE)
         legacy = cookies.get(LEGACY_ID_REFRESH_COOKIE)
+    forwarded_method, forwarded_uri = _first(get, _METHOD_HEADERS), _first(get, _URI_HEADERS)
     return Credentials(
-        method=original_method(get, method, trusted=trusted),
-        uri=_path_of((_first(get, _URI_HEADERS) if trusted else None) or uri),
+        method=_original_method(forwarded_method, method, trusted=trusted),
+        uri=_path_of((forwarded_uri if trusted else None) or uri),
         host=_hostname((_first(get, ("X-Forwarded-Host",)) if trusted else None) or get("Host") or ""),
         cookie_token=token,
         duplicate_access_cookie=duplicate,
@@ -134,6 +129,9 @@ def from_headers(get: HeaderGetter, *, method: str, uri: str, trusted: bool, sdk
         authorization=get("Authorization"),
         anti_csrf=get("anti-csrf"),
         rid=get("rid"),
+        # A proxy reads only an allowed answer's headers, and nginx keeps the upstream connection
+        # only after an empty one.
+        proxied=forwarded_method is not None or forwarded_uri is not None,
     )
 
 

@@ -144,11 +144,10 @@ class VerifyEndpoint:
             uri = f"/verify?{incoming.query}" if incoming.query else "/verify"
             creds = credentials.from_headers(incoming.header, method=incoming.method, uri=uri, trusted=trusted,
                                              sdk_profile=profile)
-            proxied = credentials.proxied(incoming.header)
             # A redirect names the original URI only when a trusted proxy said what it was (else
             # redirectToPath would be /verify and its policy query).
-            return self._decide(creds, params, reply, decision, proxied=proxied, header=incoming.header,
-                                navigable=proxied and trusted)
+            return self._decide(creds, params, reply, decision, proxied=creds.proxied, header=incoming.header,
+                                navigable=creds.proxied and trusted)
         # /verify/<original path> (Envoy ext_authz): the request *is* the original one, so its
         # method and path are the original ones (no forwarded header is read), and its query
         # string is the client's: it never chooses the policy (the policy file does). The path

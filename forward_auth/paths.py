@@ -23,6 +23,10 @@ _DOT_SEGMENT = re.compile(r"\.\.?")
 _ASCII_LOOKALIKES = frozenset("\u00a5\u20a9\u2044\u2215\u2216\ufe68\u0130")
 
 
+#: Paths up to this long are remembered once judged fine (real traffic repeats a few routes).
+_REMEMBERED_PATH = 256
+
+
 def canonical_path(path: str) -> str:
     """The path a rule is matched on: percent-decoded once (UTF-8), and refused when ambiguous.
 
@@ -35,6 +39,10 @@ def canonical_path(path: str) -> str:
     request reach a path the other way reads as protected. Such paths raise
     :class:`AmbiguousPath` (a 400) instead of being guessed at.
     """
+    return _remembered(path) if len(path) <= _REMEMBERED_PATH else _canonical(path)
+
+
+def _canonical(path: str) -> str:
     if len(path) > MAX_PATH:
         raise AmbiguousPath(f"path longer than {MAX_PATH} bytes")
     if _ENCODED_SEPARATOR.search(path):
@@ -58,6 +66,10 @@ def canonical_path(path: str) -> str:
     if "" in segments[1:-1]:
         raise AmbiguousPath("empty segment ('//') in the path")
     return decoded or "/"
+
+
+#: The last 4096 short paths judged fine (at most ~1 MB); an ambiguous one raises and is not kept.
+_remembered = functools.lru_cache(maxsize=4096)(_canonical)
 
 
 def _as_bytes(text: str) -> bytes:
