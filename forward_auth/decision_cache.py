@@ -60,7 +60,7 @@ class DecisionCache:
         if kept is not None and kept.until > time.monotonic():
             return self._replay(kept, incoming, started)
         answer = self._verify(incoming)
-        _MISS.inc()  # once it was answered (a request handed to the core pool comes through twice)
+        metrics.TALLY.count(_MISS)  # once it was answered (a request handed to the core pool comes through twice)
         cacheable = answer.cacheable
         if cacheable is not None and answer.status == 200:
             life = min(self._seconds, cacheable["until"] - time.time())
@@ -74,7 +74,7 @@ class DecisionCache:
     @staticmethod
     def _replay(kept: _Kept, incoming: Incoming, started: float) -> Answer:
         rid = request_id(incoming.header("X-Request-Id"))
-        _HIT.inc()
+        metrics.TALLY.count(_HIT)
         record_decision({**kept.record, "outcome": "allow", "status": 200, "reason": "ok", "request_id": rid,
                          "cached": True}, time.perf_counter() - started)
         return kept.answer._replace(headers=[*kept.answer.headers, ("x-request-id", rid)])

@@ -117,8 +117,8 @@ def record_decision(record: dict[str, Any], elapsed: float, detail: str | None =
     """Count the decision and log its line (allowed at debug, denied at info, our own errors at
     warning); ``record`` holds its fields but the latency, added here."""
     outcome = record["outcome"]
-    _decisions(outcome, record["reason"]).inc()
-    metrics.DECISION_SECONDS.observe(elapsed)
+    metrics.TALLY.count(_decisions(outcome, record["reason"]))
+    metrics.TALLY.observe(elapsed)
     level = logging.WARNING if outcome == "error" else logging.INFO if outcome == "deny" else logging.DEBUG
     if not log.isEnabledFor(level):
         return

@@ -82,7 +82,7 @@ class Gate:
         if known is None:
             verified = self._check_signature(token, now, digest)
         else:
-            _SIGNATURE_HIT.inc()
+            metrics.TALLY.count(_SIGNATURE_HIT)
             verified = known
         verifier.check_local(selection, creds, self.settings, now=now)
         if not verifier.needs_core(token, policy):
@@ -126,7 +126,7 @@ class Gate:
             candidates = [key] if key is not None else []
         else:
             candidates = self.keys.all_keys()
-        _SIGNATURE_MISS.inc()  # counted once the keys are at hand (a request handed to the core pool asks again)
+        metrics.TALLY.count(_SIGNATURE_MISS)  # counted once the keys are at hand (a request handed to the core pool asks again)
         tokens.verify_signature(token, candidates, now=now, skew=self.settings.clock_skew_seconds,
                                 sdk_profile=self.settings.sdk_profile)
         verified = _Remembered(token.version, token.kid, token.payload, min(token.valid_until, now + VERIFIED_TTL_CAP),

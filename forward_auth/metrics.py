@@ -8,7 +8,10 @@ serves it on the main port or the master on its own address (:class:`MetricsServ
 
 from __future__ import annotations
 
+import atexit
+import bisect
 import os
+import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +44,76 @@ JWKS_AGE = Gauge("forward_auth_jwks_age_seconds", "Age of the key set in use whe
 CORE_REQUESTS = Counter("forward_auth_core_requests_total", "Requests to the SuperTokens core",
                         ["endpoint", "outcome"])
 CACHE = Counter("forward_auth_cache_total", "Cache lookups by cache and result", ["cache", "result"])
+#: How often a worker writes its batched counts under multiprocess mode (:class:`Tally`).
+FLUSH_SECONDS = 1.0
+
+
+class Tally:
+    """The counts of every request, added up in the process and written to the metrics in one go.
+
+    Under multiprocess mode each metric write is a locked write into an mmap'd file: the four
+    of a ``/verify`` (a decision, its latency's bucket and sum, a signature-cache hit) cost 5.2
+    us against 1.2 here. Once :meth:`start` is called in a worker, counts and latencies are kept
+    here and written every :data:`FLUSH_SECONDS` by a daemon thread, before the worker serves
+    ``/metrics`` and when it exits; a scrape misses at most that second of the other workers'.
+    Before that (one process, the tests) each write goes straight through.
+    """
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        # The histogram's buckets, as its own observe() picks them (amount <= bound, +Inf last).
+        self._bounds: list[float] = list(histogram._upper_bounds)
+        self._lock = threading.Lock()
+        self._batching = False
+        self._counts: dict[Any, int] = {}
+        self._buckets = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def count(self, child: Any) -> None:
+        """``child.inc()``, batched."""
+        if not self._batching:
+            child.inc()
+            return
+        with self._lock:
+            self._counts[child] = self._counts.get(child, 0) + 1
+
+    def observe(self, seconds: float) -> None:
+        """The histogram's ``observe(seconds)``, batched."""
+        if not self._batching:
+            self._histogram.observe(seconds)
+            return
+        index = bisect.bisect_left(self._bounds, seconds)
+        with self._lock:
+            self._buckets[index] += 1
+            self._sum += seconds
+
+    def start(self) -> None:
+        """Batch from now on in this process, flushing every :data:`FLUSH_SECONDS` and at exit."""
+        self._batching = True
+        threading.Thread(target=self._flushing, name="forward-auth-metrics", daemon=True).start()
+        atexit.register(self.flush)  # gunicorn's workers exit through it; granian's call flush() themselves
+
+    def flush(self) -> None:
+        """Write what was counted since the last flush."""
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            buckets, self._buckets = self._buckets, [0] * len(self._bounds)
+            total, self._sum = self._sum, 0.0
+        for child, times in counts.items():
+            child.inc(times)
+        if any(buckets):  # prometheus-client has no batch observe: its histogram's own values
+            self._histogram._sum.inc(total)
+            for index, times in enumerate(buckets):
+                if times:
+                    self._histogram._buckets[index].inc(times)
+
+    def _flushing(self) -> None:
+        stop = threading.Event()
+        while not stop.wait(FLUSH_SECONDS):
+            self.flush()
+
+
+TALLY = Tally(DECISION_SECONDS)
 
 
 def _registry() -> CollectorRegistry:
@@ -54,6 +127,7 @@ def _registry() -> CollectorRegistry:
 
 def exposition() -> tuple[bytes, str]:
     """The text exposition of every metric: all workers' under multiprocess mode."""
+    TALLY.flush()
     return generate_latest(_registry()), CONTENT_TYPE_LATEST
 
 

@@ -60,6 +60,8 @@ def worker_app(settings: Settings, policy: PolicySet | None = None,
     ``reloads`` counts SIGHUPs under granian: a change re-reads the policy file at once.
     """
     configure_logging(settings.log_level, settings.log_format)
+    if os.environ.get(metrics.MULTIPROC_ENV):  # several workers: each writes its counts once a second
+        metrics.TALLY.start()
     if settings.tracing:
         tracing.start()
     gate = build_gate(settings)
@@ -215,6 +217,7 @@ CORE_QUEUE = 64
 
 
 def _worker_exited(pid: int) -> None:
+    metrics.TALLY.flush()
     tracing.stop()
     metrics.worker_exited(pid)
 

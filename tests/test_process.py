@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from proxy_harness import free_port, wait_http
 
+from forward_auth.metrics import FLUSH_SECONDS
+
 CLI = [sys.executable, "-m", "forward_auth"]
 SERVERS = pytest.mark.parametrize("server", ["gunicorn", "granian"])
 
@@ -305,6 +307,21 @@ def metric(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"no sample {name}{{{wanted}}}")
 
 
+def settled_metrics(url: str, decisions: int) -> tuple[int, dict[str, str], str]:
+    """``/metrics`` once it counts ``decisions``: each worker writes its counts every
+    ``FLUSH_SECONDS`` (and the one serving the scrape before it), so this waits at most about that."""
+    deadline = time.monotonic() + FLUSH_SECONDS + 4
+    while True:
+        status, headers, text = curl(url)
+        try:
+            seen = metric(text, "forward_auth_decision_seconds_count")
+        except AssertionError:  # not a single one written yet
+            seen = None
+        if seen == decisions or time.monotonic() > deadline:
+            return status, headers, text
+        time.sleep(0.1)
+
+
 @SERVERS
 def test_metrics_add_up_every_worker_and_json_logs_hold_no_token(core_url: str, server: str) -> None:
     port = free_port()
@@ -319,7 +336,7 @@ def test_metrics_add_up_every_worker_and_json_logs_hold_no_token(core_url: str, 
             assert curl(f"http://127.0.0.1:{port}/verify", "-H", "X-Request-Id: probe-1")[0] == 401
         for _ in range(3):
             assert curl(f"http://127.0.0.1:{port}/verify", "-H", f"Cookie: sAccessToken={token}x")[0] == 401
-        status, headers, text = curl(f"http://127.0.0.1:{port}/metrics")
+        status, headers, text = settled_metrics(f"http://127.0.0.1:{port}/metrics", 20)
     assert status == 200 and headers["content-type"].startswith("text/plain")
     assert metric(text, "forward_auth_decisions_total", outcome="allow", reason="ok") == 12
     assert metric(text, "forward_auth_decisions_total", outcome="deny", reason="no-token") == 5
@@ -353,7 +370,7 @@ def test_metrics_bind_serves_every_workers_metrics_from_the_master_only_there(co
         assert curl(f"http://127.0.0.1:{port}/healthz")[0] == 200
         assert [curl(f"http://127.0.0.1:{metrics_port}{path}")[0] for path in ("/", "/verify", "/metrics/x")] == [
             404, 404, 404]
-        status, headers, text = curl(f"http://127.0.0.1:{metrics_port}/metrics")
+        status, headers, text = settled_metrics(f"http://127.0.0.1:{metrics_port}/metrics", 17)
     assert status == 200 and headers["content-type"].startswith("text/plain")
     assert metric(text, "forward_auth_decisions_total", outcome="allow", reason="ok") == 12
     assert metric(text, "forward_auth_decisions_total", outcome="deny", reason="no-token") == 5
