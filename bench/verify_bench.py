@@ -121,7 +121,7 @@ def main() -> None:
         key = hit_gate.keys.key_for(parsed.kid or "")
         assert key is not None and parsed.jws is not None
         signature, signed = parsed.jws.signature, parsed.jws.signing_input
-        creds = credentials.from_headers({"Cookie": f"sAccessToken={raw}"}.get, method="GET", uri="/",
+        creds = credentials.from_headers({"cookie": f"sAccessToken={raw}"}.get, method="GET", uri="/",
                                          trusted=True)
         local, check_db = verifier.Policy(), verifier.Policy(check_database=True)
         init_sdk(url, API_KEY, anti_csrf="NONE")

@@ -16,13 +16,14 @@ from .cookies import (
     parse_cookie_header_node,
 )
 
+#: A request header by its lower-case name (joined when repeated), or None.
 HeaderGetter = Callable[[str], "str | None"]
 log = logging.getLogger(__name__)
 
 #: The method of a request whose proxy we do not trust: not GET, so anti-CSRF checks apply.
 UNKNOWN_METHOD = "UNKNOWN"
-_METHOD_HEADERS = ("X-Forwarded-Method", "X-Original-Method")
-_URI_HEADERS = ("X-Forwarded-Uri", "X-Original-URI", "X-Original-URL")
+_METHOD_HEADERS = ("x-forwarded-method", "x-original-method")
+_URI_HEADERS = ("x-forwarded-uri", "x-original-uri", "x-original-url")
 
 
 class Credentials(NamedTuple):
@@ -111,7 +112,7 @@ def _node_cookies(header: str | None) -> tuple[str | None, bool, str | None]:
 def from_headers(get: HeaderGetter, *, method: str, uri: str, trusted: bool, sdk_profile: str = "python") -> Credentials:
     """Collect credentials through a case-insensitive header getter, the cookies read as
     ``sdk_profile``'s SDK reads them."""
-    cookie_header = get("Cookie")
+    cookie_header = get("cookie")
     if sdk_profile == "node":
         token, duplicate, legacy = _node_cookies(cookie_header)
     else:
@@ -122,11 +123,11 @@ def from_headers(get: HeaderGetter, *, method: str, uri: str, trusted: bool, sdk
     return Credentials(
         method=_original_method(forwarded_method, method, trusted=trusted),
         uri=_path_of((forwarded_uri if trusted else None) or uri),
-        host=_hostname((_first(get, ("X-Forwarded-Host",)) if trusted else None) or get("Host") or ""),
+        host=_hostname((_first(get, ("x-forwarded-host",)) if trusted else None) or get("host") or ""),
         cookie_token=token,
         duplicate_access_cookie=duplicate,
         id_refresh_token=legacy,
-        authorization=get("Authorization"),
+        authorization=get("authorization"),
         anti_csrf=get("anti-csrf"),
         rid=get("rid"),
         # A proxy reads only an allowed answer's headers, and nginx keeps the upstream connection
@@ -138,5 +139,5 @@ def from_headers(get: HeaderGetter, *, method: str, uri: str, trusted: bool, sdk
 def without_forwarding(get: HeaderGetter) -> HeaderGetter:
     """A header getter that hides the forwarded-request headers."""
     def getter(name: str) -> str | None:
-        return None if name.lower().startswith(("x-forwarded-", "x-original-")) else get(name)
+        return None if name.startswith(("x-forwarded-", "x-original-")) else get(name)
     return getter

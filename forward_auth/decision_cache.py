@@ -73,7 +73,7 @@ class DecisionCache:
 
     @staticmethod
     def _replay(kept: _Kept, incoming: Incoming, started: float) -> Answer:
-        rid = request_id(incoming.header("X-Request-Id"))
+        rid = request_id(incoming.headers.get("x-request-id"))
         metrics.TALLY.count(_HIT)
         record_decision({**kept.record, "outcome": "allow", "status": 200, "reason": "ok", "request_id": rid,
                          "cached": True}, time.perf_counter() - started)

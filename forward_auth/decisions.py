@@ -57,9 +57,9 @@ class Decision:
     __slots__ = ("started", "request_id", "span", "original", "user_id", "tenant_id", "allow_reason", "detail")
 
     def __init__(self, header: Callable[[str], str | None], name: str, path: str) -> None:
-        """``header`` reads the request's headers; ``name`` is the span's (``GET /verify``)."""
+        """``header`` reads the request's headers by lower-case name; ``name`` is the span's (``GET /verify``)."""
         self.started = time.perf_counter()
-        self.request_id = request_id(header("X-Request-Id"))
+        self.request_id = request_id(header("x-request-id"))
         self.span = (tracing.decision_span(name, header, {"forward_auth.request_id": self.request_id})
                      if tracing.active() else tracing.NO_SPAN)
         self.original = path  # the original method and path, once known

@@ -45,9 +45,6 @@ class Incoming(NamedTuple):
     headers: Mapping[str, str]  # lower-case names in arrival order; repeats joined as PEP 3333 does
     peer: str                   # the TCP peer's address; "" on a unix socket (a local peer)
 
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
 
 class Answer(NamedTuple):
     """What to send: the status, the headers (lower-case names) and the body. ``cacheable`` holds
@@ -117,7 +114,7 @@ class VerifyEndpoint:
 
     def __call__(self, incoming: Incoming) -> Answer:
         route = "/verify/{path}" if incoming.path.startswith("/verify/") else "/verify"
-        decision = Decision(incoming.header, f"{incoming.method} {route}", incoming.path)
+        decision = Decision(incoming.headers.get, f"{incoming.method} {route}", incoming.path)
         params = parse_query_string(incoming.query, keep_blank=True) if incoming.query else {}
         reply, cacheable = Reply(), None
         try:
@@ -142,18 +139,18 @@ class VerifyEndpoint:
         if incoming.path == "/verify":
             trusted = not incoming.peer or self._trusted_peer(incoming.peer)
             uri = f"/verify?{incoming.query}" if incoming.query else "/verify"
-            creds = credentials.from_headers(incoming.header, method=incoming.method, uri=uri, trusted=trusted,
+            creds = credentials.from_headers(incoming.headers.get, method=incoming.method, uri=uri, trusted=trusted,
                                              sdk_profile=profile)
             # A redirect names the original URI only when a trusted proxy said what it was (else
             # redirectToPath would be /verify and its policy query).
-            return self._decide(creds, params, reply, decision, proxied=creds.proxied, header=incoming.header,
+            return self._decide(creds, params, reply, decision, proxied=creds.proxied, header=incoming.headers.get,
                                 navigable=creds.proxied and trusted)
         # /verify/<original path> (Envoy ext_authz): the request *is* the original one, so its
         # method and path are the original ones (no forwarded header is read), and its query
         # string is the client's: it never chooses the policy (the policy file does). The path
         # was decoded once; quote it again so that the policy decodes it once, as a forwarded URI.
         raw = quote(incoming.path[len("/verify"):], safe="/!$&'()*+,;=:@~")
-        header = credentials.without_forwarding(incoming.header)
+        header = credentials.without_forwarding(incoming.headers.get)
         creds = credentials.from_headers(header, method=incoming.method,
                                          uri=raw + (f"?{incoming.query}" if incoming.query else ""),
                                          trusted=False, sdk_profile=profile)
@@ -166,7 +163,7 @@ class VerifyEndpoint:
         settings = self._gate.settings
         decision.original = f"{header_value(creds.method)} {header_value(creds.path)}"  # no query, no forged lines
         reply.set_header("Cache-Control", "no-store")
-        if settings.cors_preflight and creds.method == "OPTIONS" and header("Access-Control-Request-Method"):
+        if settings.cors_preflight and creds.method == "OPTIONS" and header("access-control-request-method"):
             return _allow(reply, decision, "preflight", proxied)
         rule = rule_for(params, creds, self._policies)
         if rule is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import re
@@ -82,17 +83,24 @@ def apply_headers(resp: Response, headers: ResponseHeaders) -> None:
             resp.set_header(name, value)
 
 
-def identity_headers(session: verifier.Session) -> dict[str, str]:
+def identity_headers(session: verifier.Session) -> tuple[tuple[str, str], ...]:
     """What the token proved, as the headers a proxy copies to the upstream."""
-    tenant = {} if session.tenant_id is None else {"X-Tenant-Id": header_value(session.tenant_id)}
-    return {  # no X-Tenant-Id for supertokens-node's session without one (a v4+ token without tId)
-        "X-User-Id": header_value(session.user_id),
-        "X-Session-Handle": header_value(session.handle),
-        **tenant,
-        "X-Recipe-User-Id": header_value(session.recipe_user_id),
-        "X-Session-Expiry": str(session.expiry_ms),
-        "X-Session-Created": str(session.created_ms),
-    }
+    return _identity(session.user_id, session.handle, session.tenant_id, session.recipe_user_id,
+                     session.expiry_ms, session.created_ms)
+
+
+@functools.lru_cache(maxsize=4096)  # a token's sessions answer many requests: rendered once
+def _identity(user_id: str, handle: str, tenant_id: str | None, recipe_user_id: str, expiry_ms: int,
+              created_ms: int) -> tuple[tuple[str, str], ...]:
+    tenant = () if tenant_id is None else (("X-Tenant-Id", header_value(tenant_id)),)
+    return (  # no X-Tenant-Id for supertokens-node's session without one (a v4+ token without tId)
+        ("X-User-Id", header_value(user_id)),
+        ("X-Session-Handle", header_value(handle)),
+        *tenant,
+        ("X-Recipe-User-Id", header_value(recipe_user_id)),
+        ("X-Session-Expiry", str(expiry_ms)),
+        ("X-Session-Created", str(created_ms)),
+    )
 
 
 def promotion_headers(settings: Settings, session: verifier.Session, anti_csrf: str | None) -> ResponseHeaders:
@@ -117,7 +125,7 @@ def session_headers(settings: Settings, rule: Rule | None, session: verifier.Ses
     """Every header of an allowed answer: identity, the rule's claim headers and ``forwarded``
     ones (a value over :data:`MAX_HEADER_VALUE`, or None, is left out and named in
     ``X-Forward-Auth-Omitted``) and, on a refresh promotion, the new token."""
-    items = list(identity_headers(session).items())
+    items = list(identity_headers(session))
     values: dict[str, str | None] = {**(claim_headers(rule, session) if rule is not None else {}), **(forwarded or {})}
     omitted = [name for name, value in values.items() if value is None or len(value) > MAX_HEADER_VALUE]
     items += [(name, value) for name, value in values.items() if value is not None and name not in omitted]

@@ -33,13 +33,13 @@ def is_navigation(get: HeaderGetter, on_denied: str | None = None) -> bool:
     redirect would get the sign-in page's HTML, and the frontend SDK needs its 401 to refresh."""
     if any(get(name) is not None for name in SDK_HEADERS):
         return False
-    mode = (get("Sec-Fetch-Mode") or "").strip().lower()
+    mode = (get("sec-fetch-mode") or "").strip().lower()
     if mode and mode != "navigate":
         return False
     if on_denied is not None:
         return on_denied == "redirect"
-    return mode == "navigate" or (get("Sec-Fetch-Dest") or "").strip().lower() == "document" or \
-        prefers_html(get("Accept") or "")
+    return mode == "navigate" or (get("sec-fetch-dest") or "").strip().lower() == "document" or \
+        prefers_html(get("accept") or "")
 
 
 def prefers_html(accept: str) -> bool:
