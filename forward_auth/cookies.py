@@ -43,6 +43,8 @@ def parse_cookie_header(header: str | None) -> dict[str, str]:
 
 def has_duplicate(header: str | None, name: str) -> bool:
     """True when ``name`` appears twice among ``a=b`` pairs holding exactly one ``=``."""
+    if header is None or ("%" not in header and header.count(name) < 2):  # no name written twice
+        return False
     count = 0
     for pair in (header or "").split(";"):
         parts = pair.split("=")
