@@ -33,12 +33,9 @@ AUTHS = {"svc": ("svc", "/verify"), "svc_unix": ("svc_unix", "/verify"), "svc_ca
          "node": ("node", "/verify"), "pysdk": ("pysdk", "/verify")}
 #: How long the service with the nginx cache lets nginx reuse an allowed answer (``proxy_cache_seconds``).
 PROXY_CACHE_SECONDS = 30
-#: The auth location's cache, as nginx.conf.example's optional block (``{key}``: the example's own key).
-CACHE = """\
-            proxy_cache edge_cache;
-            proxy_cache_key {key};
-            proxy_cache_lock on;
-"""
+#: The directives of nginx.conf.example's optional cache block that go in its auth location.
+SHIPPED_CACHE_LINES = ("proxy_cache ", "proxy_cache_key ", "proxy_cache_lock ", "open_file_cache ",
+                       "open_file_cache_valid ")
 #: The constant app behind nginx, answering 200 with a JSON body or an empty one (the keep-alive probe).
 PROBES = {"const_body": ("const", "/verify"), "const_empty": ("const", "/empty")}
 
@@ -57,7 +54,7 @@ http {{
     upstream pysdk {{ server {host}:{pysdk}; keepalive 32; }}
     upstream const {{ server {host}:{const}; keepalive 32; }}
     upstream svc_cache {{ server {host}:{svc_cache}; keepalive 32; }}
-    proxy_cache_path {work}/cache keys_zone=edge_cache:1m max_size=16m inactive=60s use_temp_path=off;
+    proxy_cache_path {work}/cache keys_zone=forward_auth:1m max_size=16m inactive=60s use_temp_path=off;
 
     server {{
         listen {host}:{listen};
@@ -134,13 +131,15 @@ def service_settings(s: Settings) -> str:
     return f"server={s.server}, workers={s.workers}, threads={s.threads}, decision_cache_seconds={s.decision_cache_seconds:g}"
 
 
-def shipped_cache_key() -> str:
-    """The ``proxy_cache_key`` of nginx.conf.example's optional cache block (commented out there): what a
-    decision reads (the policy location, method, host, URI, cookies, bearer, rid, anti-csrf, preflight)."""
-    for line in (BENCH.parent / "nginx.conf.example").read_text().splitlines():
-        if line.strip().startswith("#proxy_cache_key "):
-            return line.strip().removeprefix("#proxy_cache_key ").rstrip(";")
-    raise SystemExit("edge_bench: nginx.conf.example has no optional `#proxy_cache_key` line any more")
+def shipped_cache() -> str:
+    """The auth location's part of nginx.conf.example's optional cache block (commented out there), as
+    written: the zone, the key of what a decision reads (the policy location, method, host, URI,
+    cookies, bearer, rid, anti-csrf, preflight), the lock and the open-file cache."""
+    lines = [line.strip().removeprefix("#") for line in (BENCH.parent / "nginx.conf.example").read_text().splitlines()
+             if line.strip().startswith(tuple(f"#{name}" for name in SHIPPED_CACHE_LINES))]
+    if len(lines) != len(SHIPPED_CACHE_LINES):
+        raise SystemExit(f"edge_bench: nginx.conf.example's optional cache block is not {SHIPPED_CACHE_LINES} any more")
+    return "".join(f"            {line}\n" for line in lines)
 
 
 def clean_env() -> dict[str, str]:
@@ -199,9 +198,9 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
                 "--log-level", "warning", "--timeout-keep-alive", "75"], work, {
                 **env, "CORE_URL": core, "API_KEY": API_KEY, "PYTHONPATH": f"{PY_SITE}{os.pathsep}{BENCH}"})),
         }
-        key = shipped_cache_key()
+        cache = shipped_cache()
         protected = "".join(PROTECTED.format(name=name, upstream=upstream, path=path,
-                                             cache=CACHE.format(key=key) if name == "svc_cache" else "")
+                                             cache=cache if name == "svc_cache" else "")
                             for name, (upstream, path) in {**AUTHS, **PROBES}.items())
         conf = work / "nginx.conf"
         conf.write_text(NGINX_CONF.format(work=work, host=HOST, listen=ports["nginx"], svc=ports["svc"],

@@ -31,7 +31,8 @@ API_KEY = "cache-key"
 def with_cache(text: str, directory: Path) -> str:
     """The example with its optional cache lines uncommented (each must be there), caching in
     ``directory`` (nginx's workers run as nobody: pytest's own directories are closed to them)."""
-    lines = ["proxy_cache_path ", "proxy_cache forward_auth;", "proxy_cache_key ", "proxy_cache_lock on;"]
+    lines = ["proxy_cache_path ", "proxy_cache forward_auth;", "proxy_cache_key ", "proxy_cache_lock on;",
+             "open_file_cache ", "open_file_cache_valid "]
     for line in lines:
         assert f"#{line}" in text, f"nginx.conf.example lost its optional #{line}"
         text = text.replace(f"#{line}", line)
