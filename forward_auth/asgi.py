@@ -39,6 +39,8 @@ Sent = tuple[int, list[tuple[bytes, bytes]], bytes]  # a WSGI app's answer, as A
 MAX_BODY = 1 << 20
 _SPECIAL = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"}
 _KEYS: dict[bytes, str] = {}  # header name -> environ key ("" to drop), for the names seen most
+#: The methods ``/verify`` answers (Falcon's resource has their responders); others go to Falcon: 405 or 400.
+VERIFY_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _NAMES: dict[bytes, str] = {}  # header name -> its text ("" to drop), for the names seen most
 T = TypeVar("T")
 _ERRORS = sys.stderr
@@ -80,7 +82,7 @@ class ASGIApp:
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
         if scope["type"] != "http":
             return
-        if self._verify is not None and scope.get("raw_path") == b"/verify":
+        if self._verify is not None and scope.get("raw_path") == b"/verify" and scope["method"] in VERIFY_METHODS:
             await self._verify_path(scope, receive, send, self._verify)
             return
         environ = self._environ(scope)

@@ -68,6 +68,11 @@ class Decision:
         self.allow_reason: str | None = None
         self.detail: str | None = None  # an error's detail: logged, never sent
 
+    def abandon(self) -> None:
+        """The decision is made again elsewhere (on granian's core pool): end this span, record nothing."""
+        self.span.set({"forward_auth.outcome": "handed-to-core-pool"})
+        self.span.end()
+
     def finish(self, status: int, reason: str | None, rule: str | None) -> None:
         """Record the answer: its status, its ``X-Forward-Auth-Reason`` and the rule's name."""
         try:
@@ -93,9 +98,9 @@ class Decision:
 class DecisionRecorder:
     """Falcon middleware around ``POST /sessions/verify`` (``/verify`` records its own)."""
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if req.path == SESSIONS_PATH:
-            req.context.decision = Decision(req.get_header, f"{req.method} {req.path}", req.path)
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object, params: object) -> None:
+        if req.uri_template == SESSIONS_PATH:  # the route, however it was spelled (``//sessions/verify``)
+            req.context.decision = Decision(req.get_header, f"{req.method} {SESSIONS_PATH}", SESSIONS_PATH)
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
                          req_succeeded: bool) -> None:

@@ -127,9 +127,13 @@ class VerifyEndpoint:
             reply = Reply()
             reply.status, reply.media = 500, {"message": "internal error"}
             reply.set_header("X-Forward-Auth-Reason", "internal-error")
+        except BaseException:  # WouldBlock: decided again on the core pool, in a span of its own
+            decision.abandon()
+            raise
         decision.finish(reply.status, reply.get_header("X-Forward-Auth-Reason"), reply.get_header("X-Forward-Auth-Rule"))
         reply.set_header("X-Request-Id", decision.request_id)
-        if params.get("proxy") == "nginx":
+        proxy = params.get("proxy")
+        if (proxy[-1] if isinstance(proxy, list) else proxy) == "nginx":  # the last, as Falcon's get_param
             _for_nginx(reply)
         return reply.answer(incoming.method == "HEAD", cacheable)
 

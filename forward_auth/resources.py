@@ -21,12 +21,14 @@ class VerifyResource:
         self._verify = verify
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, path: str | None = None) -> None:
+        """The route's own path (``//verify`` and ``/%2Fverify`` are routed here too), never the spelling."""
         env = req.env
         headers = {name[5:].lower().replace("_", "-"): value for name, value in env.items() if name[:5] == "HTTP_"}
         for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
             if env.get(name):
                 headers[name.lower().replace("_", "-")] = env[name]
-        answer = self._verify(Incoming(req.method, req.path, req.query_string, headers, req.remote_addr))
+        route = "/verify" if path is None else f"/verify/{path}"
+        answer = self._verify(Incoming(req.method, route, req.query_string, headers, req.remote_addr))
         resp.status = answer.status
         for name, value in answer.headers:
             if name == "set-cookie":

@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from conftest import CORE, FakeCore, v5
@@ -230,3 +231,48 @@ def test_verify_without_falcon_answers_exactly_as_through_falcon(fake_core: Fake
         assert answer == _sent(through_falcon, request, body), request["headers"]
         statuses.add(answer[0])
     assert statuses == {200, 302, 400, 401}  # the cases reach each kind of answer
+
+
+def test_verify_spelled_with_more_slashes_is_the_same_route_judged_on_the_forwarded_request(
+        fake_core: FakeCore, key: SigningKey, tmp_path: Path) -> None:
+    """Falcon routes ``//verify`` and ``/%2Fverify`` (an auth URL built from a base ending in
+    ``/``) to ``/verify``: the forwarded URI and method are read there too, never the spelling."""
+    fake_core.verify_answer = OK_SESSION
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("default: {session: required}\nrules:\n  - name: admin\n    match: {path_prefix: /admin/}\n"
+                      "    claims:\n      - {claim: st-role, includes: root}\n")
+    svc = service(fake_core, trusted_proxies="127.0.0.1/32", policy_file=str(policy))
+    cookie = ("Cookie", f"sAccessToken={v5(key)}".encode())
+    for app in (lean(svc), ASGIApp(svc, core_concurrency=1, core_queue=1)):
+        for raw in (b"/verify", b"//verify", b"/%2Fverify"):
+            status, headers, _ = _sent(app, scope("GET", raw, [("X-Forwarded-Uri", b"/admin/x"), cookie]))
+            assert (status, dict(headers)["x-forward-auth-rule"]) == (403, "admin"), raw
+            status, headers, _ = _sent(app, scope("GET", raw, [("X-Forwarded-Method", b"POST"),
+                                                               ("X-Forwarded-Uri", b"/api/x"), cookie]))
+            assert status == 200 and "x-user-id" in dict(headers), raw  # a POST, decided as one
+        for raw in (b"/verify/admin/x", b"//verify/admin/x"):
+            assert _sent(app, scope("GET", raw, [cookie]))[0] == 403, raw
+
+
+def test_methods_without_a_responder_and_a_repeated_proxy_parameter_answer_as_through_falcon(
+        fake_core: FakeCore, key: SigningKey) -> None:
+    fake_core.verify_answer = OK_SESSION
+    svc = service(fake_core)
+    cookie = ("Cookie", f"sAccessToken={v5(key)}".encode())
+    through_falcon = ASGIApp(svc, core_concurrency=1, core_queue=1)
+    for method, expected in (("TRACE", 405), ("PROPFIND", 405), ("get", 400), ("FOO", 400)):
+        request = scope(method, b"/verify", [cookie])
+        assert _sent(lean(svc), request)[0] == _sent(through_falcon, request)[0] == expected, method
+    for query in (b"proxy=nginx&proxy=nginx", b"proxy=traefik&proxy=nginx"):  # the last one counts
+        request = scope("GET", b"/verify", [("X-Original-URI", b"/api/x"), ("Cookie", b"sAccessToken=garbage")], query)
+        status, headers, body = _sent(lean(svc), request)
+        assert (status, dict(headers).get("x-forward-auth-status"), body) == (401, "401", b""), query
+
+
+def test_sessions_verify_spelled_with_more_slashes_is_the_same_route(fake_core: FakeCore, key: SigningKey) -> None:
+    svc = service(fake_core)
+    body = json.dumps({"accessToken": v5(key)}).encode()
+    for raw in (b"/sessions/verify", b"//sessions/verify"):
+        request = scope("POST", raw, [("Content-Type", b"application/json"), ("Content-Length", str(len(body)).encode())])
+        status, _, answer = _sent(ASGIApp(svc, core_concurrency=1, core_queue=1), request, body)
+        assert (status, json.loads(answer)["status"]) == (200, "OK"), raw  # its decision recorded, no 500

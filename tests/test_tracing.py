@@ -199,3 +199,21 @@ print(sorted(n for n in sys.modules if n.startswith("opentelemetry")))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_request_handed_to_the_core_pool_leaves_no_span_open_or_current(
+        fake_core: FakeCore, key: SigningKey, exporter: InMemorySpanExporter) -> None:
+    """Under granian a request first tried on the event loop and decided again on the core pool
+    ends its first span (marked so) and detaches it: the next request's span is no child of it."""
+    from opentelemetry import trace
+    from test_asgi import OK_SESSION, at, lean, serve, service
+
+    fake_core.verify_answer = OK_SESSION
+    app = lean(service(fake_core))
+    assert serve(app, at(v5(key), b"checkDatabase=true"))[0] == 200
+    assert not trace.get_current_span().get_span_context().is_valid  # nothing left current on the loop
+    handed, decided = named(exporter, "GET /verify")
+    assert dict(handed.attributes or {})["forward_auth.outcome"] == "handed-to-core-pool"
+    assert dict(decided.attributes or {})["forward_auth.outcome"] == "allow"
+    assert serve(app, at(v5(key)))[0] == 200
+    assert named(exporter, "GET /verify")[-1].parent is None
