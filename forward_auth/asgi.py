@@ -184,6 +184,8 @@ class ASGIApp:
             "wsgi.multiprocess": True,
             "wsgi.run_once": False,
         }
+        if raw_path is not None:  # the request target as sent, as gunicorn gives it
+            environ["RAW_URI"] = raw_path.decode("latin-1") + (f"?{environ['QUERY_STRING']}" if environ["QUERY_STRING"] else "")
         for name, raw in scope["headers"]:  # lower-case names, in the order sent
             key = _KEYS.get(name)
             if key is None:

@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
-from urllib.parse import quote
 
 from falcon.util.uri import parse_query_string
 
@@ -40,7 +39,7 @@ class Incoming(NamedTuple):
     """A request to ``/verify`` as any server hands it over."""
 
     method: str
-    path: str                   # decoded once: ``/verify`` or ``/verify/<original path>``
+    path: str                   # ``/verify``, or ``/verify/<original path>`` (that path as sent, %-encoded)
     query: str                  # as sent
     headers: Mapping[str, str]  # lower-case names in arrival order; repeats joined as PEP 3333 does
     peer: str                   # the TCP peer's address; "" on a unix socket (a local peer)
@@ -152,8 +151,8 @@ class VerifyEndpoint:
         # /verify/<original path> (Envoy ext_authz): the request *is* the original one, so its
         # method and path are the original ones (no forwarded header is read), and its query
         # string is the client's: it never chooses the policy (the policy file does). The path
-        # was decoded once; quote it again so that the policy decodes it once, as a forwarded URI.
-        raw = quote(incoming.path[len("/verify"):], safe="/!$&'()*+,;=:@~")
+        # is as sent: the policy decodes it once, as a forwarded URI.
+        raw = incoming.path[len("/verify"):]
         header = credentials.without_forwarding(incoming.headers.get)
         creds = credentials.from_headers(header, method=incoming.method,
                                          uri=raw + (f"?{incoming.query}" if incoming.query else ""),

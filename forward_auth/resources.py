@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import falcon
 
@@ -27,7 +28,7 @@ class VerifyResource:
         for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
             if env.get(name):
                 headers[name.lower().replace("_", "-")] = env[name]
-        route = "/verify" if path is None else f"/verify/{path}"
+        route = "/verify" if path is None else "/verify" + _original_path(env, path)
         answer = self._verify(Incoming(req.method, route, req.query_string, headers, req.remote_addr))
         resp.status = answer.status
         for name, value in answer.headers:
@@ -39,6 +40,17 @@ class VerifyResource:
 
     on_post = on_put = on_patch = on_delete = on_head = on_options = on_get
     on_get_path = on_post_path = on_put_path = on_patch_path = on_delete_path = on_head_path = on_options_path = on_get
+
+
+def _original_path(env: dict[str, Any], path: str) -> str:
+    """The original path of ``/verify/<path>`` as the client sent it (percent-encoded), so that the
+    policy decodes it once and sees an encoded ``/`` or ``%``: the request target's own when the
+    server gives it (``RAW_URI``: gunicorn, granian's ASGI adapter), else Falcon's decoded path,
+    its bytes encoded again."""
+    raw = str(env.get("RAW_URI") or "").partition("?")[0]
+    if raw.startswith("/verify/"):
+        return raw[len("/verify"):]
+    return quote("/" + path, safe="/!$&'()*+,;=:@~", encoding="latin-1")  # PEP 3333: bytes as latin-1
 
 
 class SessionsResource:

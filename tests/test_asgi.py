@@ -276,3 +276,21 @@ def test_sessions_verify_spelled_with_more_slashes_is_the_same_route(fake_core: 
         request = scope("POST", raw, [("Content-Type", b"application/json"), ("Content-Length", str(len(body)).encode())])
         status, _, answer = _sent(ASGIApp(svc, core_concurrency=1, core_queue=1), request, body)
         assert (status, json.loads(answer)["status"]) == (200, "OK"), raw  # its decision recorded, no 500
+
+
+def test_the_envoy_path_is_judged_as_sent(fake_core: FakeCore, key: SigningKey, tmp_path: Path) -> None:
+    """``/verify/<path>``: the policy decodes the client's path once, as it does a forwarded URI,
+    so bytes that are no UTF-8 (an overlong ``.``) and an encoded ``/`` are refused, not lost in
+    the server's own decoding; a UTF-8 path is decoded once."""
+    fake_core.verify_answer = OK_SESSION
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("default: {session: required}\nrules:\n  - name: admin\n    match: {path_prefix: /admin/}\n"
+                      "    claims:\n      - {claim: st-role, includes: root}\n")
+    app = ASGIApp(service(fake_core, policy_file=str(policy)), core_concurrency=1, core_queue=1)
+    cookie = ("Cookie", f"sAccessToken={v5(key)}".encode())
+    for raw in (b"/verify/%C0%AE%C0%AE/admin/x", b"/verify/a%2Fb/x", b"/verify/admin%2Fx"):
+        status, headers, _ = _sent(app, scope("GET", raw, [cookie]))
+        assert (status, dict(headers)["x-forward-auth-reason"]) == (400, "ambiguous-path"), raw
+    status, headers, _ = _sent(app, scope("GET", b"/verify/admin/caf%C3%A9", [cookie]))
+    assert (status, dict(headers)["x-forward-auth-rule"]) == (403, "admin")
+    assert _sent(app, scope("GET", b"/verify/api/x", [cookie]))[0] == 200
