@@ -131,7 +131,7 @@ class VerifyEndpoint:
             raise
         decision.finish(reply.status, reply.get_header("X-Forward-Auth-Reason"), reply.get_header("X-Forward-Auth-Rule"))
         reply.set_header("X-Request-Id", decision.request_id)
-        proxy = params.get("proxy")
+        proxy = params.get("proxy") if incoming.path == "/verify" else None  # /verify/<path>: the client's query
         if (proxy[-1] if isinstance(proxy, list) else proxy) == "nginx":  # the last, as Falcon's get_param
             _for_nginx(reply)
         return reply.answer(incoming.method == "HEAD", cacheable)

@@ -294,3 +294,5 @@ def test_the_envoy_path_is_judged_as_sent(fake_core: FakeCore, key: SigningKey, 
     status, headers, _ = _sent(app, scope("GET", b"/verify/admin/caf%C3%A9", [cookie]))
     assert (status, dict(headers)["x-forward-auth-rule"]) == (403, "admin")
     assert _sent(app, scope("GET", b"/verify/api/x", [cookie]))[0] == 200
+    status, headers, _ = _sent(app, scope("GET", b"/verify/api/x", [], b"proxy=nginx"))  # the client's query
+    assert status == 401 and "x-forward-auth-status" not in dict(headers)
