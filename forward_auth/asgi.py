@@ -23,6 +23,7 @@ other path is served by the WSGI app. Three things granian's own WSGI layer (or 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import sys
 from collections.abc import Callable, Iterable
@@ -37,8 +38,7 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Sent = tuple[int, list[tuple[bytes, bytes]], bytes]  # a WSGI app's answer, as ASGI sends it
 #: Largest request body read (``POST /sessions/verify`` reads at most 1 MiB); the rest is not.
 MAX_BODY = 1 << 20
-_SPECIAL = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"}
-_KEYS: dict[bytes, str] = {}  # header name -> environ key ("" to drop), for the names seen most
+_SPECIAL = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 #: The methods ``/verify`` answers (Falcon's resource has their responders); others go to Falcon: 405 or 400.
 VERIFY_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _NAMES: dict[bytes, str] = {}  # header name -> its text ("" to drop), for the names seen most
@@ -46,11 +46,9 @@ T = TypeVar("T")
 _ERRORS = sys.stderr
 
 
-def _environ_key(name: bytes) -> str:
-    key = "" if b"_" in name else _SPECIAL.get(name) or "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
-    if len(_KEYS) < 256 and len(name) <= 64:  # a client's invented names do not grow it without bound
-        _KEYS[name] = key
-    return key
+@functools.lru_cache(maxsize=256)
+def _environ_key(name: str) -> str:
+    return "HTTP_" + name.upper().replace("-", "_")
 
 
 class _Response:
@@ -186,19 +184,11 @@ class ASGIApp:
         }
         if raw_path is not None:  # the request target as sent, as gunicorn gives it
             environ["RAW_URI"] = raw_path.decode("latin-1") + (f"?{environ['QUERY_STRING']}" if environ["QUERY_STRING"] else "")
-        for name, raw in scope["headers"]:  # lower-case names, in the order sent
-            key = _KEYS.get(name)
-            if key is None:
-                key = _environ_key(name)
-            if not key:  # ambiguous with the dashed name: dropped, as gunicorn does
-                continue
-            value = raw.decode("latin-1")
-            if key in environ:
-                if key == "HTTP_HOST":
-                    return None
-                environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
-            else:
-                environ[key] = value
+        headers = _headers(scope)
+        if headers is None:
+            return None
+        for name, value in headers.items():
+            environ[_SPECIAL.get(name) or _environ_key(name)] = value
         return environ
 
 
@@ -215,8 +205,9 @@ async def _two_hosts(send: Callable[[Any], Any]) -> None:
 
 
 def _headers(scope: dict[str, Any]) -> dict[str, str] | None:
-    """The request's headers by lower-case name, as :meth:`ASGIApp._environ` reads them (names
-    with an underscore dropped, repeats joined), or None for two Host headers."""
+    """The request's headers by lower-case name, in the order sent, or None for two Host headers.
+    A name holding an underscore is dropped (ambiguous with the dashed one, as gunicorn does);
+    repeats are joined as PEP 3333 asks (cookies with ``; ``)."""
     headers: dict[str, str] = {}
     for name, raw in scope["headers"]:
         key = _NAMES.get(name)
