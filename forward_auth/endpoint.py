@@ -140,7 +140,7 @@ class VerifyEndpoint:
         """Decide into ``reply``; the cacheable fields of an allowed answer that cannot change, if so."""
         profile = self._gate.settings.sdk_profile
         if incoming.path == "/verify":
-            trusted = not incoming.peer or self._trusted_peer(incoming.peer)
+            trusted = self._trusted_peer(incoming.peer)  # a unix socket ("") is a local peer
             uri = f"/verify?{incoming.query}" if incoming.query else "/verify"
             creds = credentials.from_headers(incoming.headers.get, method=incoming.method, uri=uri, trusted=trusted,
                                              sdk_profile=profile)

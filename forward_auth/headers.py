@@ -89,7 +89,7 @@ def identity_headers(session: verifier.Session) -> tuple[tuple[str, str], ...]:
                      session.expiry_ms, session.created_ms)
 
 
-@functools.lru_cache(maxsize=4096)  # a token's sessions answer many requests: rendered once
+@functools.lru_cache(maxsize=1024)  # a token's sessions answer many requests: rendered once (~0.6 MB)
 def _identity(user_id: str, handle: str, tenant_id: str | None, recipe_user_id: str, expiry_ms: int,
               created_ms: int) -> tuple[tuple[str, str], ...]:
     tenant = () if tenant_id is None else (("X-Tenant-Id", header_value(tenant_id)),)
