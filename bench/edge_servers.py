@@ -23,6 +23,8 @@ from edge_stress import HungCore, hung_core
 from processes import BENCH, HOST, Proc, expect_status, free_port, http_get, started, wait_http
 from servers import API_KEY, NGINX_TEMP_PATHS, Shared
 
+from forward_auth.metrics import FLUSH_SECONDS
+
 if TYPE_CHECKING:
     from forward_auth.settings import Settings
 
@@ -255,7 +257,9 @@ def sanity(urls: dict[str, str], cookie: dict[str, str], base: str) -> list[str]
 
 
 def decisions(port: int) -> float:
-    """The answers to ``/verify`` a service has decided so far (its ``forward_auth_decisions_total``)."""
+    """The answers to ``/verify`` a service has decided so far (its ``forward_auth_decisions_total``), once
+    every worker has written its counts (each does every ``FLUSH_SECONDS``)."""
+    time.sleep(FLUSH_SECONDS + 0.5)
     text = urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5).read().decode()
     return sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
                if line.startswith("forward_auth_decisions_total{"))
