@@ -609,3 +609,19 @@ def test_a_broken_policy_file_is_logged_once_per_change(core_url: str, tmp_path:
     log = proc.stdout.read()
     assert log.count("policy not reloaded") == 1, log
     assert log.count("policy reloaded from") == 1, log
+
+
+@SERVERS
+def test_the_envoy_path_is_judged_as_the_client_sent_it(core_url: str, server: str) -> None:
+    """Both servers decode the request path before routing; ``/verify/<path>`` is judged on the
+    request target as sent, so an encoded ``/`` or an overlong ``.`` is refused as it is in a
+    forwarded URI, and ``//verify`` is still ``/verify``."""
+    port = free_port()
+    with process(serve(server, port, core_url), {"FORWARD_AUTH_CORE_API_KEY": API_KEY}):
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        for path in ("/verify/a%2Fb/x", "/verify/%C0%AE%C0%AE/admin"):
+            status, headers, _ = curl("--path-as-is", f"http://127.0.0.1:{port}{path}")
+            assert (status, headers["x-forward-auth-reason"]) == (400, "ambiguous-path"), path
+        for path in ("/verify/api/x", "/verify/caf%C3%A9", "//verify"):
+            status, headers, _ = curl("--path-as-is", f"http://127.0.0.1:{port}{path}")
+            assert (status, headers["x-forward-auth-reason"]) == (401, "no-token"), path
