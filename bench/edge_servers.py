@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_stress import HungCore, hung_core
 from processes import BENCH, HOST, Proc, expect_status, free_port, http_get, started, wait_http
 from servers import API_KEY, NGINX_TEMP_PATHS, Shared
+
+sys.path.insert(0, str(BENCH.parent / "tests"))  # the tests' hung core
+from proxy_harness import HungCore, hung_core  # noqa: E402
 
 from forward_auth.metrics import FLUSH_SECONDS
 

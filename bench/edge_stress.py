@@ -1,5 +1,5 @@
-"""The hostile conditions of ``bench/edge_bench.py``: slow clients that never finish their headers, a hung
-core that serves its signing keys and never answers anything else, and requests kept waiting on it."""
+"""The hostile conditions of ``bench/edge_bench.py``: slow clients that never finish their headers, and
+requests kept waiting on a hung core (``tests/proxy_harness.HungCore``, the tests' own)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import collections
 import socket
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -101,72 +100,7 @@ def slow_clients(port: int, url: str, headers: dict[str, str], connections: int 
     return done
 
 
-# ----------------------------------------------------------------------------- a hung core
-
-
-class HungCore:
-    """A core on a free loopback port that serves the real core's JWKS (so that the service can verify
-    locally) and holds every other request unanswered, its connection open until ``close``."""
-
-    def __init__(self, real_core: str) -> None:
-        self._jwks = urllib.request.urlopen(real_core + "/.well-known/jwks.json", timeout=5).read()
-        self._server = socket.create_server((HOST, 0))
-        self.url = f"http://{HOST}:{self._server.getsockname()[1]}"
-        self.jwks_served = 0
-        self.held: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        """JWKS requests answered (a kept-alive connection may ask again), the first other request held."""
-        while True:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                try:
-                    chunk = conn.recv(65536)
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                head += chunk
-            if not head.startswith(b"GET /.well-known/jwks.json"):
-                with self._lock:
-                    self.held.append(conn)  # never answered
-                return
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                         % (len(self._jwks), self._jwks))
-            with self._lock:
-                self.jwks_served += 1
-
-    def wait_held(self, count: int, timeout: float = 10.0) -> int:
-        """Wait until ``count`` requests are held (or ``timeout``): how many are."""
-        deadline = time.monotonic() + timeout
-        while len(self.held) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return len(self.held)
-
-    def close(self) -> None:
-        self._server.close()
-        with self._lock:
-            for conn in self.held:
-                conn.close()
-
-
-@contextmanager
-def hung_core(real_core: str) -> Iterator[HungCore]:
-    core = HungCore(real_core)
-    try:
-        yield core
-    finally:
-        core.close()
+# ----------------------------------------------------------------------------- requests kept waiting on a hung core
 
 
 @dataclass

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from proxy_harness import free_port, wait_http
+from proxy_harness import HungCore, free_port, wait_http
 
 from forward_auth.metrics import FLUSH_SECONDS
 
@@ -511,44 +511,6 @@ def test_slow_clients_do_not_delay_other_requests(core_url: str) -> None:
     assert max(seconds for _, seconds in answers) < 1.0, answers  # the bench measures the latency itself
 
 
-class HungCore:
-    """A core that serves the real core's JWKS and never answers anything else."""
-
-    def __init__(self, real_core: str) -> None:
-        self._jwks = urllib.request.urlopen(real_core + "/.well-known/jwks.json", timeout=5).read()
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.url = "http://127.0.0.1:%d" % self._server.getsockname()[1]
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        while True:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                head += chunk
-            if not head.startswith(b"GET /.well-known/jwks.json"):
-                self.held.append(conn)  # hangs: the request is never answered
-                return
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                         % (len(self._jwks), self._jwks))
-
-    def close(self) -> None:
-        self._server.close()
-        for conn in self.held:
-            conn.close()
-
-
 def test_a_hung_core_does_not_hold_up_requests_that_need_no_core(core_url: str) -> None:
     token = post_json(core_url + "/dev/sessions", {"userId": "local"})["accessToken"]["token"]
     core = HungCore(core_url)
@@ -559,10 +521,7 @@ def test_a_hung_core_does_not_hold_up_requests_that_need_no_core(core_url: str) 
                                         daemon=True) for _ in range(32)]
             for thread in waiting:
                 thread.start()
-            deadline = time.monotonic() + 5
-            while len(core.held) < 8 and time.monotonic() < deadline:  # 2 workers x 4 core threads hung
-                time.sleep(0.05)
-            assert len(core.held) == 8
+            assert core.wait_held(8, timeout=5) == 8  # 2 workers x 4 core threads hung
             local = [timed_verify(port, token) for _ in range(50)]
             assert results == []  # every checkDatabase request still waits for the core
     finally:
