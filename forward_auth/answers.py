@@ -39,6 +39,13 @@ def compact_json(media: Any) -> str:
     return json.dumps(media, separators=(",", ":"))
 
 
+def internal_error(resp: MediaResponse) -> None:
+    """Our own bug, answered: fail closed with a 500 (the caller logs the traceback, never a token)."""
+    resp.status = 500
+    resp.media = {"message": "internal error"}
+    resp.set_header("X-Forward-Auth-Reason", "internal-error")
+
+
 class ErrorAnswers:
     """Maps the error hierarchy to SuperTokens' statuses and bodies."""
 

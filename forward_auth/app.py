@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import falcon
 
 from . import session_api
-from .answers import ErrorAnswers, compact_json
+from .answers import ErrorAnswers, compact_json, internal_error
 from .core import CoreClient
 from .decision_cache import DecisionCache
 from .decisions import DecisionRecorder
@@ -67,9 +67,7 @@ def _handle(answers: ErrorAnswers) -> Any:
 def _crash(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
     """Our own bug: fail closed with a 500, log the traceback (never a token)."""
     log.exception("internal error on %s", req.path)
-    resp.status = 500
-    resp.media = {"message": "internal error"}
-    resp.set_header("X-Forward-Auth-Reason", "internal-error")
+    internal_error(resp)
 
 
 def _json_app(settings: Settings, middleware: list[object]) -> falcon.App:

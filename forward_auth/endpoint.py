@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from falcon.util.uri import parse_query_string
 
 from . import credentials, navigation, pages, redirects, verifier
-from .answers import ErrorAnswers, compact_json
+from .answers import ErrorAnswers, compact_json, internal_error
 from .decisions import Decision
 from .errors import ForwardAuthError
 from .gate import Gate
@@ -72,22 +72,21 @@ class Reply:
         self.media: Any = None
         self.data = b""
         self.content_type = JSON
-        self._headers: dict[str, tuple[str, str]] = {}
+        self._headers: dict[str, str] = {}  # by lower-case name, as the answer sends them
         self.cookies: list[str] = []
 
     def set_header(self, name: str, value: str) -> None:
-        self._headers[name.lower()] = (name, value)
+        self._headers[name.lower()] = value
 
     def append_header(self, name: str, value: str) -> None:
         if name.lower() == "set-cookie":
             self.cookies.append(value)
         else:
             old = self._headers.get(name.lower())
-            self.set_header(name, value if old is None else f"{old[1]},{value}")
+            self.set_header(name, value if old is None else f"{old},{value}")
 
     def get_header(self, name: str) -> str | None:
-        found = self._headers.get(name.lower())
-        return None if found is None else found[1]
+        return self._headers.get(name.lower())
 
     def delete_header(self, name: str) -> None:
         self._headers.pop(name.lower(), None)
@@ -95,7 +94,7 @@ class Reply:
     def answer(self, head: bool, cacheable: dict[str, Any] | None) -> Answer:
         """The answer, its media written as compact ASCII JSON; a HEAD request's without its body."""
         body = self.data if self.media is None else compact_json(self.media).encode("ascii")
-        headers = [(key, value) for key, (_, value) in self._headers.items()]
+        headers = list(self._headers.items())
         headers.append(("content-type", self.content_type))
         headers += [("set-cookie", cookie) for cookie in self.cookies]
         return Answer(self.status, headers, b"" if head else body, cacheable)
@@ -124,8 +123,7 @@ class VerifyEndpoint:
         except Exception:  # our own bug: fail closed with a 500, log the traceback (never a token)
             log.exception("internal error on %s", incoming.path)
             reply = Reply()
-            reply.status, reply.media = 500, {"message": "internal error"}
-            reply.set_header("X-Forward-Auth-Reason", "internal-error")
+            internal_error(reply)
         except BaseException:  # WouldBlock: decided again on the core pool, in a span of its own
             decision.abandon()
             raise
