@@ -23,7 +23,6 @@ other path is served by the WSGI app. Three things granian's own WSGI layer (or 
 from __future__ import annotations
 
 import asyncio
-import functools
 import io
 import sys
 from collections.abc import Callable, Iterable
@@ -46,9 +45,6 @@ T = TypeVar("T")
 _ERRORS = sys.stderr
 
 
-@functools.lru_cache(maxsize=256)
-def _environ_key(name: str) -> str:
-    return "HTTP_" + name.upper().replace("-", "_")
 
 
 class _Response:
@@ -188,7 +184,7 @@ class ASGIApp:
         if headers is None:
             return None
         for name, value in headers.items():
-            environ[_SPECIAL.get(name) or _environ_key(name)] = value
+            environ[_SPECIAL.get(name) or "HTTP_" + name.upper().replace("-", "_")] = value
         return environ
 
 
