@@ -101,7 +101,7 @@ class Service(NamedTuple):
 def create_service(settings: Settings, gate: Gate | None = None, policies: PolicyFile | None = None) -> Service:
     """The WSGI app: ``/verify``, ``/sessions/verify``, ``/healthz``, ``/readyz``, ``/metrics`` and,
     with ``session_api`` but no ``session_api_bind``, the session API. ``/verify`` answers from
-    the decision cache first when ``decision_cache_seconds`` is set.
+    the decision cache first (``decision_cache_seconds``).
 
     ``policies`` defaults to ``settings.policy_file`` (read now; an invalid file raises PolicyError).
     """
@@ -110,7 +110,11 @@ def create_service(settings: Settings, gate: Gate | None = None, policies: Polic
         policies = PolicyFile(settings.policy_file, every=settings.policy_reload_seconds)
     endpoint: Verify = VerifyEndpoint(gate, policies)
     if settings.decision_cache_seconds > 0:  # never with tracing (settings.validate)
-        endpoint = DecisionCache(endpoint, settings.decision_cache_seconds)
+        seconds = settings.decision_cache_seconds  # and a replayed X-Accel-Expires never in the past:
+        if settings.proxy_cache_seconds > 0:
+            seconds = min(seconds, settings.proxy_cache_seconds)
+        endpoint = DecisionCache(endpoint, seconds, now=gate.now,
+                                 policy=policies.current if policies is not None else lambda: None)
     app = _json_app(settings, [DecisionRecorder()])
     if settings.session_api and settings.session_api_bind is None:
         session_api.add_routes(app, settings, gate.core)

@@ -1,12 +1,21 @@
-"""Allowed ``/verify`` answers remembered for a moment (``decision_cache_seconds``).
+"""Allowed ``/verify`` answers remembered for the same request (``decision_cache_seconds``, on by default).
 
-The same request again within the entry's life gets the same 200 without any verification:
-a browser's burst of requests for one page costs one decision. An answer is kept only when the
-endpoint marks it as unable to change meanwhile (``Answer.cacheable``: a session, no revocation
-check, no refresh promotion, no claim with a maximum age), for at most the setting and never
-past the token's ``exp``. The key is a digest of everything a decision reads: method,
-path, query string, peer address and every request header but the request id and trace context.
-A hit is counted and logged as a decision, with its own request id.
+The same request again gets the same 200 without deciding again: a browser's burst of requests
+for one page, or an API polled, costs one decision. The key is a digest of everything a decision
+reads: method, path, query string, peer address and every request header (in arrival order) but
+the request id and trace context; a request whose parts cannot be told apart is never kept. An answer is kept only when the endpoint marks it as unable to
+change meanwhile (``Answer.cacheable``: a session, no revocation check, no refresh promotion, no
+claim with a maximum age), and it is replayed only while all of this holds:
+
+- the token has not expired, by the gate's own clock;
+- the policy in force is the one it was decided under (a reload ends every kept answer at once);
+- it is younger than the setting (and than ``proxy_cache_seconds``, so a replayed
+  ``X-Accel-Expires`` is never in the past).
+
+So a replay is the answer the endpoint would give: only a signing key withdrawn from the JWKS
+shows late, as it does for the verified-signature memory (at most its 300 s). A hit is counted
+and logged as a decision (``"cached": true``), with its own request id. Off under ``tracing``: a
+replay has no span.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import cachetools
@@ -23,58 +33,120 @@ from .decisions import record_decision, request_id
 from .endpoint import Answer, Incoming, Verify
 
 _NOT_IN_KEY = frozenset({"x-request-id", "traceparent", "tracestate"})
+_RAW_NOT_IN_KEY = frozenset(name.encode() for name in _NOT_IN_KEY)
 _HIT = metrics.CACHE.labels(cache="decision", result="hit")
 _MISS = metrics.CACHE.labels(cache="decision", result="miss")
+RawHeaders = Iterable[tuple[bytes, bytes]]
+Sent = tuple[int, list[tuple[bytes, bytes]], bytes]  # an answer as ASGI sends it
 
 
 class _Kept(NamedTuple):
-    answer: Answer
-    until: float  # time.monotonic()
+    status: int
+    sent: list[tuple[bytes, bytes]]        # the headers as ASGI sends them, without X-Request-Id
+    body: bytes
+    token_until: float                     # the token's exp, epoch seconds (the gate's clock)
+    until: float                           # time.monotonic(): the setting's bound
+    policy: object                         # the policy it was decided under
     record: dict[str, Any]
 
 
-def _key(incoming: Incoming) -> bytes:
-    """A digest of method, path, query, peer and every header (in arrival order) but the request
-    id and trace context. NUL, which no header holds, separates the parts."""
-    parts = [incoming.method, incoming.path, incoming.query, incoming.peer]
-    parts += [f"{name}\0{value}" for name, value in incoming.headers.items() if name not in _NOT_IN_KEY]
-    return hashlib.blake2b("\0".join(parts).encode("utf-8", "surrogateescape"), digest_size=32).digest()
+def key(incoming: Incoming) -> bytes | None:
+    """The digest of a request as a server handed it over (text; ``surrogatepass`` encodes any
+    text one way only), or None (not kept) when a part holds the NUL that separates them."""
+    parts = ["s", incoming.method, incoming.path, incoming.query, incoming.peer]
+    for name, value in incoming.headers.items():
+        if name not in _NOT_IN_KEY:
+            parts += (name, value)
+    joined = "\0".join(parts)
+    if joined.count("\0") != len(parts) - 1:
+        return None
+    return hashlib.blake2b(joined.encode("utf-8", "surrogatepass"), digest_size=32).digest()
+
+
+def raw_key(method: bytes, path: bytes, query: bytes, peer: bytes,
+            headers: RawHeaders) -> tuple[bytes | None, str | None]:
+    """The digest of a request as sent (ASGI's bytes: headers exactly as they came, repeats and
+    all; None as in :func:`key`), and its ``X-Request-Id``. Its own first part keeps it apart
+    from :func:`key`'s digests."""
+    parts = [b"b", method, path, query, peer]
+    supplied = None
+    for name, value in headers:
+        if name in _RAW_NOT_IN_KEY:
+            if name == b"x-request-id":
+                supplied = value.decode("latin-1")
+            continue
+        parts += (name, value)
+    joined = b"\0".join(parts)
+    if joined.count(b"\0") != len(parts) - 1:
+        return None, supplied
+    return hashlib.blake2b(joined, digest_size=32).digest(), supplied
 
 
 class DecisionCache:
     """In front of the ``/verify`` endpoint."""
 
-    def __init__(self, verify: Verify, seconds: float, size: int = 1024) -> None:
-        """``size`` bounds the answers kept (~1 KB each): a burst of one page's requests needs a few."""
+    def __init__(self, verify: Verify, seconds: float, *, now: Callable[[], float] = time.time,
+                 policy: Callable[[], object] = lambda: None, size: int = 1024) -> None:
+        """``now`` is the gate's clock; ``policy()`` the policy in force. ``size`` bounds the
+        answers kept (~1 KB each)."""
         self._verify = verify
         self._seconds = seconds
-        # An LRU bound; each answer's own deadline is checked on read (a TTL cache lookup costs ~2 us).
+        self._now = now
+        self._policy = policy
+        # An LRU bound; each answer's own deadlines are checked on read (a TTL cache lookup costs ~2 us).
         self._answers: cachetools.LRUCache[bytes, _Kept] = cachetools.LRUCache(size)
         self._lock = threading.Lock()
 
     def __call__(self, incoming: Incoming) -> Answer:
+        digest = key(incoming)
         started = time.perf_counter()
-        key = _key(incoming)
-        with self._lock:
-            kept = self._answers.get(key)
-        if kept is not None and kept.until > time.monotonic():
-            return self._replay(kept, incoming, started)
+        kept = self._valid(digest)
+        if kept is None:
+            return self.decide(digest, incoming)
+        rid = self._replayed(kept, incoming.headers.get("x-request-id"), started)
+        headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in kept.sent]
+        return Answer(kept.status, [*headers, ("x-request-id", rid)], kept.body)
+
+    def replay(self, digest: bytes | None, supplied: str | None) -> Sent | None:
+        """The kept answer to the request of ``digest`` (from :func:`raw_key`), as ASGI sends it, or None."""
+        started = time.perf_counter()
+        kept = self._valid(digest)
+        if kept is None:
+            return None
+        rid = self._replayed(kept, supplied, started)
+        return kept.status, [*kept.sent, (b"x-request-id", rid.encode("latin-1"))], kept.body
+
+    def decide(self, digest: bytes | None, incoming: Incoming) -> Answer:
+        """Decide the request of ``digest``, and keep the answer when it cannot change."""
+        policy = self._policy()  # before deciding: a reload meanwhile ends the entry
         answer = self._verify(incoming)
         metrics.TALLY.count(_MISS)  # once it was answered (a request handed to the core pool comes through twice)
         cacheable = answer.cacheable
-        if cacheable is not None and answer.status == 200:
-            life = min(self._seconds, cacheable["until"] - time.time())
-            if life > 0:
-                headers = [(name, value) for name, value in answer.headers if name != "x-request-id"]
-                record = {k: v for k, v in cacheable.items() if k != "until"}
-                with self._lock:
-                    self._answers[key] = _Kept(answer._replace(headers=headers), time.monotonic() + life, record)
+        if digest is not None and cacheable is not None and answer.status == 200 and cacheable["until"] > self._now():
+            sent = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers
+                    if name != "x-request-id"]
+            record = {k: v for k, v in cacheable.items() if k != "until"}
+            kept = _Kept(answer.status, sent, answer.body, cacheable["until"], time.monotonic() + self._seconds,
+                         policy, record)
+            with self._lock:
+                self._answers[digest] = kept
         return answer
 
+    def _valid(self, digest: bytes | None) -> _Kept | None:
+        if digest is None:
+            return None
+        with self._lock:
+            kept = self._answers.get(digest)
+        if kept is None or kept.until <= time.monotonic() or kept.token_until <= self._now() \
+                or kept.policy is not self._policy():
+            return None
+        return kept
+
     @staticmethod
-    def _replay(kept: _Kept, incoming: Incoming, started: float) -> Answer:
-        rid = request_id(incoming.headers.get("x-request-id"))
+    def _replayed(kept: _Kept, supplied: str | None, started: float) -> str:
+        """Count and log the replay as a decision; its request id."""
+        rid = request_id(supplied)
         metrics.TALLY.count(_HIT)
         record_decision({**kept.record, "outcome": "allow", "status": 200, "reason": "ok", "request_id": rid,
                          "cached": True}, time.perf_counter() - started)
-        return kept.answer._replace(headers=[*kept.answer.headers, ("x-request-id", rid)])
+        return rid

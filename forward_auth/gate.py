@@ -54,7 +54,7 @@ class Gate:
         self.settings = settings
         self.keys = keys
         self.core = core
-        self._now = now
+        self.now = now  # the clock every decision reads
         # Verified tokens by digest: an LRU bound, and the time limit checked on every read (a
         # TLRU cache costs ~10x more per lookup).
         self._verified: cachetools.LRUCache[bytes, _Remembered] = cachetools.LRUCache(
@@ -63,7 +63,7 @@ class Gate:
 
     def verify(self, creds: Credentials, policy: verifier.Policy) -> verifier.Session | None:
         """The verified session, ``None`` for "no session" (optional), or a SessionError."""
-        now = self._now()
+        now = self.now()
         profile = self.settings.sdk_profile
         seen: dict[str, tuple[bytes, _Remembered | None]] = {}
 

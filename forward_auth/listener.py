@@ -10,7 +10,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client.exposition import ThreadingWSGIServer
 
 if TYPE_CHECKING:
-    from .decision_cache import WSGIApp
+    from .asgi import WSGIApp
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -30,7 +30,7 @@ from prometheus_client import (
 from .listener import Listener
 
 if TYPE_CHECKING:
-    from .decision_cache import WSGIApp
+    from .asgi import WSGIApp
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

@@ -17,7 +17,7 @@ from forward_auth.app import Service, build_gate, create_service
 from forward_auth.asgi import ASGIApp
 from forward_auth.decision_cache import DecisionCache
 from forward_auth.devcore.minter import SigningKey
-from forward_auth.endpoint import Answer, Incoming, Verify
+from forward_auth.endpoint import Answer, Incoming, Verify, VerifyEndpoint
 from forward_auth.transport import Reply
 
 
@@ -150,11 +150,44 @@ def test_local_verification_stays_on_the_loop_and_core_calls_go_to_the_pool(fake
 def test_a_request_handed_to_the_pool_counts_one_decision_cache_miss(fake_core: FakeCore, key: SigningKey) -> None:
     fake_core.verify_answer = OK_SESSION
     svc = service(fake_core)
-    app = lean(svc, DecisionCache(svc.verify, 1.0))
+    assert isinstance(svc.verify, DecisionCache)  # on by default
+    app = lean(svc)
     labels = {"cache": "decision", "result": "miss"}
     before = REGISTRY.get_sample_value("forward_auth_cache_total", labels) or 0.0
     assert serve(app, at(v5(key), b"checkDatabase=true"))[0] == 200
     assert REGISTRY.get_sample_value("forward_auth_cache_total", labels) == before + 1
+
+
+def test_the_same_request_as_sent_is_replayed_at_the_edge_and_any_other_decided(fake_core: FakeCore,
+                                                                                key: SigningKey) -> None:
+    settings = settings_module.load({"core_url": CORE}, environ={})
+    gate = build_gate(settings, transport=fake_core)
+    gate.keys.keys()
+    svc = create_service(settings, gate)
+    inner = ThreadRecorder(VerifyEndpoint(gate))
+    app = lean(svc, DecisionCache(inner, 60, now=gate.now))
+    token = f"sAccessToken={v5(key)}".encode()
+    headers = [("X-Forwarded-Uri", b"/api/x"), ("Cookie", b"a=1; " + token)]
+    hits = REGISTRY.get_sample_value("forward_auth_cache_total", {"cache": "decision", "result": "hit"}) or 0.0
+
+    first = serve(app, scope("GET", b"/verify", [*headers, ("X-Request-Id", b"one")]))
+    again = serve(app, scope("GET", b"/verify", [("X-Request-Id", b"two"), *headers]))
+
+    assert len(inner.threads) == 1
+    assert REGISTRY.get_sample_value("forward_auth_cache_total", {"cache": "decision", "result": "hit"}) == hits + 1
+    assert (first[0], first[1].pop("x-request-id"), again[1].pop("x-request-id")) == (200, "one", "two")
+    assert again == first and first[1]["x-user-id"] == "user-1"
+    others = [
+        [headers[0], ("Cookie", b"a=1"), ("Cookie", token)],  # the same cookies, in two headers
+        [*headers, ("X_Forwarded_Uri", b"/public/x")],         # a name the gate drops
+        [headers[1], ("X-Forwarded-Uri", b"/api/y")],
+    ]
+    for other in others:
+        assert serve(app, scope("GET", b"/verify", other))[0] == 200
+    assert serve(app, scope("HEAD", b"/verify", headers))[0] == 200
+    assert serve(app, scope("GET", b"/verify", headers, client=("127.0.0.2", 1)))[0] == 200
+    assert serve(app, scope("GET", b"/verify", headers, query=b"sessionRequired=false"))[0] == 200
+    assert len(inner.threads) == 7  # each decided afresh
 
 
 def test_a_hung_core_fills_the_pool_and_its_queue_then_503_core_busy_while_local_requests_pass(
@@ -229,6 +262,7 @@ def test_verify_without_falcon_answers_exactly_as_through_falcon(fake_core: Fake
     for request, body in cases:
         answer = _sent(lean(svc), request, body)
         assert answer == _sent(through_falcon, request, body), request["headers"]
+        assert _sent(lean(svc), request, body) == answer  # again: replayed by the decision cache, or decided again
         statuses.add(answer[0])
     assert statuses == {200, 302, 400, 401}  # the cases reach each kind of answer
 

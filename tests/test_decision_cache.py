@@ -36,12 +36,16 @@ class Counted:
 
 @pytest.fixture
 def cached(fake_core: FakeCore) -> Callable[..., tuple[falcon.testing.TestClient, Counted]]:
-    def build(seconds: float = 30.0, **overrides: Any) -> tuple[falcon.testing.TestClient, Counted]:
+    def build(seconds: float = 30.0, now: Callable[[], float] = time.time,
+              **overrides: Any) -> tuple[falcon.testing.TestClient, Counted]:
         settings = settings_module.load({"core_url": CORE, **overrides}, environ={})
         policies = PolicyFile(settings.policy_file, every=1) if settings.policy_file else None
-        counted = Counted(VerifyEndpoint(build_gate(settings, transport=fake_core), policies))
+        gate = build_gate(settings, transport=fake_core)
+        gate.now = now
+        counted = Counted(VerifyEndpoint(gate, policies))
         app = falcon.App()
-        app.add_route("/verify", VerifyResource(DecisionCache(counted, seconds)))
+        app.add_route("/verify", VerifyResource(DecisionCache(
+            counted, seconds, now=gate.now, policy=policies.current if policies else lambda: None)))
         return falcon.testing.TestClient(app), counted
 
     return build
@@ -155,10 +159,57 @@ def test_an_answer_lives_at_most_the_setting(cached, key: SigningKey) -> None:
     assert app.calls == 2
 
 
-def test_the_setting_wraps_the_worker_app() -> None:
+def test_a_policy_reload_ends_every_kept_answer(cached, key: SigningKey, tmp_path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: [{name: api, match: {path_prefix: /api/}}]\n")
+    client, app = cached(policy_file=str(policy))
+    headers = {**cookie(v5(key, **{"st-role": None})), "X-Forwarded-Uri": "/api/x"}
+    assert client.simulate_get("/verify", headers=headers).status_code == 200
+    assert client.simulate_get("/verify", headers=headers).status_code == 200
+    policy.write_text("rules: [{name: api, match: {path_prefix: /api/}, claims: [{claim: st-role, includes: admin}]}]\n")
+    time.sleep(1.05)  # the file is looked at once a second here
+
+    assert client.simulate_get("/verify", headers=headers).status_code == 403  # the new rule, at once
+    assert app.calls == 2
+
+
+def test_the_tokens_expiry_is_read_on_the_gates_clock(cached, key: SigningKey) -> None:
+    clock = [time.time()]
+    client, app = cached(now=lambda: clock[0])
+    headers = cookie(v5(key, exp=int(clock[0]) + 60))
+    assert client.simulate_get("/verify", headers=headers).status_code == 200
+    clock[0] += 61
+
+    assert client.simulate_get("/verify", headers=headers).status_code == 401  # try refresh, as decided afresh
+    assert app.calls == 2
+
+
+def test_a_request_whose_parts_cannot_be_told_apart_is_never_kept() -> None:
+    from forward_auth.decision_cache import key, raw_key
+
+    assert key(Incoming("GET", "/verify", "a=1", {"cookie": "x"}, "127.0.0.1")) is not None
+    assert key(Incoming("GET", "/verify", "a\0cookie", {"x": "1"}, "127.0.0.1")) is None
+    assert raw_key(b"GET", b"/verify", b"a\0b", b"127.0.0.1", [(b"cookie", b"x")]) == (None, None)
+    assert raw_key(b"GET", b"/verify", b"", b"", [(b"x-request-id", b"r1"), (b"a", b"b\0c")]) == (None, "r1")
+    # the same request as text and as bytes: two digests, never one for two requests
+    assert key(Incoming("GET", "/verify", "", {}, "")) != raw_key(b"GET", b"/verify", b"", b"", [])[0]
+
+
+@pytest.mark.parametrize(("overrides", "on"), [
+    ({}, True),  # on by default
+    ({"decision_cache_seconds": "0"}, False),
+    ({"verified_cache_size": "0"}, False),  # who checks every signature wants no replay either
+    ({"verified_cache_size": "0", "decision_cache_seconds": "5"}, True),
+])
+def test_the_setting_wraps_the_worker_app(overrides: dict[str, str], on: bool) -> None:
     from forward_auth.server import worker_app
 
-    on = settings_module.load({"decision_cache_seconds": "1", "core_url": "http://127.0.0.1:9"}, environ={})
-    off = settings_module.load({"core_url": "http://127.0.0.1:9"}, environ={})
-    assert isinstance(worker_app(on).verify, DecisionCache)
-    assert not isinstance(worker_app(off).verify, DecisionCache)
+    settings = settings_module.load({"core_url": "http://127.0.0.1:9", **overrides}, environ={})
+    assert isinstance(worker_app(settings).verify, DecisionCache) is on
+
+
+def test_tracing_turns_the_default_off_and_refuses_an_explicit_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    assert settings_module.load({"tracing": "true"}, environ={}).decision_cache_seconds == 0
+    with pytest.raises(settings_module.SettingsError, match="decision_cache_seconds"):
+        settings_module.load({"tracing": "true", "decision_cache_seconds": "1"}, environ={})
