@@ -16,8 +16,9 @@ One dev core runs in this process (``forward_auth.devcore.server.start_in_thread
 counted) with one session whose token every request sends as the ``sAccessToken`` cookie. Then
 (``bench/edge_servers.py``), on free loopback ports, each with 2 worker processes:
 
-- ``forward-auth serve --workers 2`` with its defaults (``--service-args`` adds flags), four times: on TCP
-  and on a unix socket; on TCP with ``proxy_cache_seconds`` (its allowed answers carry ``X-Accel-Expires``);
+- ``forward-auth serve --workers 2`` with its defaults (``--service-args`` adds flags), five times: on TCP
+  and on a unix socket; on TCP with its decision cache off (``decision_cache_seconds: 0``: every request
+  decided, as when no two requests are the same); on TCP with ``proxy_cache_seconds`` (its allowed answers carry ``X-Accel-Expires``);
   on TCP with its core URL at a hung core (``bench/edge_stress.py``: it serves the dev core's JWKS, which
   each worker loads before measuring, and holds every other request unanswered);
 - the constant-200 Falcon app served exactly as ``serve`` serves the service (``bench/edge_constant.py``);
@@ -27,8 +28,9 @@ counted) with one session whose token every request sends as the ``sAccessToken`
   ``proxy_cache`` keyed as nginx.conf.example's optional block), and to a location that nginx answers itself.
 
 Configurations, each measured ``--rounds`` times for ``--seconds``, interleaved round by round:
-1. bound: nginx ``auth_request`` to ``return 200;``; 2. the service behind plain nginx (TCP);
-3. supertokens-node; 4. supertokens-python; 5. the service direct and the constant app direct;
+1. bound: nginx ``auth_request`` to ``return 200;``; 2. the service behind plain nginx (TCP), and 2b. with
+its decision cache off;
+3. supertokens-node; 4. supertokens-python; 5. the service direct (5b. with its decision cache off) and the constant app direct;
 7. the service behind nginx over a unix socket; 8. the service behind nginx with the nginx cache on (the
 one repeated token). Then 6.: latency behind nginx paced at half the median peak of 2 (wrk's Lua
 ``delay()`` pacing from ``bench/http_bench.lua``), beside the bound paced alike. Then 9.: slow clients,
@@ -121,11 +123,14 @@ def configurations(args: argparse.Namespace, edge: Edge) -> dict[str, Config]:
     port = edge.ports
     rows = [("bound", "1 bound: nginx auth_request -> return 200", None, c, True, None),
             ("svc", "2 service behind plain nginx (TCP)", "service", c, True, port["svc"]),
+            ("svc_decided", "2b the same, decision cache off", "service-decided", c, True, port["svc_decided"]),
             ("svc_unix", "7 service behind plain nginx (unix socket)", "service-unix", c, True, None),
             ("svc_cache", "8 service behind nginx with proxy_cache", "service-cache", c, True, port["svc_cache"]),
             ("node", "3 supertokens-node 24.0.3 verifySession", "node", c, True, port["node"]),
             ("pysdk", "4 supertokens-python 0.31.4 verify_session", "pysdk", c, True, port["pysdk"]),
             ("direct", "5 service direct", "service", d, False, port["svc"]),
+            ("direct_decided", "5b service direct, decision cache off", "service-decided", d, False,
+             port["svc_decided"]),
             ("const", "5 constant-200 Falcon app direct", "constant", d, False, port["const"]),
             ("hung_idle", "10 hung-core service direct, nothing waiting", "service-hung", args.hung_connections,
              False, port["svc_hung"]),

@@ -81,7 +81,7 @@ def ratio_cell(key: str, configs: dict[str, Config]) -> str:
     """A table row's ratios: to the constant app (direct), to the service with nothing waiting (the hung
     core), else to the bound, supertokens-node and supertokens-python."""
     c, median = configs, configs[key].median
-    if key in ("direct", "const"):
+    if key.startswith(("direct", "const")):
         return f"{median / c['const'].median:.2f} of constant"
     if key.startswith("hung"):
         return f"{median / c['hung_idle'].median:.2f} of nothing waiting"

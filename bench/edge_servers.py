@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 NODE_DIR = BENCH / "node"
 PY_SITE = BENCH / "python" / "site"
 #: The gates nginx asks, by location name: (upstream, path).
-AUTHS = {"svc": ("svc", "/verify"), "svc_unix": ("svc_unix", "/verify"), "svc_cache": ("svc_cache", "/verify"),
+AUTHS = {"svc": ("svc", "/verify"), "svc_decided": ("svc_decided", "/verify"), "svc_unix": ("svc_unix", "/verify"),
+         "svc_cache": ("svc_cache", "/verify"),
          "node": ("node", "/verify"), "pysdk": ("pysdk", "/verify")}
 #: How long the service with the nginx cache lets nginx reuse an allowed answer (``proxy_cache_seconds``).
 PROXY_CACHE_SECONDS = 30
@@ -53,6 +54,7 @@ http {{
 """ + NGINX_TEMP_PATHS + """    root {work}/html;
 
     upstream svc {{ server {host}:{svc}; keepalive 32; }}
+    upstream svc_decided {{ server {host}:{svc_decided}; keepalive 32; }}
     upstream svc_unix {{ server unix:{work}/svc.sock; keepalive 32; }}
     upstream node {{ server {host}:{node}; keepalive 32; }}
     upstream pysdk {{ server {host}:{pysdk}; keepalive 32; }}
@@ -103,7 +105,7 @@ class Edge:
 
     work: Path
     procs: dict[str, Proc]           # service, service-unix, service-cache, service-hung, constant, node, pysdk, nginx
-    urls: dict[str, str]             # bound, svc, svc_unix, svc_cache, node, pysdk behind nginx; direct, const, hung
+    urls: dict[str, str]             # bound, svc(_decided), svc_unix, svc_cache, node, pysdk behind nginx; direct(_decided), const, hung
     ports: dict[str, int]            # svc, svc_cache, svc_hung, const, node, pysdk, nginx
     cookie: dict[str, str]
     hung: HungCore                   # the core of service-hung
@@ -177,7 +179,7 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
         (work / "cache").chmod(0o777)  # and write nginx's cache here
         env, python, core = clean_env(), sys.executable, shared.core_url
         hung = stack.enter_context(hung_core(core))
-        ports = {name: free_port() for name in ("svc", "svc_cache", "svc_hung", "const", "node", "pysdk", "nginx")}
+        ports = {name: free_port() for name in ("svc", "svc_decided", "svc_cache", "svc_hung", "const", "node", "pysdk", "nginx")}
 
         def serve(name: str, bind: str, core_url: str = core, extra_env: dict[str, str] | None = None) -> Proc:
             """``forward-auth serve --workers 2`` with its defaults and ``--service-args``, started as ``name``."""
@@ -187,6 +189,8 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
 
         procs = {
             "service": serve("service", f"{HOST}:{ports['svc']}"),
+            "service-decided": serve("service-decided", f"{HOST}:{ports['svc_decided']}", extra_env={
+                "FORWARD_AUTH_DECISION_CACHE_SECONDS": "0"}),
             "service-unix": serve("service-unix", f"unix:{work}/svc.sock"),
             "service-cache": serve("service-cache", f"{HOST}:{ports['svc_cache']}", extra_env={
                 "FORWARD_AUTH_PROXY_CACHE_SECONDS": str(PROXY_CACHE_SECONDS)}),
@@ -208,7 +212,7 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
                             for name, (upstream, path) in {**AUTHS, **PROBES}.items())
         conf = work / "nginx.conf"
         conf.write_text(NGINX_CONF.format(work=work, host=HOST, listen=ports["nginx"], svc=ports["svc"],
-                                          svc_cache=ports["svc_cache"], node=ports["node"], pysdk=ports["pysdk"],
+                                          svc_decided=ports["svc_decided"], svc_cache=ports["svc_cache"], node=ports["node"], pysdk=ports["pysdk"],
                                           const=ports["const"], protected=protected, nginx_workers=args.nginx_workers))
         procs["nginx"] = stack.enter_context(started("nginx", [
             nginx_binary, "-p", str(work), "-c", str(conf), "-e", str(work / "nginx-error.log"),
@@ -216,11 +220,13 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
         base = f"http://{HOST}:{ports['nginx']}"
         urls = {name: f"{base}/{name}/" for name in ("bound", *AUTHS, *PROBES)}
         urls["direct"] = f"http://{HOST}:{ports['svc']}/verify"
+        urls["direct_decided"] = f"http://{HOST}:{ports['svc_decided']}/verify"
         urls["hung"] = f"http://{HOST}:{ports['svc_hung']}/verify"
         urls["const"] = f"http://{HOST}:{ports['const']}/verify"
         cookie = {"Cookie": f"sAccessToken={shared.token}"}
         wait_http(procs["nginx"], urls["bound"])
-        for name, proc in (("svc", "service"), ("svc_unix", "service-unix"), ("svc_cache", "service-cache"),
+        for name, proc in (("svc", "service"), ("svc_decided", "service-decided"), ("svc_unix", "service-unix"),
+                           ("svc_cache", "service-cache"),
                            ("hung", "service-hung"), ("node", "node"), ("pysdk", "pysdk")):
             wait_http(procs[proc], urls[name], cookie, timeout=60)
         wait_http(procs["constant"], urls["const"])
