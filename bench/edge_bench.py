@@ -193,6 +193,9 @@ def parse_args() -> argparse.Namespace:
                         help="more `forward-auth serve` flags for every service and the constant app, "
                              "e.g. '--server gunicorn'")
     parser.add_argument("--nginx-workers", type=int, default=1)
+    parser.add_argument("--one-session", action="store_true",
+                        help="start every server in this session, not each in its own as daemons run: with "
+                             "Linux's autogroups the CPU is then shared between threads, not between servers")
     parser.add_argument("--bimodal", type=float, default=1.5, help="flag a configuration whose max/min exceeds this")
     parser.add_argument("--json", type=Path, help="also write the rounds and targets here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, nginx.conf)")

@@ -142,6 +142,11 @@ def report(args: argparse.Namespace, configs: dict[str, Config], stress: Stress,
     print(f"nginx: {args.nginx_workers} worker, plain auth_request (upstream keepalive 32, HTTP/1.1, no body, "
           "X-Original-URI/-Method, no query), reloaded before each round; protected content `return 200 \"ok\"` "
           "after the auth (via try_files -> @ok)")
+    autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    groups = autogroup.read_text().strip() == "1" if autogroup.exists() else False
+    print("processes: " + ("all in the bench's session (--one-session)" if args.one_session else
+                           "each server in a session of its own, as daemons run") +
+          ("; Linux autogroups on: the CPU is shared between sessions, then threads" if groups else ""))
     print("rates in req/s; p50/p99 ms of the median round; closed/req = the server's TCP connections closed per "
           "request (TIME_WAIT sockets of its port made during the round: a lower bound); wkr = least/busiest worker CPU, median/worst round; "
           "core = dev-core requests per request; other = worst share of the machine's CPU used by others")

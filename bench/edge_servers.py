@@ -178,6 +178,7 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
         (work / "cache").mkdir()
         (work / "cache").chmod(0o777)  # and write nginx's cache here
         env, python, core = clean_env(), sys.executable, shared.core_url
+        own = not args.one_session
         hung = stack.enter_context(hung_core(core))
         ports = {name: free_port() for name in ("svc", "svc_decided", "svc_cache", "svc_hung", "const", "node", "pysdk", "nginx")}
 
@@ -185,7 +186,7 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
             """``forward-auth serve --workers 2`` with its defaults and ``--service-args``, started as ``name``."""
             return stack.enter_context(started(name, [
                 python, "-m", "forward_auth", "serve", "--workers", "2", "--core-url", core_url,
-                "--core-api-key", API_KEY, "--bind", bind, *args.service_args], work, {**env, **(extra_env or {})}))
+                "--core-api-key", API_KEY, "--bind", bind, *args.service_args], work, {**env, **(extra_env or {})}, own_session=own))
 
         procs = {
             "service": serve("service", f"{HOST}:{ports['svc']}"),
@@ -197,14 +198,15 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
             "service-hung": serve("service-hung", f"{HOST}:{ports['svc_hung']}", core_url=hung.url),
             "constant": stack.enter_context(started("constant", [
                 python, str(BENCH / "edge_constant.py"), "--workers", "2", "--bind", f"{HOST}:{ports['const']}",
-                *args.service_args], work, env)),
+                *args.service_args], work, env, own_session=own)),
             "node": stack.enter_context(started("node", [node, str(NODE_DIR / "verify.js")], work, {
-                **env, "CORE_URL": core, "API_KEY": API_KEY, "PORT": str(ports["node"]), "WORKERS": "2"})),
+                **env, "CORE_URL": core, "API_KEY": API_KEY, "PORT": str(ports["node"]), "WORKERS": "2"}, own_session=own)),
             "pysdk": stack.enter_context(started("pysdk", [
                 python, "-m", "uvicorn", "edge_fastapi_sdk:app", "--workers", "2", "--host", HOST,
                 "--port", str(ports["pysdk"]), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                 "--log-level", "warning", "--timeout-keep-alive", "75"], work, {
-                **env, "CORE_URL": core, "API_KEY": API_KEY, "PYTHONPATH": f"{PY_SITE}{os.pathsep}{BENCH}"})),
+                **env, "CORE_URL": core, "API_KEY": API_KEY, "PYTHONPATH": f"{PY_SITE}{os.pathsep}{BENCH}"},
+                own_session=own)),
         }
         cache = shipped_cache()
         protected = "".join(PROTECTED.format(name=name, upstream=upstream, path=path,
@@ -216,7 +218,7 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
                                           const=ports["const"], protected=protected, nginx_workers=args.nginx_workers))
         procs["nginx"] = stack.enter_context(started("nginx", [
             nginx_binary, "-p", str(work), "-c", str(conf), "-e", str(work / "nginx-error.log"),
-            "-g", "daemon off;"], work))
+            "-g", "daemon off;"], work, own_session=own))
         base = f"http://{HOST}:{ports['nginx']}"
         urls = {name: f"{base}/{name}/" for name in ("bound", *AUTHS, *PROBES)}
         urls["direct"] = f"http://{HOST}:{ports['svc']}/verify"

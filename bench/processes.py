@@ -93,11 +93,15 @@ class Proc:
 
 
 @contextmanager
-def started(name: str, args: list[str], workdir: Path, env: dict[str, str] | None = None) -> Iterator[Proc]:
-    """A process in its own session (so its workers go with it), stopped on exit."""
+def started(name: str, args: list[str], workdir: Path, env: dict[str, str] | None = None, *,
+            own_session: bool = True) -> Iterator[Proc]:
+    """A process in its own session, as a daemon or a systemd service runs (with Linux's autogroups, the
+    scheduler then shares the CPU between sessions, not threads), or else in a process group of its
+    own in this session; either way its workers go with it. Stopped on exit."""
     log = workdir / f"{name}.log"
     with open(log, "wb") as out:
-        popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                 **({"start_new_session": True} if own_session else {"process_group": 0}))
     proc = Proc(name, popen, log)
     try:
         yield proc
