@@ -73,6 +73,7 @@ class Session(NamedTuple):
     payload: dict[str, Any]
     transfer_method: str
     new_access_token: NewAccessToken | None = None
+    from_core: bool = False  # the core decided it (revocation check, refreshed token): it may decide otherwise next
 
 
 def _parsed(raw: str | None, parse: Callable[[str], tokens.AccessToken]) -> tokens.AccessToken | None:
@@ -160,8 +161,9 @@ def needs_core(token: tokens.AccessToken, policy: Policy) -> bool:
 
 def replayable(session: Session, policy: Policy) -> bool:
     """An allowed answer that cannot change before the token's ``exp``: the core was not asked
-    (no revocation check, no promotion) and no claim has a maximum age."""
-    return (session.new_access_token is None and not policy.check_database
+    (no revocation check, no promotion: a refreshed token the core answers without a new one
+    is asked about again next time) and no claim has a maximum age."""
+    return (not session.from_core and session.new_access_token is None and not policy.check_database
             and not any(validator.max_age_seconds is not None for validator in policy.claims))
 
 
@@ -209,4 +211,5 @@ def session_from_core(selection: Selection, core: CoreSession, new_payload: dict
         payload=payload,
         transfer_method=selection.transfer_method,
         new_access_token=fresh,
+        from_core=True,
     )

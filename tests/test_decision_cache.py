@@ -213,3 +213,21 @@ def test_tracing_turns_the_default_off_and_refuses_an_explicit_one(monkeypatch: 
     assert settings_module.load({"tracing": "true"}, environ={}).decision_cache_seconds == 0
     with pytest.raises(settings_module.SettingsError, match="decision_cache_seconds"):
         settings_module.load({"tracing": "true", "decision_cache_seconds": "1"}, environ={})
+
+
+def test_a_token_the_core_was_asked_about_is_never_kept_even_when_it_mints_nothing(cached, fake_core: FakeCore,
+                                                                                  key: SigningKey) -> None:
+    """A refreshed token (``parentRefreshTokenHash1``) is decided by the core on every request.
+    The core answers OK *without* a new token for one whose refresh token was rotated again
+    (neither promoted now nor before: supertokens-core's getSession); its next answer may be
+    UNAUTHORISED (the session revoked), so replaying the OK would outlive a revocation."""
+    client, app = cached()
+    fake_core.verify_answer = {"status": "OK", "session": {"handle": "handle-1", "userId": "user-1",
+                                                           "recipeUserId": "user-1", "userDataInJWT": {},
+                                                           "tenantId": "public"}}
+    headers = cookie(v5(key, parentRefreshTokenHash1="p"))
+    assert client.simulate_get("/verify", headers=headers).status_code == 200
+    fake_core.verify_answer = {"status": "UNAUTHORISED", "message": "Session missing in db"}
+
+    assert client.simulate_get("/verify", headers=headers).status_code == 401  # revoked: as decided afresh
+    assert app.calls == 2 and fake_core.count("/recipe/session/verify") == 2
