@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import json.encoder
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -190,7 +191,8 @@ class VerifyEndpoint:
             reply.delete_header("Cache-Control")
             reply.set_header("X-Accel-Expires", f"@{until}")
             reply.set_header("Cache-Control", "no-store")
-        return {"until": session.expiry_ms / 1000, "request": decision.original, "user_id": session.user_id,
+        # Whole seconds: PyJWT (the python profile) counts a token expired once int(exp) <= now.
+        return {"until": math.floor(session.expiry_ms / 1000), "request": decision.original, "user_id": session.user_id,
                 "tenant_id": session.tenant_id, "rule": rule.name if rule is not None else None}
 
     def _forwarded(self, params: Params, rule: Rule | None, creds: credentials.Credentials,

@@ -231,3 +231,18 @@ def test_a_token_the_core_was_asked_about_is_never_kept_even_when_it_mints_nothi
 
     assert client.simulate_get("/verify", headers=headers).status_code == 401  # revoked: as decided afresh
     assert app.calls == 2 and fake_core.count("/recipe/session/verify") == 2
+
+
+def test_a_token_with_a_fractional_exp_is_not_replayed_past_the_second_pyjwt_ends_it(cached, key: SigningKey) -> None:
+    """PyJWT (the python profile) counts a token expired once ``int(exp) <= now``: a replay must
+    end then too, not at ``exp`` itself."""
+    clock = [float(int(time.time()))]
+    client, app = cached(now=lambda: clock[0])
+    headers = cookie(v5(key, exp=clock[0] + 60.5))
+    assert client.simulate_get("/verify", headers=headers).status_code == 200
+    clock[0] += 60.2  # past int(exp), before exp
+
+    answer = client.simulate_get("/verify", headers=headers)
+    assert (answer.status_code, answer.headers.get("X-Forward-Auth-Reason")) == (401, "expired")  # as decided afresh
+    assert app.calls == 2
+
