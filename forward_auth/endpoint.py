@@ -186,13 +186,15 @@ class VerifyEndpoint:
         _allow(reply, decision, "ok", proxied, session)
         if not verifier.replayable(session, policy) or "X-Session-Data" in forwarded:  # the core's data may change
             return None
+        # Whole seconds: PyJWT (the python profile) counts a token expired once int(exp) <= now.
+        replay_until = math.floor(session.expiry_ms / 1000)
         until = reuse_until(settings, session, time.time()) if settings.proxy_cache_seconds else None
         if until is not None:  # nginx reads X-Accel-Expires only when it comes before the no-store
             reply.delete_header("Cache-Control")
             reply.set_header("X-Accel-Expires", f"@{until}")
             reply.set_header("Cache-Control", "no-store")
-        # Whole seconds: PyJWT (the python profile) counts a token expired once int(exp) <= now.
-        return {"until": math.floor(session.expiry_ms / 1000), "request": decision.original, "user_id": session.user_id,
+            replay_until = min(replay_until, until)  # a replayed X-Accel-Expires is never in the past
+        return {"until": replay_until, "request": decision.original, "user_id": session.user_id,
                 "tenant_id": session.tenant_id, "rule": rule.name if rule is not None else None}
 
     def _forwarded(self, params: Params, rule: Rule | None, creds: credentials.Credentials,

@@ -246,3 +246,19 @@ def test_a_token_with_a_fractional_exp_is_not_replayed_past_the_second_pyjwt_end
     assert (answer.status_code, answer.headers.get("X-Forward-Auth-Reason")) == (401, "expired")  # as decided afresh
     assert app.calls == 2
 
+
+def test_a_replayed_x_accel_expires_is_never_in_the_past(cached, key: SigningKey) -> None:
+    """``X-Accel-Expires`` is whole seconds (``@int(now + proxy_cache_seconds)``): a replay kept for
+    ``proxy_cache_seconds`` must not outlive it."""
+    client, app = cached(seconds=2, proxy_cache_seconds=2)
+    headers = cookie(v5(key))
+    while time.time() % 1 < 0.6:  # late in a second, so that the header's second ends well before the entry
+        time.sleep(0.05)
+    first = client.simulate_get("/verify", headers=headers)
+    accel = int(first.headers["X-Accel-Expires"].lstrip("@"))
+    time.sleep(max(0.0, accel + 0.2 - time.time()))
+
+    again = client.simulate_get("/verify", headers=headers)
+    assert again.status_code == 200
+    assert int(again.headers["X-Accel-Expires"].lstrip("@")) > time.time()  # a fresh decision's: in the future
+    assert app.calls == 2
