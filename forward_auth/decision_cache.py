@@ -72,8 +72,8 @@ def raw_key(method: bytes, path: bytes, query: bytes, peer: bytes,
     supplied = None
     for name, value in headers:
         if name in _RAW_NOT_IN_KEY:
-            if name == b"x-request-id":
-                supplied = value.decode("latin-1")
+            if name == b"x-request-id":  # repeats joined, as the decision reads them (asgi._headers)
+                supplied = value.decode("latin-1") if supplied is None else f"{supplied},{value.decode('latin-1')}"
             continue
         parts += (name, value)
     joined = b"\0".join(parts)

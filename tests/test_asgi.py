@@ -330,3 +330,14 @@ def test_the_envoy_path_is_judged_as_sent(fake_core: FakeCore, key: SigningKey, 
     assert _sent(app, scope("GET", b"/verify/api/x", [cookie]))[0] == 200
     status, headers, _ = _sent(app, scope("GET", b"/verify/api/x", [], b"proxy=nginx"))  # the client's query
     assert status == 401 and "x-forward-auth-status" not in dict(headers)
+
+
+def test_a_replay_echoes_the_request_id_a_decision_would(fake_core: FakeCore, key: SigningKey) -> None:
+    """Two ``X-Request-Id`` headers are joined as any other repeat (``a,b``), by the decision and
+    by its replay alike."""
+    app = lean(service(fake_core))
+    cookie = ("Cookie", f"sAccessToken={v5(key)}".encode())
+    for ids, echoed in (([("X-Request-Id", b"a"), ("X-Request-Id", b"b")], "a,b"),
+                        ([("X-Request-Id", b"a"), ("X-Request-Id", b"")], "a,")):
+        answers = [serve(app, scope("GET", b"/verify", [cookie, *ids]))[1] for _ in range(2)]
+        assert [headers["x-request-id"] for headers in answers] == [echoed, echoed]
