@@ -194,8 +194,8 @@ class VerifyEndpoint:
             reply.set_header("X-Accel-Expires", f"@{until}")
             reply.set_header("Cache-Control", "no-store")
             replay_until = min(replay_until, until)  # a replayed X-Accel-Expires is never in the past
-        return {"until": replay_until, "request": decision.original, "user_id": session.user_id,
-                "tenant_id": session.tenant_id, "rule": rule.name if rule is not None else None}
+        return {"until": replay_until, "request": decision.original, "user_id": session.user_id,  # as logged:
+                "tenant_id": session.tenant_id, "rule": header_value(rule.name) if rule is not None else None}
 
     def _forwarded(self, params: Params, rule: Rule | None, creds: credentials.Credentials,
                    session: verifier.Session) -> dict[str, str | None]:

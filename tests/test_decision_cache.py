@@ -262,3 +262,19 @@ def test_a_replayed_x_accel_expires_is_never_in_the_past(cached, key: SigningKey
     assert again.status_code == 200
     assert int(again.headers["X-Accel-Expires"].lstrip("@")) > time.time()  # a fresh decision's: in the future
     assert app.calls == 2
+
+
+def test_a_replay_is_logged_with_the_fields_of_its_decision(cached, key: SigningKey, tmp_path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: [{name: 'my api é', match: {path_prefix: /api/}}]\n")
+    client, app = cached(policy_file=str(policy))
+    headers = {**cookie(v5(key)), "X-Forwarded-Uri": "/api/x"}
+    with caplog.at_level("DEBUG", logger="forward_auth.decisions"):
+        for _ in range(2):
+            assert client.simulate_get("/verify", headers=headers).status_code == 200
+    decided, replayed = (dict(r.decision) for r in caplog.records if hasattr(r, "decision"))
+    assert app.calls == 1 and replayed.pop("cached") is True
+    for record in (decided, replayed):
+        record.pop("request_id"), record.pop("latency_ms")
+    assert replayed == decided
