@@ -186,8 +186,9 @@ class VerifyEndpoint:
         _allow(reply, decision, "ok", proxied, session)
         if not verifier.replayable(session, policy) or "X-Session-Data" in forwarded:  # the core's data may change
             return None
-        # Whole seconds: PyJWT (the python profile) counts a token expired once int(exp) <= now.
-        replay_until = math.floor(session.expiry_ms / 1000)
+        # Whole seconds: PyJWT (the python profile) counts a token expired once int(exp) <= now;
+        # and never past the trust in its remembered signature (a withdrawn key shows no later).
+        replay_until = min(math.floor(session.expiry_ms / 1000), session.trusted_until)
         until = reuse_until(settings, session, time.time()) if settings.proxy_cache_seconds else None
         if until is not None:  # nginx reads X-Accel-Expires only when it comes before the no-store
             reply.delete_header("Cache-Control")

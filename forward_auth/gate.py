@@ -89,7 +89,7 @@ class Gate:
             session = verified.sessions.get(selection.transfer_method)
             if session is None:
                 session = verified.sessions[selection.transfer_method] = verifier.session_from_token(
-                    selection, sdk_profile=profile)
+                    selection, sdk_profile=profile)._replace(trusted_until=verified.until)
             return self._with_claims(session, policy, now)
         mode = self.settings.effective_anti_csrf
         core_session = self.core.verify_session(

@@ -74,6 +74,7 @@ class Session(NamedTuple):
     transfer_method: str
     new_access_token: NewAccessToken | None = None
     from_core: bool = False  # the core decided it (revocation check, refreshed token): it may decide otherwise next
+    trusted_until: float = float("inf")  # (epoch s) when its remembered signature must be checked again
 
 
 def _parsed(raw: str | None, parse: Callable[[str], tokens.AccessToken]) -> tokens.AccessToken | None:

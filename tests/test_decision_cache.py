@@ -278,3 +278,25 @@ def test_a_replay_is_logged_with_the_fields_of_its_decision(cached, key: Signing
     for record in (decided, replayed):
         record.pop("request_id"), record.pop("latency_ms")
     assert replayed == decided
+
+
+def test_a_replay_never_outlives_the_trust_in_its_verified_signature(cached, fake_core: FakeCore, key: SigningKey,
+                                                                    foreign_key: SigningKey) -> None:
+    """A signature verified once is trusted at most 300 s (``VERIFIED_TTL_CAP``): an answer kept
+    from that memory late in its life must not carry the trust past it. Here the JWKS drops the
+    token's key meanwhile (seen when a token with a new kid comes): a fresh decision once the
+    memory ends refuses the token, and so must the cache."""
+    clock = [time.time()]
+    client, app = cached(seconds=60, now=lambda: clock[0])
+    token = v5(key)
+    assert client.simulate_get("/verify", headers={**cookie(token), "X-Forwarded-Uri": "/a"}).status_code == 200
+    clock[0] += 299  # the signature is still remembered: this one is allowed from memory, and kept
+    assert client.simulate_get("/verify", headers={**cookie(token), "X-Forwarded-Uri": "/b"}).status_code == 200
+    fake_core.jwks = {"keys": [foreign_key.public_jwk()]}  # key withdrawn; a new kid makes the gate look
+    time.sleep(0.6)  # past the refetch cooldown
+    assert client.simulate_get("/verify", headers=cookie(v5(foreign_key))).status_code == 200
+    clock[0] += 2  # the memory of the signature has ended
+
+    answer = client.simulate_get("/verify", headers={**cookie(token), "X-Forwarded-Uri": "/b"})
+    assert (answer.status_code, answer.headers.get("X-Forward-Auth-Reason")) == (401, "unknown-kid")
+    assert app.calls == 4
