@@ -191,6 +191,10 @@ def test_a_request_whose_parts_cannot_be_told_apart_is_never_kept() -> None:
     assert key(Incoming("GET", "/verify", "a\0cookie", {"x": "1"}, "127.0.0.1")) is None
     assert raw_key(b"GET", b"/verify", b"a\0b", b"127.0.0.1", [(b"cookie", b"x")]) == (None, None)
     assert raw_key(b"GET", b"/verify", b"", b"", [(b"x-request-id", b"r1"), (b"a", b"b\0c")]) == (None, "r1")
+    plain = raw_key(b"GET", b"/verify", b"", b"", [(b"cookie", b"x")])[0]
+    traced = [(b"traceparent", b"00-1-2-01"), (b"cookie", b"x"), (b"x-request-id", b"r"), (b"tracestate", b"a=b")]
+    assert raw_key(b"GET", b"/verify", b"", b"", traced) == (plain, "r")  # left out of the key
+    assert raw_key(b"GET", b"/verify", b"", b"", [(b"cookie", b"x"), (b"a", b"x-request-id")])[0] != plain
     # the same request as text and as bytes: two digests, never one for two requests
     assert key(Incoming("GET", "/verify", "", {}, "")) != raw_key(b"GET", b"/verify", b"", b"", [])[0]
 
