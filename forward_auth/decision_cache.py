@@ -68,11 +68,13 @@ def raw_key(method: bytes, path: bytes, query: bytes, peer: bytes,
             headers: RawHeaders) -> tuple[bytes | None, str | None]:
     """The digest of a request as sent (ASGI's bytes: headers exactly as they came, repeats and
     all; None as in :func:`key`), and its ``X-Request-Id``. Its own first part keeps it apart
-    from :func:`key`'s digests. Joined in one pass; read header by header only when a part
-    could be a name left out of the key."""
+    from :func:`key`'s digests; None too for a request that may have a body. Joined in one
+    pass; read header by header only when a part could be a name left out of the key."""
     parts = [b"b", method, path, query, peer, *chain.from_iterable(headers)]
     joined = b"\0".join(parts)
     supplied = None
+    if b"content-length" in joined or b"transfer-encoding" in joined:
+        return None, None  # maybe a body, which a replay would leave unread: decided as ever
     if b"x-request-id" in joined or b"traceparent" in joined or b"tracestate" in joined:  # maybe _RAW_NOT_IN_KEY
         parts = parts[:5]
         for name, value in headers:

@@ -195,6 +195,7 @@ def test_a_request_whose_parts_cannot_be_told_apart_is_never_kept() -> None:
     traced = [(b"traceparent", b"00-1-2-01"), (b"cookie", b"x"), (b"x-request-id", b"r"), (b"tracestate", b"a=b")]
     assert raw_key(b"GET", b"/verify", b"", b"", traced) == (plain, "r")  # left out of the key
     assert raw_key(b"GET", b"/verify", b"", b"", [(b"cookie", b"x"), (b"a", b"x-request-id")])[0] != plain
+    assert raw_key(b"POST", b"/verify", b"", b"", [(b"cookie", b"x"), (b"content-length", b"0")]) == (None, None)
     # the same request as text and as bytes: two digests, never one for two requests
     assert key(Incoming("GET", "/verify", "", {}, "")) != raw_key(b"GET", b"/verify", b"", b"", [])[0]
 
