@@ -110,10 +110,7 @@ def create_service(settings: Settings, gate: Gate | None = None, policies: Polic
         policies = PolicyFile(settings.policy_file, every=settings.policy_reload_seconds)
     endpoint: Verify = VerifyEndpoint(gate, policies)
     if settings.decision_cache_seconds > 0:  # never with tracing (settings.validate)
-        seconds = settings.decision_cache_seconds  # and a replayed X-Accel-Expires never in the past:
-        if settings.proxy_cache_seconds > 0:
-            seconds = min(seconds, settings.proxy_cache_seconds)
-        endpoint = DecisionCache(endpoint, seconds, now=gate.now,
+        endpoint = DecisionCache(endpoint, settings.decision_cache_seconds, now=gate.now,
                                  policy=policies.current if policies is not None else lambda: None)
     app = _json_app(settings, [DecisionRecorder()])
     if settings.session_api and settings.session_api_bind is None:

@@ -3,19 +3,19 @@
 The same request again gets the same 200 without deciding again: a browser's burst of requests
 for one page, or an API polled, costs one decision. The key is a digest of everything a decision
 reads: method, path, query string, peer address and every request header (in arrival order) but
-the request id and trace context; a request whose parts cannot be told apart is never kept. An answer is kept only when the endpoint marks it as unable to
-change meanwhile (``Answer.cacheable``: a session, no revocation check, no refresh promotion, no
-claim with a maximum age), and it is replayed only while all of this holds:
+the request id and trace context; a request whose parts cannot be told apart is never kept. An
+answer is kept only when the endpoint marks it as unable to change meanwhile
+(``Answer.cacheable``: a session the core was not asked about, no claim with a maximum age), and
+it is replayed only while all of this holds:
 
-- the token has not expired, by the gate's own clock;
+- it is before ``cacheable["until"]``, by the gate's own clock: the token's exp (whole
+  seconds), the end of the trust in its remembered signature (so a signing key withdrawn from
+  the JWKS shows no later than without this cache) and any ``X-Accel-Expires`` it carries;
 - the policy in force is the one it was decided under (a reload ends every kept answer at once);
-- it is younger than the setting (and than ``proxy_cache_seconds``, so a replayed
-  ``X-Accel-Expires`` is never in the past).
+- it is younger than the setting.
 
-So a replay is the answer the endpoint would give: only a signing key withdrawn from the JWKS
-shows late, as it does for the verified-signature memory (at most its 300 s). A hit is counted
-and logged as a decision (``"cached": true``), with its own request id. Off under ``tracing``: a
-replay has no span.
+So a replay is the answer the endpoint would give. A hit is counted and logged as a decision
+(``"cached": true``), with its own request id. Off under ``tracing``: a replay has no span.
 """
 
 from __future__ import annotations

@@ -299,7 +299,7 @@ DESCRIPTIONS: Mapping[str, str] = {
     "check_database": "ask the core on every request whether the session was revoked",
     "revocation_cache_seconds": "cache the core's verify answer this long (never past the token's expiry); 0 = off",
     "verified_cache_size": "tokens whose verified signature is remembered with their session (until exp, at most 300 s; under 2 KB each); 0 = off",
-    "decision_cache_seconds": "replay an allowed `/verify` answer to the same request (every header but the request id and trace context) for up to this long: never past the token's exp or a policy reload, never with a revocation check, a refresh promotion or a claim with a maximum age; 0 = off; off by default with `tracing` or `verified_cache_size: 0`",
+    "decision_cache_seconds": "replay an allowed `/verify` answer to the same request (every header but the request id and trace context) for up to this long: never past the token's exp, a policy reload or the verified signature's trust, never when the core was asked (a revocation check, a refreshed token) or with a claim with a maximum age; 0 = off; off by default with `tracing` or `verified_cache_size: 0`",
     "proxy_cache_seconds": "let nginx's `proxy_cache` reuse an allowed answer this long (`X-Accel-Expires`, whole seconds; the same answers as `decision_cache_seconds`, never past the token's exp; the cache key is nginx's: see nginx.conf.example); 0 = off",
     "use_static_signing_key": "accept only static (`s-`) signing keys, as the SDK's `use_dynamic_access_token_signing_key=false`",
     "jwks_cache_seconds": "ceiling on how long the JWKS is cached (the core's `Cache-Control: max-age` may shorten it)",
