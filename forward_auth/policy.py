@@ -360,6 +360,8 @@ def read_policy(path: str) -> PolicySet:
         raise PolicyError(f"{path}: cannot be read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise PolicyError(f"{path}: not valid YAML ({exc})") from None
+    except UnicodeDecodeError as exc:  # a file saved in another encoding: broken like any other
+        raise PolicyError(f"{path}: not UTF-8 ({exc})") from None
     return parse_policy(document, path)
 
 

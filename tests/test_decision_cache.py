@@ -305,3 +305,22 @@ def test_a_replay_never_outlives_the_trust_in_its_verified_signature(cached, fak
     answer = client.simulate_get("/verify", headers={**cookie(token), "X-Forwarded-Uri": "/b"})
     assert (answer.status_code, answer.headers.get("X-Forward-Auth-Reason")) == (401, "unknown-kid")
     assert app.calls == 4
+
+
+def test_a_policy_edit_that_is_not_utf8_keeps_the_previous_policy_in_force(
+        cached, key: SigningKey, tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    """The cache asks for the policy in force before the endpoint does (outside its fail-closed
+    handler): a file saved in latin-1 must be a broken policy like any other, not an exception
+    out of the cache (a bare 500, or granian's), and the previous policy stays in force."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: [{name: api, match: {path_prefix: /api/}}]\n")
+    client, app = cached(policy_file=str(policy))
+    headers = {**cookie(v5(key)), "X-Forwarded-Uri": "/api/x"}
+    assert client.simulate_get("/verify", headers=headers).status_code == 200
+    policy.write_bytes("rules: [{name: 'caf\u00e9', match: {path_prefix: /api/}}]\n".encode("latin-1"))
+    time.sleep(1.05)  # the file is looked at once a second here
+
+    with caplog.at_level("ERROR", logger="forward_auth"):
+        answer = client.simulate_get("/verify", headers=headers)
+    assert (answer.status_code, answer.headers.get("X-Forward-Auth-Rule")) == (200, "api")
+    assert any("policy not reloaded" in r.getMessage() for r in caplog.records)
