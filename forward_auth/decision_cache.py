@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from itertools import chain
 from typing import Any, NamedTuple
 
@@ -37,7 +37,7 @@ _NOT_IN_KEY = frozenset({"x-request-id", "traceparent", "tracestate"})
 _RAW_NOT_IN_KEY = frozenset(name.encode() for name in _NOT_IN_KEY)
 _HIT = metrics.CACHE.labels(cache="decision", result="hit")
 _MISS = metrics.CACHE.labels(cache="decision", result="miss")
-RawHeaders = Iterable[tuple[bytes, bytes]]
+RawHeaders = Sequence[tuple[bytes, bytes]]  # read twice at most: not a one-time iterator
 Sent = tuple[int, list[tuple[bytes, bytes]], bytes]  # an answer as ASGI sends it
 
 

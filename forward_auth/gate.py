@@ -129,8 +129,9 @@ class Gate:
         metrics.TALLY.count(_SIGNATURE_MISS)  # counted once the keys are at hand (a request handed to the core pool asks again)
         tokens.verify_signature(token, candidates, now=now, skew=self.settings.clock_skew_seconds,
                                 sdk_profile=self.settings.sdk_profile)
-        verified = _Remembered(token.version, token.kid, token.payload, min(token.valid_until, now + VERIFIED_TTL_CAP),
-                               {})
+        # Trusted until exp, at most the cap; not past now when nothing is remembered (verified_cache_size: 0).
+        until = min(token.valid_until, now + VERIFIED_TTL_CAP) if digest else now
+        verified = _Remembered(token.version, token.kid, token.payload, until, {})
         if digest:
             with self._lock:
                 self._verified[digest] = verified

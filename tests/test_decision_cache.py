@@ -200,6 +200,14 @@ def test_a_request_whose_parts_cannot_be_told_apart_is_never_kept() -> None:
     assert key(Incoming("GET", "/verify", "", {}, "")) != raw_key(b"GET", b"/verify", b"", b"", [])[0]
 
 
+def test_with_no_verified_signature_memory_nothing_is_replayed(cached, key: SigningKey) -> None:
+    client, app = cached(verified_cache_size="0")  # every signature checked: a withdrawn key shows at once
+    headers = cookie(v5(key))
+    for _ in range(2):
+        assert client.simulate_get("/verify", headers=headers).status_code == 200
+    assert app.calls == 2
+
+
 @pytest.mark.parametrize(("overrides", "on"), [
     ({}, True),  # on by default
     ({"decision_cache_seconds": "0"}, False),
