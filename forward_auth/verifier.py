@@ -162,10 +162,9 @@ def needs_core(token: tokens.AccessToken, policy: Policy) -> bool:
 
 def replayable(session: Session, policy: Policy) -> bool:
     """An allowed answer that cannot change before the token's ``exp``: the core was not asked
-    (no revocation check, no promotion: a refreshed token the core answers without a new one
-    is asked about again next time) and no claim has a maximum age."""
-    return (not session.from_core and session.new_access_token is None and not policy.check_database
-            and not any(validator.max_age_seconds is not None for validator in policy.claims))
+    (a revocation check, a promotion, or a refreshed token the core answers without a new one,
+    which it is asked about again next time) and no claim has a maximum age."""
+    return not session.from_core and not any(validator.max_age_seconds is not None for validator in policy.claims)
 
 
 def _trimmed(value: Any) -> Any:
