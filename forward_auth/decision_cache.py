@@ -42,7 +42,8 @@ Sent = tuple[int, list[tuple[bytes, bytes]], bytes]  # an answer as ASGI sends i
 
 
 class _Kept(NamedTuple):
-    status: int
+    """A kept 200 (only allowed answers are kept)."""
+
     sent: list[tuple[bytes, bytes]]        # the headers as ASGI sends them, without X-Request-Id
     body: bytes
     token_until: float                     # the token's exp, epoch seconds (the gate's clock)
@@ -113,7 +114,7 @@ class DecisionCache:
             return self.decide(digest, incoming)
         rid = self._replayed(kept, incoming.headers.get("x-request-id"), started)
         headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in kept.sent]
-        return Answer(kept.status, [*headers, ("x-request-id", rid)], kept.body)
+        return Answer(200, [*headers, ("x-request-id", rid)], kept.body)
 
     def replay(self, digest: bytes | None, supplied: str | None) -> Sent | None:
         """The kept answer to the request of ``digest`` (from :func:`raw_key`), as ASGI sends it, or None."""
@@ -122,7 +123,7 @@ class DecisionCache:
         if kept is None:
             return None
         rid = self._replayed(kept, supplied, started)
-        return kept.status, [*kept.sent, (b"x-request-id", rid.encode("latin-1"))], kept.body
+        return 200, [*kept.sent, (b"x-request-id", rid.encode("latin-1"))], kept.body
 
     def decide(self, digest: bytes | None, incoming: Incoming) -> Answer:
         """Decide the request of ``digest``, and keep the answer when it cannot change."""
@@ -134,8 +135,7 @@ class DecisionCache:
             sent = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers
                     if name != "x-request-id"]
             record = {k: v for k, v in cacheable.items() if k != "until"}
-            kept = _Kept(answer.status, sent, answer.body, cacheable["until"], time.monotonic() + self._seconds,
-                         policy, record)
+            kept = _Kept(sent, answer.body, cacheable["until"], time.monotonic() + self._seconds, policy, record)
             with self._lock:
                 self._answers[digest] = kept
         return answer
