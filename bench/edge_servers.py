@@ -104,9 +104,9 @@ class Edge:
     """The running servers and the URLs of each configuration."""
 
     work: Path
-    procs: dict[str, Proc]           # service, service-unix, service-cache, service-hung, constant, node, pysdk, nginx
+    procs: dict[str, Proc]           # service(-decided), service-unix, service-cache, service-hung, constant, node, pysdk, nginx
     urls: dict[str, str]             # bound, svc(_decided), svc_unix, svc_cache, node, pysdk behind nginx; direct(_decided), const, hung
-    ports: dict[str, int]            # svc, svc_cache, svc_hung, const, node, pysdk, nginx
+    ports: dict[str, int]            # svc(_decided), svc_cache, svc_hung, const, node, pysdk, nginx
     cookie: dict[str, str]
     hung: HungCore                   # the core of service-hung
     core_calls: int                  # core calls a service makes at once (workers x threads)
@@ -182,11 +182,15 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
         hung = stack.enter_context(hung_core(core))
         ports = {name: free_port() for name in ("svc", "svc_decided", "svc_cache", "svc_hung", "const", "node", "pysdk", "nginx")}
 
+        def start(name: str, command: list[str], proc_env: dict[str, str] | None = None) -> Proc:
+            """``command`` started as ``name`` in the work directory (a session of its own unless --one-session)."""
+            return stack.enter_context(started(name, command, work, proc_env, own_session=own))
+
         def serve(name: str, bind: str, core_url: str = core, extra_env: dict[str, str] | None = None) -> Proc:
             """``forward-auth serve --workers 2`` with its defaults and ``--service-args``, started as ``name``."""
-            return stack.enter_context(started(name, [
-                python, "-m", "forward_auth", "serve", "--workers", "2", "--core-url", core_url,
-                "--core-api-key", API_KEY, "--bind", bind, *args.service_args], work, {**env, **(extra_env or {})}, own_session=own))
+            return start(name, [python, "-m", "forward_auth", "serve", "--workers", "2", "--core-url", core_url,
+                                "--core-api-key", API_KEY, "--bind", bind, *args.service_args],
+                         {**env, **(extra_env or {})})
 
         procs = {
             "service": serve("service", f"{HOST}:{ports['svc']}"),
@@ -196,17 +200,16 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
             "service-cache": serve("service-cache", f"{HOST}:{ports['svc_cache']}", extra_env={
                 "FORWARD_AUTH_PROXY_CACHE_SECONDS": str(PROXY_CACHE_SECONDS)}),
             "service-hung": serve("service-hung", f"{HOST}:{ports['svc_hung']}", core_url=hung.url),
-            "constant": stack.enter_context(started("constant", [
+            "constant": start("constant", [
                 python, str(BENCH / "edge_constant.py"), "--workers", "2", "--bind", f"{HOST}:{ports['const']}",
-                *args.service_args], work, env, own_session=own)),
-            "node": stack.enter_context(started("node", [node, str(NODE_DIR / "verify.js")], work, {
-                **env, "CORE_URL": core, "API_KEY": API_KEY, "PORT": str(ports["node"]), "WORKERS": "2"}, own_session=own)),
-            "pysdk": stack.enter_context(started("pysdk", [
+                *args.service_args], env),
+            "node": start("node", [node, str(NODE_DIR / "verify.js")], {
+                **env, "CORE_URL": core, "API_KEY": API_KEY, "PORT": str(ports["node"]), "WORKERS": "2"}),
+            "pysdk": start("pysdk", [
                 python, "-m", "uvicorn", "edge_fastapi_sdk:app", "--workers", "2", "--host", HOST,
                 "--port", str(ports["pysdk"]), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                "--log-level", "warning", "--timeout-keep-alive", "75"], work, {
-                **env, "CORE_URL": core, "API_KEY": API_KEY, "PYTHONPATH": f"{PY_SITE}{os.pathsep}{BENCH}"},
-                own_session=own)),
+                "--log-level", "warning", "--timeout-keep-alive", "75"], {
+                **env, "CORE_URL": core, "API_KEY": API_KEY, "PYTHONPATH": f"{PY_SITE}{os.pathsep}{BENCH}"}),
         }
         cache = shipped_cache()
         protected = "".join(PROTECTED.format(name=name, upstream=upstream, path=path,
@@ -216,9 +219,8 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
         conf.write_text(NGINX_CONF.format(work=work, host=HOST, listen=ports["nginx"], svc=ports["svc"],
                                           svc_decided=ports["svc_decided"], svc_cache=ports["svc_cache"], node=ports["node"], pysdk=ports["pysdk"],
                                           const=ports["const"], protected=protected, nginx_workers=args.nginx_workers))
-        procs["nginx"] = stack.enter_context(started("nginx", [
-            nginx_binary, "-p", str(work), "-c", str(conf), "-e", str(work / "nginx-error.log"),
-            "-g", "daemon off;"], work, own_session=own))
+        procs["nginx"] = start("nginx", [
+            nginx_binary, "-p", str(work), "-c", str(conf), "-e", str(work / "nginx-error.log"), "-g", "daemon off;"])
         base = f"http://{HOST}:{ports['nginx']}"
         urls = {name: f"{base}/{name}/" for name in ("bound", *AUTHS, *PROBES)}
         urls["direct"] = f"http://{HOST}:{ports['svc']}/verify"
