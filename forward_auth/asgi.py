@@ -33,12 +33,13 @@ from urllib.parse import unquote_to_bytes
 
 from .blocking import INLINE, REFUSE, WouldBlock, no_waiting
 from .decision_cache import DecisionCache, raw_key
-from .endpoint import Incoming, Verify
+from .endpoint import Answer, Incoming, Verify
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Sent = tuple[int, list[tuple[bytes, bytes]], bytes]  # a WSGI app's answer, as ASGI sends it
 #: Largest request body read (``POST /sessions/verify`` reads at most 1 MiB); the rest is not.
 MAX_BODY = 1 << 20
+_BODY_HEADERS = (b"content-length", b"transfer-encoding")
 _SPECIAL = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 #: The methods ``/verify`` answers (Falcon's resource has their responders); others go to Falcon: 405 or 400.
 VERIFY_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -61,7 +62,7 @@ class _Response:
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
         self.status = int(status[:3])
         # PEP 3333: header values are bytes spelled as latin-1.
-        self.headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+        self.headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
 
 
 class ASGIApp:
@@ -76,11 +77,15 @@ class ASGIApp:
         self._limit = core_concurrency + core_queue  # requests with the pool: calling the core or queued
         self._with_pool = 0  # changed on the loop only
 
+    def verifies(self, scope: dict[str, Any]) -> bool:
+        """Whether the request is ``/verify``'s, answered by its endpoint (else by the WSGI app)."""
+        return self._verify is not None and scope.get("raw_path") == b"/verify" and scope["method"] in VERIFY_METHODS
+
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
         if scope["type"] != "http":
             return
-        if self._verify is not None and scope.get("raw_path") == b"/verify" and scope["method"] in VERIFY_METHODS:
-            await self._verify_path(scope, receive, send, self._verify)
+        if self.verifies(scope):
+            await self._verify_path(scope, receive, send)
             return
         environ = self._environ(scope)
         if environ is None:
@@ -100,32 +105,39 @@ class ASGIApp:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
-    async def _verify_path(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any],
-                           verify: Verify) -> None:
-        """``/verify`` without Falcon or a WSGI environ: the endpoint's answer as it is."""
-        client = scope.get("client") or ("", None)  # None on a unix socket: a local peer
-        peer = str(client[0])
+    def verify_now(self, scope: dict[str, Any]) -> Sent | Callable[[], Sent]:
+        """``/verify``'s answer made without waiting (the kept answer, or a decision that needs no
+        core), or the call that makes it on the core pool (:meth:`on_pool`). Its body, if any, is
+        left to the server: no ``/verify`` reads one."""
+        verify = self._verify
+        assert verify is not None
         memo = self._memo
-        if memo is not None:  # the same request again: the kept answer, already encoded
+        if memo is not None:
             digest, supplied = raw_key(scope["method"].encode("latin-1"), b"/verify", scope["query_string"],
-                                       peer.encode("latin-1"), scope["headers"])
+                                       _peer(scope).encode("latin-1"), scope["headers"])
             sent = memo.replay(digest, supplied)
             if sent is not None:
-                await send({"type": "http.response.start", "status": sent[0], "headers": sent[1]})
-                await send({"type": "http.response.body", "body": sent[2]})
-                return
+                return sent
             verify = partial(memo.decide, digest)
         headers = _headers(scope)
         if headers is None:
-            await _two_hosts(send)
-            return
-        if "content-length" in headers or "transfer-encoding" in headers:
-            await self._body(receive)  # read and dropped: no /verify reads a body
-        incoming = Incoming(scope["method"], "/verify", scope["query_string"].decode("latin-1"), headers, peer)
-        answer = await self._decided(lambda: verify(incoming), lambda: verify(incoming))
-        await send({"type": "http.response.start", "status": answer.status,
-                    "headers": [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers]})
-        await send({"type": "http.response.body", "body": answer.body})
+            return TWO_HOSTS
+        incoming = Incoming(scope["method"], "/verify", scope["query_string"].decode("latin-1"), headers, _peer(scope))
+        try:
+            with no_waiting(INLINE if self._with_pool < self._limit else REFUSE):
+                return _sent(verify(incoming))
+        except WouldBlock:
+            return lambda: _sent(verify(incoming))
+
+    async def _verify_path(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        """``/verify`` without Falcon or a WSGI environ: the endpoint's answer as it is."""
+        if any(name in _BODY_HEADERS for name, _ in scope["headers"]):
+            await self._body(receive)  # read and dropped
+        sent = self.verify_now(scope)
+        if callable(sent):
+            sent = await self.on_pool(sent)
+        await send({"type": "http.response.start", "status": sent[0], "headers": sent[1]})
+        await send({"type": "http.response.body", "body": sent[2]})
 
     async def _decided(self, call: Callable[[], T], again: Callable[[], T]) -> T:
         """``call()`` on the loop; if it needs the core, ``again()`` on the core pool."""
@@ -134,9 +146,13 @@ class ASGIApp:
                 return call()
         except WouldBlock:
             pass
+        return await self.on_pool(again)
+
+    async def on_pool(self, call: Callable[[], T]) -> T:
+        """``call()`` on the core pool, where it may wait on the core."""
         self._with_pool += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, again)
+            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
         finally:
             self._with_pool -= 1
 
@@ -207,10 +223,22 @@ def _with_body(environ: dict[str, Any], body: bytes) -> None:
         environ["CONTENT_LENGTH"] = str(len(body))
 
 
+#: Which host? gunicorn refuses it too.
+TWO_HOSTS: Sent = (400, [(b"content-type", b"text/plain")], b"more than one Host header\n")
+
+
 async def _two_hosts(send: Callable[[Any], Any]) -> None:
-    """Which host? gunicorn refuses it too."""
-    await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": b"more than one Host header\n"})
+    await send({"type": "http.response.start", "status": TWO_HOSTS[0], "headers": TWO_HOSTS[1]})
+    await send({"type": "http.response.body", "body": TWO_HOSTS[2]})
+
+
+def _peer(scope: dict[str, Any]) -> str:
+    client = scope.get("client") or ("", None)  # None on a unix socket: a local peer
+    return str(client[0])
+
+
+def _sent(answer: Answer) -> Sent:
+    return answer.status, [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers], answer.body
 
 
 def _headers(scope: dict[str, Any]) -> dict[str, str] | None:
