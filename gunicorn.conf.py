@@ -1,6 +1,7 @@
 """gunicorn settings for running the service without the CLI: ``gunicorn -c gunicorn.conf.py``.
 
-Every value comes from the same FORWARD_AUTH_* settings as ``forward-auth serve``.
+Every value comes from the same FORWARD_AUTH_* settings as ``forward-auth serve``; the workers are
+gunicorn's gthread ones (``server: gunicorn``), whatever ``FORWARD_AUTH_SERVER`` says.
 """
 
 import os as _os
@@ -16,5 +17,5 @@ from forward_auth.settings import load as _load  # noqa: E402
 
 wsgi_app = "forward_auth.wsgi:get_app()"
 _settings = _load()
-globals().update(_gunicorn_options(_settings))
+globals().update(_gunicorn_options(_settings), worker_class="gthread")
 globals().update(_master_hooks(_settings))  # child_exit; with metrics_bind, when_ready, post_fork, on_exit

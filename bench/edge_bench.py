@@ -16,8 +16,8 @@ One dev core runs in this process (``forward_auth.devcore.server.start_in_thread
 counted) with one session whose token every request sends as the ``sAccessToken`` cookie. Then
 (``bench/edge_servers.py``), on free loopback ports, each with 2 worker processes:
 
-- ``forward-auth serve --workers 2`` with its defaults (``--service-args`` adds flags), five times: on TCP
-  and on a unix socket; on TCP with its decision cache off (``decision_cache_seconds: 0``: every request
+- ``forward-auth serve --workers 2`` with its defaults (``--service-args`` adds flags), six times: on TCP
+  and on a unix socket; on TCP under ``--server granian``; on TCP with its decision cache off (``decision_cache_seconds: 0``: every request
   decided, as when no two requests are the same); on TCP with ``proxy_cache_seconds`` (its allowed answers carry ``X-Accel-Expires``);
   on TCP with its core URL at a hung core (``bench/edge_stress.py``: it serves the dev core's JWKS, which
   each worker loads before measuring, and holds every other request unanswered);
@@ -29,7 +29,7 @@ counted) with one session whose token every request sends as the ``sAccessToken`
 
 Configurations, each measured ``--rounds`` times for ``--seconds``, interleaved round by round:
 1. bound: nginx ``auth_request`` to ``return 200;``; 2. the service behind plain nginx (TCP), and 2b. with
-its decision cache off;
+its decision cache off, and 2c. under ``--server granian`` (the default before the built-in server);
 3. supertokens-node; 4. supertokens-python; 5. the service direct (5b. with its decision cache off) and the constant app direct;
 7. the service behind nginx over a unix socket; 8. the service behind nginx with the nginx cache on (the
 one repeated token). Then 6.: latency behind nginx paced at half the median peak of 2 (wrk's Lua
@@ -124,6 +124,7 @@ def configurations(args: argparse.Namespace, edge: Edge) -> dict[str, Config]:
     rows = [("bound", "1 bound: nginx auth_request -> return 200", None, c, True, None),
             ("svc", "2 service behind plain nginx (TCP)", "service", c, True, port["svc"]),
             ("svc_decided", "2b the same, decision cache off", "service-decided", c, True, port["svc_decided"]),
+            ("svc_granian", "2c the same, --server granian", "service-granian", c, True, port["svc_granian"]),
             ("svc_unix", "7 service behind plain nginx (unix socket)", "service-unix", c, True, None),
             ("svc_cache", "8 service behind nginx with proxy_cache", "service-cache", c, True, port["svc_cache"]),
             ("node", "3 supertokens-node 24.0.3 verifySession", "node", c, True, port["node"]),

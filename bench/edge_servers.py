@@ -1,4 +1,4 @@
-"""The servers of ``bench/edge_bench.py``: the service (TCP and unix socket; once more with
+"""The servers of ``bench/edge_bench.py``: the service (TCP and unix socket; once more under granian, once more with
 ``proxy_cache_seconds``, and once more with a hung core), the constant app served the same way,
 supertokens-node under express, supertokens-python under uvicorn, and one nginx with a plain
 ``auth_request`` config in front of them (one location with the optional ``proxy_cache``); each checked
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 NODE_DIR = BENCH / "node"
 PY_SITE = BENCH / "python" / "site"
 #: The gates nginx asks, by location name: (upstream, path).
-AUTHS = {"svc": ("svc", "/verify"), "svc_decided": ("svc_decided", "/verify"), "svc_unix": ("svc_unix", "/verify"),
+AUTHS = {"svc": ("svc", "/verify"), "svc_decided": ("svc_decided", "/verify"), "svc_granian": ("svc_granian", "/verify"),
+         "svc_unix": ("svc_unix", "/verify"),
          "svc_cache": ("svc_cache", "/verify"),
          "node": ("node", "/verify"), "pysdk": ("pysdk", "/verify")}
 #: How long the service with the nginx cache lets nginx reuse an allowed answer (``proxy_cache_seconds``).
@@ -55,6 +56,7 @@ http {{
 
     upstream svc {{ server {host}:{svc}; keepalive 32; }}
     upstream svc_decided {{ server {host}:{svc_decided}; keepalive 32; }}
+    upstream svc_granian {{ server {host}:{svc_granian}; keepalive 32; }}
     upstream svc_unix {{ server unix:{work}/svc.sock; keepalive 32; }}
     upstream node {{ server {host}:{node}; keepalive 32; }}
     upstream pysdk {{ server {host}:{pysdk}; keepalive 32; }}
@@ -104,7 +106,7 @@ class Edge:
     """The running servers and the URLs of each configuration."""
 
     work: Path
-    procs: dict[str, Proc]           # service(-decided), service-unix, service-cache, service-hung, constant, node, pysdk, nginx
+    procs: dict[str, Proc]           # service(-decided, -granian), service-unix, service-cache, service-hung, constant, node, pysdk, nginx
     urls: dict[str, str]             # bound, svc(_decided), svc_unix, svc_cache, node, pysdk behind nginx; direct(_decided), const, hung
     ports: dict[str, int]            # svc(_decided), svc_cache, svc_hung, const, node, pysdk, nginx
     cookie: dict[str, str]
@@ -180,22 +182,25 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
         env, python, core = clean_env(), sys.executable, shared.core_url
         own = not args.one_session
         hung = stack.enter_context(hung_core(core))
-        ports = {name: free_port() for name in ("svc", "svc_decided", "svc_cache", "svc_hung", "const", "node", "pysdk", "nginx")}
+        ports = {name: free_port() for name in ("svc", "svc_decided", "svc_granian", "svc_cache", "svc_hung", "const", "node", "pysdk", "nginx")}
 
         def start(name: str, command: list[str], proc_env: dict[str, str] | None = None) -> Proc:
             """``command`` started as ``name`` in the work directory (a session of its own unless --one-session)."""
             return stack.enter_context(started(name, command, work, proc_env, own_session=own))
 
-        def serve(name: str, bind: str, core_url: str = core, extra_env: dict[str, str] | None = None) -> Proc:
-            """``forward-auth serve --workers 2`` with its defaults and ``--service-args``, started as ``name``."""
+        def serve(name: str, bind: str, core_url: str = core, extra_env: dict[str, str] | None = None,
+                  extra: tuple[str, ...] = ()) -> Proc:
+            """``forward-auth serve --workers 2`` with its defaults and ``--service-args`` (then ``extra``),
+            started as ``name``."""
             return start(name, [python, "-m", "forward_auth", "serve", "--workers", "2", "--core-url", core_url,
-                                "--core-api-key", API_KEY, "--bind", bind, *args.service_args],
+                                "--core-api-key", API_KEY, "--bind", bind, *args.service_args, *extra],
                          {**env, **(extra_env or {})})
 
         procs = {
             "service": serve("service", f"{HOST}:{ports['svc']}"),
             "service-decided": serve("service-decided", f"{HOST}:{ports['svc_decided']}", extra_env={
                 "FORWARD_AUTH_DECISION_CACHE_SECONDS": "0"}),
+            "service-granian": serve("service-granian", f"{HOST}:{ports['svc_granian']}", extra=("--server", "granian")),
             "service-unix": serve("service-unix", f"unix:{work}/svc.sock"),
             "service-cache": serve("service-cache", f"{HOST}:{ports['svc_cache']}", extra_env={
                 "FORWARD_AUTH_PROXY_CACHE_SECONDS": str(PROXY_CACHE_SECONDS)}),
@@ -217,7 +222,8 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
                             for name, (upstream, path) in {**AUTHS, **PROBES}.items())
         conf = work / "nginx.conf"
         conf.write_text(NGINX_CONF.format(work=work, host=HOST, listen=ports["nginx"], svc=ports["svc"],
-                                          svc_decided=ports["svc_decided"], svc_cache=ports["svc_cache"], node=ports["node"], pysdk=ports["pysdk"],
+                                          svc_decided=ports["svc_decided"], svc_granian=ports["svc_granian"],
+                                          svc_cache=ports["svc_cache"], node=ports["node"], pysdk=ports["pysdk"],
                                           const=ports["const"], protected=protected, nginx_workers=args.nginx_workers))
         procs["nginx"] = start("nginx", [
             nginx_binary, "-p", str(work), "-c", str(conf), "-e", str(work / "nginx-error.log"), "-g", "daemon off;"])
@@ -229,7 +235,8 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
         urls["const"] = f"http://{HOST}:{ports['const']}/verify"
         cookie = {"Cookie": f"sAccessToken={shared.token}"}
         wait_http(procs["nginx"], urls["bound"])
-        for name, proc in (("svc", "service"), ("svc_decided", "service-decided"), ("svc_unix", "service-unix"),
+        for name, proc in (("svc", "service"), ("svc_decided", "service-decided"), ("svc_granian", "service-granian"),
+                           ("svc_unix", "service-unix"),
                            ("svc_cache", "service-cache"),
                            ("hung", "service-hung"), ("node", "node"), ("pysdk", "pysdk")):
             wait_http(procs[proc], urls[name], cookie, timeout=60)

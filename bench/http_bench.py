@@ -20,9 +20,8 @@ and measures, interleaving the variants round by round so that drift hits them a
    the RSS of each worker after every segment;
 plus the core requests per ``/verify`` in each phase, and a footer of the performance targets.
 
-Everything runs once per server configuration (``--servers``, by default gunicorn, granian, and
-granian with one thread per worker and ``decision_cache_seconds: 1``, each serving all three apps
-alike), and the targets are printed side by side.
+Everything runs once per server configuration (``--servers``, by default the built-in server,
+gunicorn and granian, each serving all three apps alike), and the targets are printed side by side.
 
 Run: ``.venv/bin/python bench/http_bench.py`` (about 20 minutes on 2 cores; ``--help`` for the knobs,
 e.g. ``--servers gunicorn --gunicorn reuse_port=true --threads 1`` to try gunicorn settings on all apps alike).
@@ -49,8 +48,8 @@ from workloads import PHASES, run_phases
 def variant(text: str, args: argparse.Namespace) -> Variant:
     """``SERVER[:threads=N][:cache=S]``, the defaults from ``args``."""
     server, *options = (part.strip() for part in text.strip().split(":"))
-    if server not in ("gunicorn", "granian"):
-        raise ValueError(f"{server!r} is not gunicorn or granian")
+    if server not in ("builtin", "gunicorn", "granian"):
+        raise ValueError(f"{server!r} is not builtin, gunicorn or granian")
     threads, cache = args.threads, args.decision_cache
     for option in options:
         key, _, value = option.partition("=")
@@ -96,7 +95,7 @@ def parse_args() -> argparse.Namespace:
                         ", ".join(f"{k} {v}" for k, v in PHASES.items()))
     parser.add_argument("--decision-cache", type=float, default=0.0, metavar="SECONDS",
                         help="the service's decision_cache_seconds (0: off, the default)")
-    parser.add_argument("--servers", default="gunicorn,granian,granian:threads=1:cache=1",
+    parser.add_argument("--servers", default="builtin,gunicorn,granian",
                         help="run everything under each of these in turn: SERVER[:threads=N][:cache=S] (forward-auth "
                              "serve --server; threads for all three apps alike, cache = the service's "
                              "decision_cache_seconds; the defaults are --threads and --decision-cache)")
@@ -110,7 +109,7 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"--servers: {exc}")
     if not args.servers:
         parser.error("--servers names no server")
-    if args.gunicorn and any(v.server == "granian" for v in args.servers):
+    if args.gunicorn and any(v.server != "gunicorn" for v in args.servers):
         parser.error("--gunicorn settings apply to gunicorn only: add --servers gunicorn")
     if not args.phases <= set(PHASES) or not args.phases:
         parser.error(f"--phases takes a comma-separated subset of {','.join(PHASES)}")

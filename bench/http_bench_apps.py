@@ -1,5 +1,5 @@
-"""The comparison apps of ``bench/http_bench.py``, each served by gunicorn (or, with ``--server granian``,
-granian, but for flask-sdk, which runs asyncio itself) with the service's settings.
+"""The comparison apps of ``bench/http_bench.py``, each served by gunicorn (or, with ``--server builtin``
+or ``granian``, that server, but for flask-sdk, which runs asyncio itself) with the service's settings.
 
     python bench/http_bench_apps.py constant  --bind 127.0.0.1:P --workers 2 --threads 4
     python bench/http_bench_apps.py flask-sdk --bind 127.0.0.1:P --workers 2 --threads 4 \
@@ -154,7 +154,8 @@ def options_for(bind: str, workers: int, threads: int, log_level: str, proc_name
     """The service's gunicorn options for these values (only ``proc_name`` differs)."""
     from forward_auth.server import gunicorn_options  # imported late: see main() for the service
 
-    settings = load({"bind": bind, "workers": workers, "threads": threads, "log_level": log_level}, environ={})
+    settings = load({"bind": bind, "workers": workers, "threads": threads, "log_level": log_level,
+                     "server": "gunicorn"}, environ={})
     options = gunicorn_options(settings)
     options["proc_name"] = proc_name
     return options
@@ -163,7 +164,7 @@ def options_for(bind: str, workers: int, threads: int, log_level: str, proc_name
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("app", choices=["constant", "flask-sdk", "service"])
-    parser.add_argument("--server", choices=["gunicorn", "granian"], default="gunicorn")
+    parser.add_argument("--server", choices=["builtin", "gunicorn", "granian"], default="gunicorn")
     parser.add_argument("--bind", required=True)
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--threads", type=int, required=True)
@@ -210,8 +211,16 @@ def main() -> None:
     else:
         factory = functools.partial(flask_sdk_app, args.core_url, args.api_key)
     # flask-sdk runs asyncio itself (the SDK's sync wrapper), which cannot happen on the event loop
-    # that granian's workers decide on: it stays under gunicorn, with the same settings.
-    if args.server == "granian" and args.app != "flask-sdk":
+    # that the other servers' workers decide on: it stays under gunicorn, with the same settings.
+    if args.server == "builtin" and args.app != "flask-sdk":
+        from forward_auth import server  # what `forward-auth serve` runs, building this app in each worker
+
+        settings = load({"bind": args.bind, "workers": args.workers, "threads": args.threads,
+                         "log_level": args.log_level, "server": "builtin"}, environ={})
+        built = factory
+        server.worker_app = lambda *_, **__: built()
+        server.Server(settings).run()
+    elif args.server == "granian" and args.app != "flask-sdk":
         from forward_auth.server import asgi_app, granian_server  # what `forward-auth serve --server granian` uses
 
         settings = load({"bind": args.bind, "workers": args.workers, "threads": args.threads,

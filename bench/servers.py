@@ -211,10 +211,14 @@ def settings_line(args: argparse.Namespace, variant: Variant, overrides: list[st
     from forward_auth.server import gunicorn_options
     from forward_auth.settings import load
 
-    shown = gunicorn_options(load({"workers": args.workers, "threads": variant.threads}, environ={}))
+    shown = gunicorn_options(load({"workers": args.workers, "threads": variant.threads, "server": "gunicorn"},
+                                  environ={}))
     for item in overrides:
         key, _, value = item.partition("=")
         shown[key.strip().replace("-", "_")] = value.strip()
+    if variant.server == "builtin":
+        return (f"built-in (gunicorn's master, forward_auth.worker), workers={args.workers}, core threads="
+                f"{variant.threads} (forward_auth.server.Server; the same for the constant app; flask-sdk under gunicorn)")
     if variant.server == "granian":
         return (f"granian ASGI, workers={args.workers}, core threads={variant.threads} "
                 "(forward_auth.server.granian_server and asgi_app; the same for the constant app; "

@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"forward-auth {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the gate (granian, or gunicorn with --server gunicorn)")
+    serve = commands.add_parser("serve", help="run the gate (the built-in server; --server granian or gunicorn for those)")
     serve.add_argument("--config", help="YAML config file (keys are setting names; default: FORWARD_AUTH_CONFIG)")
     defaults = settings_module.Settings()
     for name in settings_module.FLAGS:

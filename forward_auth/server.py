@@ -1,5 +1,6 @@
-"""The servers of ``forward-auth serve``: gunicorn (default) or granian, run programmatically
-with the validated settings; both build the same app per worker and reload the policy on SIGHUP."""
+"""The servers of ``forward-auth serve``, run programmatically with the validated settings: the
+built-in one (the default: gunicorn's master, :mod:`forward_auth.worker`'s workers), gunicorn's
+gthread workers, or granian. All build the same app per worker and reload the policy on SIGHUP."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
 from . import metrics, tracing
 from .app import Service, build_gate, create_service, create_session_api_app
@@ -25,6 +27,7 @@ from .errors import ForwardAuthError
 from .listener import Listener
 from .policy import PolicyFile, PolicySet
 from .settings import Settings, SettingsError
+from .worker import Shares
 
 log = logging.getLogger("forward_auth")
 
@@ -39,7 +42,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "bind": [settings.bind],
         "workers": settings.workers,
-        "worker_class": "gthread",
+        "worker_class": "forward_auth.worker.Worker" if settings.server == "builtin" else "gthread",
         "threads": settings.threads,
         "timeout": 30,
         "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
@@ -73,7 +76,22 @@ def worker_app(settings: Settings, policy: PolicySet | None = None,
     if settings.policy_file:  # a broken file is logged by the main process, once, when it has one
         policies = PolicyFile(settings.policy_file, every=settings.policy_reload_seconds, initial=policy,
                               reloads=reloads, quiet=policy is not None)
+        if reloads is not None:  # a worker that outlives reloads looks even while no request comes
+            _watched(policies, settings.policy_reload_seconds or 1.0, lambda _: None)
     return create_service(settings, gate, policies)
+
+
+def _watched(file: PolicyFile, every: float, keep: Callable[[PolicySet], None]) -> None:
+    """Look at the policy file every ``every`` s on a daemon thread; ``keep`` gets the policy in
+    force. So a worker that got no request while the file was good keeps that good policy, not
+    an older one, when a broken edit follows."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(every)
+            keep(file.current())
+
+    threading.Thread(target=watch, name="policy-watch", daemon=True).start()
 
 
 def _child_exit(arbiter: object, worker: Any) -> None:
@@ -141,12 +159,7 @@ class MasterPolicy:
             log.warning("sdk_profile node: OPTIONS and TRACE requests pass without a session, as supertokens-node "
                         "lets them, on routes that require one (rules: %s)", ", ".join(passing))
         if self._file is not None and settings.policy_reload_seconds > 0:
-            threading.Thread(target=self._watch, args=(self._file,), name="policy-watch", daemon=True).start()
-
-    def _watch(self, file: PolicyFile) -> None:
-        while True:
-            time.sleep(self._settings.policy_reload_seconds)
-            self.current = file.current()
+            _watched(self._file, settings.policy_reload_seconds, partial(setattr, self, "current"))
 
     def reload(self) -> None:
         """SIGHUP: the file again now (a broken one keeps the last good policy, and says why)."""
@@ -184,31 +197,64 @@ def master_hooks(settings: Settings) -> dict[str, Callable[..., None]]:
 
 
 class Server(BaseApplication):  # type: ignore[misc]
-    """A gunicorn application whose WSGI app is built per worker (after fork).
+    """A gunicorn application whose app is built per worker (after fork).
 
     The master reads the policy file at start (an invalid one stops start-up) and again on
-    SIGHUP, before gunicorn replaces the workers; a file that no longer parses keeps the last
-    good policy, so a bad edit never takes the gate down.
+    SIGHUP; a file that no longer parses keeps the last good policy, so a bad edit never takes
+    the gate down. Under gthread workers gunicorn then replaces the workers. The built-in
+    server's workers are kept, as granian's are (:func:`serve_granian`): the master raises a
+    counter they share, and each re-reads the file at its next request.
     """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._policy = MasterPolicy(settings)
+        self._reloads = multiprocessing.RawValue("L", 0)  # shared with the forked workers
+        self.shares = Shares(max(8, 2 * settings.workers))  # room for `kill -TTIN` and replacements
         super().__init__()
 
     def load_config(self) -> None:
         for key, value in gunicorn_options(self._settings).items():
             self.cfg.set(key, value)
         self.cfg.set("on_reload", self._on_reload)
-        for hook, function in master_hooks(self._settings).items():
+        hooks = master_hooks(self._settings)
+        if self._settings.server == "builtin":
+            hooks.update(pre_fork=self._pre_fork, child_exit=partial(self._child_exit, hooks["child_exit"]))
+        for hook, function in hooks.items():
             self.cfg.set(hook, function)
+
+    def _pre_fork(self, arbiter: Any, worker: Any) -> None:
+        worker.slot = self.shares.claim(getattr(other, "slot", None) for other in arbiter.WORKERS.values())
+
+    def _child_exit(self, then: Callable[..., None], arbiter: Any, worker: Any) -> None:
+        self.shares.release(getattr(worker, "slot", None))
+        then(arbiter, worker)
 
     def _on_reload(self, arbiter: object) -> None:
         self._policy.reload()
 
-    def load(self) -> WSGIApp:
-        return worker_app(self._settings, self._policy.current)
+    def reload_policy(self) -> None:
+        """SIGHUP under the built-in server: the policy again, in the same workers."""
+        self._policy.reload()  # logs why a broken file is not taken
+        self._reloads.value += 1
 
+    def load(self) -> WSGIApp | ASGIApp:
+        if self._settings.server != "builtin":
+            return worker_app(self._settings, self._policy.current)
+        return asgi_app(self._settings, worker_app(self._settings, self._policy.current,
+                                                   reloads=lambda: self._reloads.value))
+
+    def run(self) -> None:
+        (_KeepingArbiter if self._settings.server == "builtin" else Arbiter)(self).run()
+
+
+class _KeepingArbiter(Arbiter):  # type: ignore[misc]
+    """gunicorn's master, but SIGHUP replaces no worker (a stopping one would close its
+    keep-alive connections): it re-reads the policy (:meth:`Server.reload_policy`)."""
+
+    def handle_hup(self) -> None:
+        self.log.info("Hang up: re-reading the policy")
+        self.app.reload_policy()
 
 
 #: A worker's requests that may wait for a core thread (``threads`` of them) before the next is

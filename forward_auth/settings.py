@@ -24,7 +24,7 @@ from .redirects import check_url, url_host
 ENV_PREFIX = "FORWARD_AUTH_"
 ANTI_CSRF_MODES = ("NONE", "VIA_CUSTOM_HEADER", "VIA_TOKEN")
 SAMESITE_VALUES = ("lax", "strict", "none")
-SERVERS = ("granian", "gunicorn")
+SERVERS = ("builtin", "granian", "gunicorn")
 SDK_PROFILES = ("python", "node")
 IPNetwork = IPv4Network | IPv6Network
 
@@ -71,7 +71,7 @@ class Settings:
     clock_skew_seconds: float = 0.0
     policy_file: str | None = None
     policy_reload_seconds: float = 2.0
-    server: str = "granian"
+    server: str = "builtin"
     bind: str = "127.0.0.1:8080"
     metrics_bind: str | None = None
     workers: int = 2
@@ -319,11 +319,11 @@ DESCRIPTIONS: Mapping[str, str] = {
     "clock_skew_seconds": "how far in the future a token's `iat` (and `nbf`) may be, for a gate whose clock is behind the core's (never `exp`); 0 = the SDKs' own rule",
     "policy_file": "YAML file of route rules (first match wins); without it, query parameters choose the policy",
     "policy_reload_seconds": "how often the policy file is checked for changes (0: only at start and on SIGHUP)",
-    "server": "`granian` (a Rust HTTP server; each worker verifies on an event loop and waits on the core in threads of its own: the `threads` setting) or `gunicorn` (gthread workers)",
+    "server": "`builtin` (gunicorn's master; each worker an event loop, uvloop and httptools, that verifies and waits on the core in threads of its own: the `threads` setting), `granian` (a Rust HTTP server, the same event loop per worker) or `gunicorn` (gthread workers)",
     "bind": "address the service listens on",
     "metrics_bind": "HOST:PORT on which the master process serves `/metrics` (every worker added up) instead of the main port, which then answers 404; unset: `/metrics` on the main port",
     "workers": "worker processes",
-    "threads": "threads per worker: under granian, those that wait on the core (revocation checks, promotions, JWKS fetches; 64 more requests may queue for them, then 503 `core-busy`); under gunicorn, its gthread threads",
+    "threads": "threads per worker: under builtin and granian, those that wait on the core (revocation checks, promotions, JWKS fetches; 64 more requests may queue for them, then 503 `core-busy`); under gunicorn, its gthread threads",
     "log_level": "debug, info, warning or error (allowed requests are logged at debug, denials at info)",
     "log_format": "`text` or `json` (one object per line; a decision's fields: outcome, reason, request, user, rule, latency, request id)",
     "tracing": "OpenTelemetry spans per decision and per core request, continuing the caller's `traceparent` (needs the `otel` extra; exporter from `OTEL_TRACES_EXPORTER`)",

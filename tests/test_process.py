@@ -24,7 +24,7 @@ from proxy_harness import HungCore, free_port, wait_http
 from forward_auth.metrics import FLUSH_SECONDS
 
 CLI = [sys.executable, "-m", "forward_auth"]
-SERVERS = pytest.mark.parametrize("server", ["gunicorn", "granian"])
+SERVERS = pytest.mark.parametrize("server", ["builtin", "gunicorn", "granian"])
 
 
 @contextmanager
@@ -464,14 +464,38 @@ def test_unix_socket_replaces_a_stale_one_and_is_open_to_local_users(tmp_path: P
 
 
 @contextmanager
-def granian_service(core: str, *extra: str, env: dict[str, str] | None = None) -> Iterator[tuple[int, int]]:
-    """``forward-auth serve`` with its default server and 2 workers: (port, master pid)."""
+def default_service(core: str, *extra: str, env: dict[str, str] | None = None) -> Iterator[tuple[int, int]]:
+    """``forward-auth serve`` with its default server and 2 workers, both accepting: (port, master pid)."""
     port = free_port()
     args = [*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--core-url", core, *extra]
     with process(args, {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_LOG_LEVEL": "warning", **(env or {})}
                  ) as proc:
         wait_http(f"http://127.0.0.1:{port}/readyz")
+        both_accepting(port, proc.pid)
         yield port, proc.pid
+
+
+def workers_of(master: int) -> list[int]:
+    return [int(pid) for pid in subprocess.run(["pgrep", "-P", str(master)], capture_output=True,
+                                               text=True).stdout.split()]
+
+
+def both_accepting(port: int, master: int) -> None:
+    """Idle connections until each worker holds one: /readyz answered by one worker says nothing
+    of its sibling, still booting (gunicorn forks them one after the other)."""
+    opened = []
+    deadline = time.monotonic() + 20
+    try:
+        while time.monotonic() < deadline:
+            opened.append(socket.create_connection(("127.0.0.1", port)))
+            time.sleep(0.1)
+            workers = workers_of(master)
+            if len(workers) == 2 and all(held_by(pid, port) for pid in workers):
+                return
+        raise AssertionError("the second worker never accepted a connection")
+    finally:
+        for conn in opened:
+            conn.close()
 
 
 def timed_verify(port: int, token: str, query: str = "", timeout: float = 10.0) -> tuple[int, float]:
@@ -493,7 +517,7 @@ def test_slow_clients_do_not_delay_other_requests(core_url: str) -> None:
     """200 connections that never finish their headers hold no worker: requests beside them
     are answered at once (the gthread workers of gunicorn were all held by them)."""
     token = post_json(core_url + "/dev/sessions", {"userId": "patient"})["accessToken"]["token"]
-    with granian_service(core_url) as (port, _):
+    with default_service(core_url) as (port, _):
         drips = []
         for _ in range(200):
             conn = socket.create_connection(("127.0.0.1", port))
@@ -515,7 +539,7 @@ def test_a_hung_core_does_not_hold_up_requests_that_need_no_core(core_url: str) 
     token = post_json(core_url + "/dev/sessions", {"userId": "local"})["accessToken"]["token"]
     core = HungCore(core_url)
     try:
-        with granian_service(core.url, env={"FORWARD_AUTH_CORE_TIMEOUT_SECONDS": "5"}) as (port, _):
+        with default_service(core.url, env={"FORWARD_AUTH_CORE_TIMEOUT_SECONDS": "5"}) as (port, _):
             results: list[tuple[int, float]] = []
             waiting = [threading.Thread(target=lambda: results.append(timed_verify(port, token, "?checkDatabase=true")),
                                         daemon=True) for _ in range(32)]
@@ -533,9 +557,8 @@ def test_a_hung_core_does_not_hold_up_requests_that_need_no_core(core_url: str) 
 def test_keep_alive_load_is_shared_by_both_workers(core_url: str) -> None:
     """16 keep-alive connections (wrk): the least busy worker does at least half the work of the busiest."""
     token = post_json(core_url + "/dev/sessions", {"userId": "even"})["accessToken"]["token"]
-    with granian_service(core_url) as (port, master):
-        workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(master)], capture_output=True,
-                                                      text=True).stdout.split()]
+    with default_service(core_url) as (port, master):
+        workers = workers_of(master)
 
         def ticks() -> list[int]:
             return [sum(int(field) for field in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])
@@ -547,6 +570,51 @@ def test_keep_alive_load_is_shared_by_both_workers(core_url: str) -> None:
         used = [after - was for after, was in zip(ticks(), before, strict=True)]
     assert len(workers) == 2
     assert min(used) >= max(used) / 2, used
+
+
+def held_by(pid: int, port: int) -> int:
+    """Established TCP connections to ``port`` that process ``pid`` holds (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd) if fd.is_symlink() else ""
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01" and fields[9] in inodes:
+            count += 1
+    return count
+
+
+def test_a_worker_that_comes_late_gets_its_share_of_kept_alive_connections(core_url: str) -> None:
+    """8 keep-alive connections opened while one worker is stopped all go to the other (it waits
+    50 ms for its sibling's turn, then serves); once both run, the busy one hands some back
+    (``connection: close`` on their next answer) and the clients' new connections go to the other."""
+    import http.client
+
+    with default_service(core_url) as (port, master):
+        workers = workers_of(master)
+        clients = [http.client.HTTPConnection("127.0.0.1", port, timeout=5) for _ in range(8)]
+        os.kill(workers[1], signal.SIGSTOP)
+        try:
+            for client in clients:
+                client.request("GET", "/healthz")
+                client.getresponse().read()
+            alone = [held_by(pid, port) for pid in workers]
+        finally:
+            os.kill(workers[1], signal.SIGCONT)
+        deadline = time.monotonic() + 3.5
+        while time.monotonic() < deadline:
+            for client in clients:  # http.client connects again after a `connection: close`
+                client.request("GET", "/healthz")
+                client.getresponse().read()
+            time.sleep(0.05)
+        shared = [held_by(pid, port) for pid in workers]
+        for client in clients:
+            client.close()
+    assert alone == [8, 0]
+    assert sum(shared) == 8 and min(shared) >= 3, shared
 
 
 @SERVERS

@@ -100,10 +100,11 @@ def test_redirect_hosts_default_to_the_login_urls_host() -> None:
     assert listed.redirect_hosts == ("a.example", "b.example")
 
 
-def test_granian_is_the_default_server_and_gunicorn_a_choice() -> None:
-    assert s.load(environ={}).server == "granian"
+def test_the_builtin_server_is_the_default_and_granian_and_gunicorn_choices() -> None:
+    assert s.load(environ={}).server == "builtin"
     assert s.load({"server": "gunicorn"}, environ={}).server == "gunicorn"
-    with pytest.raises(s.SettingsError, match="must be one of granian, gunicorn"):
+    assert s.load({"server": "granian"}, environ={}).server == "granian"
+    with pytest.raises(s.SettingsError, match="must be one of builtin, granian, gunicorn"):
         s.load({"server": "uvicorn"}, environ={})
 
 

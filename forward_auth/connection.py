@@ -1,0 +1,377 @@
+"""One HTTP/1.1 connection of the built-in server (``server: builtin``, :mod:`forward_auth.worker`).
+
+httptools (llhttp, nginx's and Node's parser lineage) reads the request; the ASGI app of
+:mod:`forward_auth.asgi` answers it. ``/verify`` is answered inside ``data_received``: the kept
+answer or a decision that needs no core is written before the callback returns, with no task, no
+thread hop and no ASGI messages. Anything else (a request that needs the core, every other path)
+runs as a task, and the connection reads no further request until it is answered, so pipelined
+answers keep their order.
+
+Limits, as gunicorn words them: a request line longer than ``limit_request_line`` is answered
+414, more than ``limit_request_fields`` headers or one longer than ``limit_request_field_size``
+431, a request httptools cannot parse (or a ``CONNECT``) 400, each with the connection closed.
+A request's headers must arrive within ``header_seconds`` of its first byte (else 408), an idle
+connection is closed after ``keepalive_seconds``; both are checked by the worker's once-a-second
+:meth:`Connection.expired`, so the hot path arms no timer. A request body is read whole (at most
+:data:`~forward_auth.asgi.MAX_BODY` of it kept) before the request is answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, NamedTuple, cast
+
+import httptools
+
+from .asgi import MAX_BODY, ASGIApp, Sent
+
+log = logging.getLogger("forward_auth")
+
+#: Where a connection is: between requests, reading a request's head or body, or answering it.
+IDLE, HEAD, BODY, BUSY = range(4)
+_METHODS: dict[bytes, str] = {}
+_STATUS_LINES: dict[int, bytes] = {}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Limits(NamedTuple):
+    """What a client may send (gunicorn's names and defaults for the first three)."""
+
+    request_line: int = 4094
+    fields: int = 100
+    field_size: int = 8190
+    header_seconds: float = 30.0
+    keepalive_seconds: float = 75.0
+
+
+class Clock:
+    """The worker's coarse clock (the loop's time, and the ``Date`` header), set once a second."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.date = b""
+        self.tick(now)
+
+    def tick(self, now: float) -> None:
+        self.now = now
+        self.date = b"date: " + formatdate(usegmt=True).encode() + b"\r\n"
+
+
+class Refused(Exception):
+    """A request answered by the server itself, and the connection closed after."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class _Request(NamedTuple):
+    scope: dict[str, Any]
+    body: bytes
+    keep_alive: bool
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, phrase.encode())
+    return line
+
+
+def encode(sent: Sent, *, date: bytes, head: bool, keep_alive: bool, http10: bool) -> bytes:
+    """The answer as written: status line, the app's headers, ``date``, ``content-length`` (the
+    app's own, else the body's), ``connection`` when it is not HTTP/1.1's default; no body for HEAD."""
+    status, headers, body = sent
+    parts = [status_line(status)]
+    length = False
+    for name, value in headers:
+        if name == b"content-length":
+            length = True
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(date)
+    if not length and status >= 200 and status not in (204, 304):
+        parts.append(b"content-length: %d\r\n" % len(body))
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    elif http10:
+        parts.append(b"connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    if not head:
+        parts.append(body)
+    return b"".join(parts)
+
+
+def refusal(status: int, reason: str, date: bytes) -> bytes:
+    return encode((status, [(b"content-type", b"text/plain")], reason.encode() + b"\n"),
+                  date=date, head=False, keep_alive=False, http10=False)
+
+
+class Connection(asyncio.Protocol):
+    """One client connection (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, limits: Limits, clock: Clock, closed: Callable[[Connection], None]) -> None:
+        self._app = app
+        self._limits = limits
+        self._clock = clock
+        self._closed = closed
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._client: tuple[str, int] | None = None
+        self._server: tuple[str, int | None] = ("", None)
+        self.state = IDLE
+        self.since = clock.now
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._expect = False
+        self._keep_alive = True
+        self._queue: deque[_Request] = deque()
+        self._answering = False  # a task answers the request in front: later ones wait
+        self._closing = False  # close once the request in hand is answered (the worker stops, or rebalances)
+        self._paused = False
+
+    # asyncio's side
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is one, though not by class
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):  # TCP; a unix socket's peer is local and has no address
+            self._client = (str(peer[0]), int(peer[1]))
+        local = transport.get_extra_info("sockname")
+        self._server = (str(local[0]), int(local[1])) if isinstance(local, tuple) else (str(local or ""), None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._queue.clear()
+        self._closed(self)
+
+    def eof_received(self) -> bool:
+        """The client sent all it will: answer what it asked (a half-closed ``nc`` gets its answer), then close."""
+        self._closing = True
+        return self.state == BUSY or bool(self._queue)
+
+    def pause_writing(self) -> None:
+        self._pause()
+
+    def resume_writing(self) -> None:
+        if not self._answering:
+            self._resume()
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is None:  # closed by an answer: what follows is not read
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._keep_alive = False  # answered as plain HTTP; the connection is not switched
+        except httptools.HttpParserCallbackError as exc:
+            refused = exc.__context__
+            if isinstance(refused, Refused):
+                self._refuse(refused.status, str(refused))
+            else:
+                log.error("request parsing failed", exc_info=refused)
+                self._refuse(500, "internal error")
+        except httptools.HttpParserError as exc:
+            self._refuse(400, f"bad request: {exc}")
+
+    # httptools' side
+
+    def on_message_begin(self) -> None:
+        self.state = HEAD
+        self.since = self._clock.now
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+        self._expect = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._limits.request_line:
+            raise Refused(414, "request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        limits = self._limits
+        if len(name) + len(value) > limits.field_size:
+            raise Refused(431, "request header too large")
+        headers = self._headers
+        if len(headers) >= limits.fields:
+            raise Refused(431, "too many request headers")
+        name = name.lower()
+        if name == b"expect":
+            self._expect = value.lower() == b"100-continue"
+        headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.state = BODY
+        self._keep_alive = self._parser.should_keep_alive()
+        self._body = []
+        self._body_size = 0
+        if self._expect and self._parser.get_http_version() == "1.1" and self._transport is not None:
+            self._transport.write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        self.since = self._clock.now  # a body that keeps coming is not idle
+        if self._body_size <= MAX_BODY:
+            self._body.append(body)
+            self._body_size += len(body)
+
+    def on_message_complete(self) -> None:
+        self.state = BUSY
+        method = self._parser.get_method()
+        text = _METHODS.get(method)
+        if text is None:
+            text = method.decode("ascii")
+            if len(_METHODS) < 64:
+                _METHODS[method] = text
+        url = self._url
+        if url[:1] == b"/":
+            path, _, query = url.partition(b"?")
+        elif url == b"*" and text == "OPTIONS":
+            path, query = url, b""
+        else:  # the absolute form a proxy may send; anything else (CONNECT's authority) is refused
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                raise Refused(400, "bad request target") from None
+            if not parsed.path:
+                raise Refused(400, "bad request target")
+            path, query = parsed.path, parsed.query or b""
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": self._parser.get_http_version(),
+                 "method": text, "scheme": "http", "path": path.decode("latin-1"), "raw_path": path,
+                 "query_string": query, "root_path": "", "headers": self._headers,
+                 "client": self._client, "server": self._server}
+        request = _Request(scope, b"".join(self._body)[:MAX_BODY], self._keep_alive)
+        if self._answering or self._queue:
+            self._queue.append(request)
+        else:
+            self._answer(request)
+
+    # answering
+
+    def _answer(self, request: _Request) -> None:
+        """Answer now if it can be, else start the task that will (and read nothing meanwhile)."""
+        app = self._app
+        self.state = BUSY
+        try:
+            if app.verifies(request.scope):
+                sent = app.verify_now(request.scope)
+                if not callable(sent):
+                    self._send(request, sent)
+                    return
+                answer = app.on_pool(sent)
+            else:
+                answer = self._asgi(request)
+        except Exception:
+            log.exception("request failed")
+            self._send(request, (500, [(b"content-type", b"text/plain")], b"internal error\n"))
+            return
+        self._answering = True
+        self._pause()
+        asyncio.ensure_future(answer).add_done_callback(lambda task: self._answered(request, task))
+
+    def _answered(self, request: _Request, task: asyncio.Future[Sent]) -> None:
+        self._answering = False
+        if task.cancelled() or task.exception() is not None:
+            if not task.cancelled():
+                log.error("request failed", exc_info=task.exception())
+            self._send(request, (500, [(b"content-type", b"text/plain")], b"internal error\n"))
+        else:
+            self._send(request, task.result())
+        while self._queue and not self._answering and self._transport is not None:
+            self._answer(self._queue.popleft())
+        if not self._answering:
+            self._resume()
+
+    async def _asgi(self, request: _Request) -> Sent:
+        """The ASGI app's answer to a request other than ``/verify``'s."""
+        body = request.body
+        status, headers, parts = 500, [], []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal body
+            message = {"type": "http.request", "body": body, "more_body": False}
+            body = b""
+            return message
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status, headers
+            if message["type"] == "http.response.start":
+                status, headers = message["status"], list(message.get("headers", []))
+            else:
+                parts.append(message.get("body", b""))
+
+        await self._app(request.scope, receive, send)
+        return status, headers, b"".join(parts)
+
+    def _send(self, request: _Request, sent: Sent) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        keep_alive = request.keep_alive and not self._closing
+        scope = request.scope
+        transport.write(encode(sent, date=self._clock.date, head=scope["method"] == "HEAD", keep_alive=keep_alive,
+                               http10=scope["http_version"] == "1.0"))
+        if keep_alive:
+            self.state = IDLE
+            self.since = self._clock.now
+        else:
+            self._close()
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer the server's own refusal and close; with a request in hand, that answer closes
+        the connection instead (the requests queued behind it are dropped)."""
+        if self._answering:
+            self._closing = True
+        elif self._transport is not None:
+            self._transport.write(refusal(status, reason, self._clock.date))
+            self._close()
+
+    def _close(self) -> None:
+        if self._transport is not None:
+            self._queue.clear()
+            self._transport.close()
+            self._transport = None
+
+    def _pause(self) -> None:
+        if not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def _resume(self) -> None:
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+
+    # the worker's side
+
+    def expired(self, now: float) -> None:
+        """Close the connection if its headers are late (408) or it has been idle too long."""
+        if self.state == HEAD and now - self.since > self._limits.header_seconds:
+            self._refuse(408, "request headers not received in time")
+        elif self.state in (IDLE, BODY) and now - self.since > self._limits.keepalive_seconds:
+            self._close()
+
+    def retire(self) -> None:
+        """Close after the next answer (``connection: close``): the client reconnects elsewhere."""
+        self._closing = True
+
+    def stop(self) -> None:
+        """The worker stops: an idle connection closes now, a busy one after its answer."""
+        self._closing = True
+        if self.state == IDLE and not self._queue:
+            self._close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()

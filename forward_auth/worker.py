@@ -1,0 +1,208 @@
+"""The worker of the built-in server (``server: builtin``, the default): a gunicorn worker class
+that serves its share of gunicorn's listening sockets on one uvloop event loop, each connection a
+:class:`~forward_auth.connection.Connection`.
+
+gunicorn's master does what it does for every worker class: it binds (TCP or a unix socket),
+forks, respawns a dead worker, and stops the workers on SIGTERM. Each worker accepts one
+connection per wake-up, and only while it holds no more connections than the least busy of the
+others (:class:`Shares`), so a burst of new keep-alive connections (nginx opening its upstream
+pool) is spread evenly, not taken by whichever worker wakes first; a worker holding more than its
+share hands some back (``connection: close`` on their next answer). Once a second
+it tells the master it is alive, renews the ``Date`` header, and closes connections whose headers
+are late or that have been idle too long. SIGTERM (from the master) stops it gracefully: it
+accepts no more, closes its idle connections, lets every request in hand be answered (each with
+``connection: close``) for up to ``graceful_timeout``, then exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+import uvloop
+from gunicorn.workers.base import Worker as BaseWorker
+
+from .asgi import ASGIApp
+from .connection import Clock, Connection, Limits
+
+log = logging.getLogger("forward_auth")
+
+#: How long a client may take to send a request's headers, from its first byte.
+HEADER_SECONDS = 30.0
+#: How long a worker holding more connections than another leaves a new one to it, at most.
+DEFER_SECONDS = 0.05
+
+
+class Shares:
+    """How many connections each worker holds, in memory the master shares with the workers it
+    forks: one slot per worker, claimed by the master before the fork (gunicorn's ``pre_fork``)
+    and freed when the worker exits (``child_exit``); -1 until the worker listens, so a sibling
+    never waits for one still booting."""
+
+    def __init__(self, slots: int) -> None:
+        self._counts = multiprocessing.RawArray("i", [-1] * slots)
+
+    def claim(self, taken: Iterable[int | None]) -> int | None:
+        """A free slot for a worker about to be forked (None when all are taken: it then accepts freely)."""
+        free = sorted(set(range(len(self._counts))) - set(taken))
+        return free[0] if free else None
+
+    def release(self, slot: int | None) -> None:
+        if slot is not None:
+            self._counts[slot] = -1
+
+    def hold(self, slot: int | None, count: int) -> None:
+        if slot is not None:
+            self._counts[slot] = count
+
+    def _fewest(self, slot: int | None) -> int | None:
+        """The fewest connections another live worker holds (None: no other, or no slot)."""
+        if slot is None:
+            return None
+        others = [held for index, held in enumerate(self._counts) if index != slot and held >= 0]
+        return min(others) if others else None
+
+    def yields(self, slot: int | None, count: int) -> bool:
+        """Whether a worker holding ``count`` connections should leave the next one to another."""
+        fewest = self._fewest(slot)
+        return fewest is not None and fewest < count
+
+    def surplus(self, slot: int | None, count: int) -> int:
+        """How many of its ``count`` connections a worker should hand back: half of what it holds
+        beyond the least busy other worker and one (a worker that booted late, or was respawned,
+        then gets its share of long-lived keep-alive connections too)."""
+        fewest = self._fewest(slot)
+        return 0 if fewest is None else max(0, (count - fewest - 1) // 2)
+
+
+class Worker(BaseWorker):  # type: ignore[misc]
+    """A gunicorn worker serving an :class:`~forward_auth.asgi.ASGIApp` (the one ``load`` builds)."""
+
+    def run(self) -> None:
+        loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._serve(loop))
+        finally:
+            loop.close()
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        app: ASGIApp = self.wsgi
+        cfg = self.cfg
+        limits = Limits(cfg.limit_request_line or 1 << 20, cfg.limit_request_fields or 1 << 20,
+                        cfg.limit_request_field_size or 1 << 20, HEADER_SECONDS, float(cfg.keepalive or 5))
+        clock = Clock(loop.time())
+        connections: set[Connection] = set()
+        listeners = [listener.sock for listener in self.sockets]
+        accepting = False
+        stopping = loop.create_future()
+        shares: Shares = self.app.shares
+        slot: int | None = getattr(self, "slot", None)
+        yielded_at: float | None = None  # since when a new connection is left to a less busy worker
+
+        def listen(on: bool) -> None:
+            nonlocal accepting
+            if on == accepting:
+                return
+            accepting = on
+            for sock in listeners:
+                if on:
+                    loop.add_reader(sock.fileno(), accept, sock)
+                else:
+                    loop.remove_reader(sock.fileno())
+
+        held = 0  # connections accepted and not yet closed
+
+        def hold(change: int) -> None:
+            nonlocal held
+            held += change
+            shares.hold(slot, held)
+            if change < 0 and not stopping.done() and held < cfg.worker_connections:
+                listen(True)
+
+        def closed(connection: Connection) -> None:
+            connections.discard(connection)
+            hold(-1)
+
+        def connection() -> Connection:
+            made = Connection(app, limits, clock, closed)
+            connections.add(made)
+            return made
+
+        def failed(task: asyncio.Task[Any]) -> None:  # reset before it was made: never held by a Connection
+            if task.cancelled() or task.exception() is not None:
+                hold(-1)
+
+        def resume() -> None:
+            if not stopping.done() and held < cfg.worker_connections:
+                listen(True)
+
+        def accept(sock: socket.socket) -> None:
+            nonlocal yielded_at
+            if shares.yields(slot, held):
+                now = loop.time()
+                yielded_at = yielded_at or now
+                if now - yielded_at < DEFER_SECONDS:  # another worker holds fewer: its turn, for a moment
+                    listen(False)
+                    loop.call_later(0.002, resume)
+                    return
+            yielded_at = None
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return  # another worker took it
+            except OSError as exc:  # out of descriptors: accept again at the next tick
+                log.warning("accepting a connection failed: %s", exc)
+                listen(False)
+                return
+            conn.setblocking(False)
+            if conn.family != socket.AF_UNIX:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            hold(+1)
+            if held >= cfg.worker_connections:
+                listen(False)
+            loop.create_task(loop.connect_accepted_socket(connection, conn)).add_done_callback(failed)  # type: ignore[arg-type]
+
+        def stop() -> None:
+            if not stopping.done():
+                stopping.set_result(None)
+
+        def tick() -> None:
+            now = loop.time()
+            clock.tick(now)
+            self.notify()
+            if not self.alive or self.ppid != os.getppid():
+                stop()
+            for each in list(connections):
+                each.expired(now)
+            for each in list(connections)[:shares.surplus(slot, held)]:
+                each.retire()
+            resume()
+            loop.call_later(1.0, tick)
+
+        for sock in listeners:
+            sock.setblocking(False)
+        loop.add_signal_handler(signal.SIGTERM, stop)
+        shares.hold(slot, 0)
+        listen(True)
+        tick()
+        await stopping
+        listen(False)
+        for each in list(connections):
+            each.stop()
+        deadline = loop.time() + cfg.graceful_timeout
+        while connections and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for each in list(connections):
+            each.abort()
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the master's signal: a worker never stops on it
+

@@ -1,0 +1,225 @@
+"""The built-in server's connection (forward_auth/connection.py) over real TCP on a real uvloop
+loop: keep-alive, pipelining, HTTP/1.0, HEAD, ``Expect``, limits, timeouts, half-closed clients."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvloop
+from conftest import CORE, FakeCore, v5
+
+from forward_auth import settings as settings_module
+from forward_auth.app import build_gate, create_service
+from forward_auth.asgi import ASGIApp
+from forward_auth.connection import Clock, Connection, Limits, encode
+from forward_auth.devcore.minter import SigningKey
+
+OK_SESSION = {"status": "OK", "session": {"handle": "handle-1", "userId": "user-1", "userDataInJWT": {},
+                                          "tenantId": "public"}}
+
+
+class Edge:
+    """Connections of the built-in server on a loopback port, served by a loop in a thread; the
+    worker's once-a-second tick runs every 50 ms here."""
+
+    def __init__(self, app: ASGIApp, limits: Limits) -> None:
+        self.loop = uvloop.new_event_loop()
+        self.open: set[Connection] = set()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(app, limits, ready), daemon=True)
+        self._thread.start()
+        assert ready.wait(5)
+
+    def _run(self, app: ASGIApp, limits: Limits, ready: threading.Event) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        clock = Clock(loop.time())
+
+        def made() -> Connection:
+            connection = Connection(app, limits, clock, self.open.discard)
+            self.open.add(connection)
+            return connection
+
+        def tick() -> None:
+            clock.tick(loop.time())
+            for connection in list(self.open):
+                connection.expired(clock.now)
+            loop.call_later(0.05, tick)
+
+        server = loop.run_until_complete(loop.create_server(made, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        tick()
+        ready.set()
+        loop.run_forever()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+    def talk(self, data: bytes, *, shut: bool = False, wait: float = 0.3) -> bytes:
+        """Send ``data`` on a new connection; everything answered until the server closes it
+        (``closed`` is then the last item) or nothing came for ``wait`` seconds."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as conn:
+            conn.sendall(data)
+            if shut:
+                conn.shutdown(socket.SHUT_WR)
+            return read_all(conn, wait)
+
+
+def read_all(conn: socket.socket, wait: float) -> bytes:
+    conn.settimeout(wait)
+    got = b""
+    while True:
+        try:
+            chunk = conn.recv(65536)
+        except TimeoutError:
+            return got
+        if not chunk:
+            return got + b"<closed>"
+        got += chunk
+
+
+@pytest.fixture
+def edge(fake_core: FakeCore, key: SigningKey) -> Iterator[Edge]:
+    fake_core.verify_answer = OK_SESSION
+    settings = settings_module.load({"core_url": CORE, "check_database": "false"}, environ={})
+    gate = build_gate(settings, transport=fake_core)
+    gate.keys.keys()
+    service = create_service(settings, gate)
+    served = Edge(ASGIApp(service, verify=service.verify, core_concurrency=2, core_queue=4),
+                  Limits(request_line=200, fields=20, field_size=2000, header_seconds=0.3, keepalive_seconds=0.6))
+    yield served
+    served.close()
+
+
+def get(path: str, *headers: str, method: str = "GET", version: str = "1.1") -> bytes:
+    return (f"{method} {path} HTTP/{version}\r\nHost: x\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n").encode()
+
+
+def statuses(answer: bytes) -> list[int]:
+    """The statuses answered, in order (a body runs straight into the next status line)."""
+    return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
+
+
+def cookie(key: SigningKey) -> str:
+    return f"Cookie: sAccessToken={v5(key)}"
+
+
+def test_keep_alive_answers_each_request_in_turn_with_date_and_length(edge: Edge, key: SigningKey) -> None:
+    answer = edge.talk(get("/verify", cookie(key)) + get("/verify") + get("/healthz"))
+    assert statuses(answer) == [200, 401, 200] and not answer.endswith(b"<closed>")
+    first = answer.split(b"\r\n\r\n")[0].decode().lower()
+    assert "x-user-id: user-1" in first and "date: " in first and "content-length: " in first
+
+
+def test_pipelined_answers_keep_their_order_when_one_waits_for_the_core(edge: Edge, fake_core: FakeCore,
+                                                                        key: SigningKey) -> None:
+    token = cookie(key)
+    answer = edge.talk(get("/verify?checkDatabase=true", token) + get("/verify") + get("/verify", token))
+    assert statuses(answer) == [200, 401, 200]
+    assert fake_core.count("/recipe/session/verify") == 1  # the first, on the core pool
+
+
+def test_http10_closes_unless_asked_and_head_has_no_body(edge: Edge, key: SigningKey) -> None:
+    closed = edge.talk(get("/healthz", version="1.0"))
+    assert closed.startswith(b"HTTP/1.1 200") and b"connection: close" in closed and closed.endswith(b"<closed>")
+    kept = edge.talk(get("/healthz", "Connection: keep-alive", version="1.0"))
+    assert b"connection: keep-alive" in kept and not kept.endswith(b"<closed>")
+
+
+def test_head_is_answered_without_the_body_its_length_kept() -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Length", "5")])
+        return [b"hello"]
+
+    served = Edge(ASGIApp(app, core_concurrency=1, core_queue=1), Limits())
+    try:
+        answer = served.talk(get("/", method="HEAD") + get("/"))
+    finally:
+        served.close()
+    assert statuses(answer) == [200, 200] and answer.count(b"content-length: 5") == 2  # once each, as the app said
+    assert answer.count(b"hello") == 1 and answer.endswith(b"hello")
+
+
+def test_a_request_closing_the_connection_is_answered_then_closed(edge: Edge) -> None:
+    answer = edge.talk(get("/healthz", "Connection: close") + get("/healthz"))
+    assert statuses(answer) == [200] and answer.endswith(b"<closed>")
+
+
+def test_a_half_closed_client_gets_its_answer(edge: Edge, key: SigningKey) -> None:
+    """``printf 'GET /verify ...' | nc``: the client shuts its side as soon as it has sent."""
+    assert statuses(edge.talk(get("/verify", cookie(key)), shut=True)) == [200]
+    waited = edge.talk(get("/verify?checkDatabase=true", cookie(key)), shut=True)
+    assert statuses(waited) == [200] and waited.endswith(b"<closed>")
+
+
+def test_expect_100_continue_is_answered_before_the_body(edge: Edge) -> None:
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as conn:
+        conn.sendall(b"POST /sessions/verify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        assert conn.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        conn.sendall(b"{}")
+        assert statuses(read_all(conn, 0.3)) == [401]  # the session API's answer to a body with no token
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (get("/verify?" + "a" * 300), 414),
+    (get("/verify", *(f"X-Filler-{i}: x" for i in range(21))), 431),
+    (get("/verify", "X-Big: " + "x" * 2000), 431),
+    (b"GET /verify HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", 400),
+    (b"POST /verify HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    (b"GET /verify HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+    (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 400),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),  # TLS to the plain port
+])
+def test_what_the_server_refuses_is_a_4xx_and_the_connection_closed(edge: Edge, request_bytes: bytes,
+                                                                      status: int) -> None:
+    answer = edge.talk(request_bytes)
+    assert statuses(answer) == [status] and answer.endswith(b"<closed>")
+
+
+def test_the_absolute_form_and_a_chunked_body_are_read_as_any_server_reads_them(edge: Edge, key: SigningKey) -> None:
+    assert statuses(edge.talk(get("http://gate.example/verify", cookie(key)))) == [200]
+    chunked = (b"POST /verify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + cookie(key).encode()
+               + b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    assert statuses(edge.talk(chunked + get("/verify"))) == [200, 401]  # the body read and dropped
+
+
+def test_headers_that_never_finish_get_408_and_idle_connections_are_closed(edge: Edge) -> None:
+    started = time.monotonic()
+    late = edge.talk(b"GET /verify HTTP/1.1\r\nHost: x\r\n", wait=3)
+    assert statuses(late) == [408] and late.endswith(b"<closed>")
+    assert 0.3 <= time.monotonic() - started < 2
+    idle = edge.talk(get("/healthz"), wait=3)
+    assert statuses(idle) == [200] and idle.endswith(b"<closed>")  # closed quietly after keepalive_seconds
+
+
+def test_a_raw_utf8_byte_beside_the_token_still_verifies(edge: Edge, key: SigningKey) -> None:
+    raw = b"GET /verify HTTP/1.1\r\nHost: x\r\nX-Original-URI: /caf\xc3\xa9\r\nCookie: pref=caf\xc3\xa9; sAccessToken="
+    assert statuses(edge.talk(raw + v5(key).encode() + b"\r\n\r\n")) == [200]
+
+
+def test_an_app_that_fails_gets_500_and_the_connection_goes_on(fake_core: FakeCore) -> None:
+    def broken(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        raise RuntimeError("boom")
+
+    served = Edge(ASGIApp(broken, core_concurrency=1, core_queue=1), Limits())
+    try:
+        answer = served.talk(get("/anything") + get("/anything"))
+    finally:
+        served.close()
+    assert statuses(answer) == [500, 500] and b"boom" not in answer
+
+
+def test_encode_leaves_out_the_length_of_204_and_keeps_the_apps_own() -> None:
+    date = b"date: x\r\n"
+    assert b"content-length" not in encode((204, [], b""), date=date, head=False, keep_alive=True, http10=False)
+    head = encode((200, [(b"content-length", b"15")], b""), date=date, head=True, keep_alive=True, http10=False)
+    assert head == b"HTTP/1.1 200 OK\r\ncontent-length: 15\r\ndate: x\r\n\r\n"
