@@ -1,6 +1,6 @@
 """Where a request may wait on the network: the line between local verification and core calls.
 
-Under granian (:mod:`forward_auth.asgi`) a request is first decided on the worker's event loop,
+Under the built-in server and granian (:mod:`forward_auth.asgi`) a request is first decided on the worker's event loop,
 where nothing may wait: verifying a token with known keys needs no I/O. Code about to wait on
 the core (a request, or the lock of a JWKS fetch in flight) calls :func:`may_block` first. On the
 loop that raises :class:`WouldBlock` before anything is sent, and the request is decided again

@@ -69,7 +69,7 @@ class Decision:
         self.detail: str | None = None  # an error's detail: logged, never sent
 
     def abandon(self) -> None:
-        """The decision is made again elsewhere (on granian's core pool): end this span, record nothing."""
+        """The decision is made again elsewhere (on the worker's core pool): end this span, record nothing."""
         self.span.set({"forward_auth.outcome": "handed-to-core-pool"})
         self.span.end()
 

@@ -1,7 +1,7 @@
 """``/verify`` without a web framework: the request a proxy sent in, the answer out.
 
 One implementation serves every edge. Falcon's :class:`~forward_auth.resources.VerifyResource`
-(gunicorn, ``/verify/<path>``) and the ASGI adapter (granian's ``/verify``, no Falcon at all:
+(gunicorn, ``/verify/<path>``) and the ASGI adapter (the built-in server's and granian's ``/verify``, no Falcon at all:
 :mod:`forward_auth.asgi`) both hand an :class:`Incoming` to :class:`VerifyEndpoint` and send
 the :class:`Answer` back as it is. The endpoint maps every error to its answer, records the
 decision and, for ``?proxy=nginx``, says in headers what nginx cannot pass on.

@@ -77,7 +77,7 @@ class Gate:
             return None
         token = selection.token
         if verifier.needs_core(token, policy):
-            will_block()  # before any counter: on granian's event loop the request goes to the core pool
+            will_block()  # before any counter: on the worker's event loop the request goes to the core pool
         digest, known = seen[token.raw]
         if known is None:
             verified = self._check_signature(token, now, digest)

@@ -91,7 +91,7 @@ class Tally:
         """Batch from now on in this process, flushing every :data:`FLUSH_SECONDS` and at exit."""
         self._batching = True
         threading.Thread(target=self._flushing, name="forward-auth-metrics", daemon=True).start()
-        atexit.register(self.flush)  # gunicorn's workers exit through it; granian's call flush() themselves
+        atexit.register(self.flush)  # gunicorn's workers (built-in too) exit through it; granian's call flush() themselves
 
     def flush(self) -> None:
         """Write what was counted since the last flush."""

@@ -45,7 +45,7 @@ class VerifyResource:
 def _original_path(env: dict[str, Any], path: str) -> str:
     """The original path of ``/verify/<path>`` as the client sent it (percent-encoded), so that the
     policy decodes it once and sees an encoded ``/`` or ``%``: the request target's own when the
-    server gives it (``RAW_URI``: gunicorn, granian's ASGI adapter), else Falcon's decoded path,
+    server gives it (``RAW_URI``: gunicorn, the ASGI adapter of the built-in server and granian), else Falcon's decoded path,
     its bytes encoded again."""
     raw = str(env.get("RAW_URI") or "").partition("?")[0]
     if raw.startswith("/verify/"):
