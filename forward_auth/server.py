@@ -51,6 +51,9 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "loglevel": settings.log_level,
         "errorlog": "-",
         "proc_name": "forward-auth",
+        # gunicorn 27's control socket, one path per user ($HOME/.gunicorn/gunicorn.ctl): every
+        # instance on the host would take it over, and it is a management interface nobody asked for.
+        "control_socket_disable": True,
     }
 
 
@@ -215,7 +218,8 @@ class Server(BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         for key, value in gunicorn_options(self._settings).items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # control_socket_disable is gunicorn 27's
+                self.cfg.set(key, value)
         self.cfg.set("on_reload", self._on_reload)
         hooks = master_hooks(self._settings)
         if self._settings.server == "builtin":

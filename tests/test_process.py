@@ -70,7 +70,8 @@ def core_url() -> Iterator[str]:
 def test_serve_as_a_process_answers_curl(core_url: str, server: str) -> None:
     port = free_port()
     env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_CHECK_DATABASE": "true", "FORWARD_AUTH_SERVER": server}
-    with process([*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--core-url", core_url], env):
+    with process([*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--core-url", core_url],
+                 env) as proc:
         wait_http(f"http://127.0.0.1:{port}/readyz")
         created = post_json(core_url + "/dev/sessions", {"userId": "curl-user"})
         token = created["accessToken"]["token"]
@@ -81,6 +82,8 @@ def test_serve_as_a_process_answers_curl(core_url: str, server: str) -> None:
         # a 16 KB cookie passes gunicorn's header limits and gets a session answer, not a 400
         status, _, body = curl(f"http://127.0.0.1:{port}/verify", "-H", "Cookie: sAccessToken=" + "a" * 16384)
         assert (status, json.loads(body)) == (401, {"message": "unauthorised"})
+    assert proc.stdout is not None
+    assert "Control socket" not in proc.stdout.read()  # gunicorn 27's, one per user: never opened
 
 
 def test_core_going_down_gives_503_not_401(core_url: str) -> None:
