@@ -140,6 +140,7 @@ class Connection(asyncio.Protocol):
         self._answering = False  # a task answers the request in front: later ones wait
         self._closing = False  # close once the request in hand is answered (the worker stops, or rebalances)
         self._paused = False
+        self._blocked = False  # the client reads too slowly: what it sends is not read meanwhile
 
     # asyncio's side
 
@@ -162,11 +163,12 @@ class Connection(asyncio.Protocol):
         return self.state == BUSY or bool(self._queue)
 
     def pause_writing(self) -> None:
+        self._blocked = True
         self._pause()
 
     def resume_writing(self) -> None:
-        if not self._answering:
-            self._resume()
+        self._blocked = False
+        self._resume()
 
     def data_received(self, data: bytes) -> None:
         if self._transport is None:  # closed by an answer: what follows is not read
@@ -290,8 +292,7 @@ class Connection(asyncio.Protocol):
             self._send(request, task.result())
         while self._queue and not self._answering and self._transport is not None:
             self._answer(self._queue.popleft())
-        if not self._answering:
-            self._resume()
+        self._resume()
 
     async def _asgi(self, request: _Request) -> Sent:
         """The ASGI app's answer to a request other than ``/verify``'s."""
@@ -349,7 +350,8 @@ class Connection(asyncio.Protocol):
             self._transport.pause_reading()
 
     def _resume(self) -> None:
-        if self._paused and self._transport is not None:
+        """Read again, unless an answer is being made or the client has not read the last ones."""
+        if self._paused and not self._answering and not self._blocked and self._transport is not None:
             self._paused = False
             self._transport.resume_reading()
 
