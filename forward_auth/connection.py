@@ -131,7 +131,7 @@ class Connection(asyncio.Protocol):
         self.since = clock.now
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._head_size = 0
+        self._head_size = 0  # bytes read since the last whole header (-1: one ended in this read)
         self._body: list[bytes] = []
         self._body_size = 0
         self._expect = False
@@ -186,6 +186,11 @@ class Connection(asyncio.Protocol):
                 self._refuse(500, "internal error")
         except httptools.HttpParserError as exc:
             self._refuse(400, f"bad request: {exc}")
+        else:
+            if self.state == HEAD:  # httptools keeps a header whole until it ends: not without bound
+                self._head_size = 0 if self._head_size < 0 else self._head_size + len(data)
+                if self._head_size > self._limits.request_line + 2 * self._limits.field_size:
+                    self._refuse(431, "request header too large")
 
     # httptools' side
 
@@ -194,7 +199,7 @@ class Connection(asyncio.Protocol):
         self.since = self._clock.now
         self._url = b""
         self._headers = []
-        self._head_size = 0
+        self._head_size = -1
         self._expect = False
 
     def on_url(self, url: bytes) -> None:
@@ -206,6 +211,7 @@ class Connection(asyncio.Protocol):
         limits = self._limits
         if len(name) + len(value) > limits.field_size:
             raise Refused(431, "request header too large")
+        self._head_size = -1
         headers = self._headers
         if len(headers) >= limits.fields:
             raise Refused(431, "too many request headers")

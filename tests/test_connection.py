@@ -245,3 +245,18 @@ def test_a_client_that_reads_nothing_is_not_read_either(edge: Edge) -> None:
             transport = next(iter(edge.open))._transport
             kept = max(kept, transport.get_write_buffer_size() if transport else 0)
     assert kept < 3_000_000, kept
+
+
+def test_a_header_that_never_ends_is_refused_before_it_ends(edge: Edge) -> None:
+    """httptools keeps a header whole until its end: one that keeps coming is refused as it
+    comes (431), not held in memory until the header timeout."""
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as conn:
+        conn.sendall(b"GET /verify HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            for _ in range(6):
+                time.sleep(0.02)
+                conn.sendall(b"x" * 1500)
+        except OSError:
+            pass  # refused and closed meanwhile
+        answer = read_all(conn, 1)
+    assert statuses(answer) == [431] and answer.endswith(b"<closed>")
