@@ -187,7 +187,7 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._refuse(400, f"bad request: {exc}")
         else:
-            if self.state == HEAD:  # httptools keeps a header whole until it ends: not without bound
+            if self.state in (HEAD, BODY):  # httptools keeps a header (or trailer) whole until it ends: not without bound
                 self._head_size = 0 if self._head_size < 0 else self._head_size + len(data)
                 if self._head_size > self._limits.request_line + 2 * self._limits.field_size:
                     self._refuse(431, "request header too large")
@@ -212,6 +212,8 @@ class Connection(asyncio.Protocol):
         if len(name) + len(value) > limits.field_size:
             raise Refused(431, "request header too large")
         self._head_size = -1
+        if self.state != HEAD:  # a trailer of a chunked body: no header of the request (as under gunicorn)
+            return
         headers = self._headers
         if len(headers) >= limits.fields:
             raise Refused(431, "too many request headers")
@@ -230,6 +232,7 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.since = self._clock.now  # a body that keeps coming is not idle
+        self._head_size = -1
         if self._body_size <= MAX_BODY:
             self._body.append(body)
             self._body_size += len(body)
