@@ -176,7 +176,7 @@ class Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._keep_alive = False  # answered as plain HTTP; the connection is not switched
+            pass  # answered as plain HTTP, then closed (on_headers_complete): the rest is not HTTP's
         except httptools.HttpParserCallbackError as exc:
             refused = exc.__context__
             if isinstance(refused, Refused):
@@ -224,7 +224,8 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.state = BODY
-        self._keep_alive = self._parser.should_keep_alive()
+        # An upgrade's answer closes: httptools leaves the rest of the read unparsed (a request lost).
+        self._keep_alive = self._parser.should_keep_alive() and not self._parser.should_upgrade()
         self._body = []
         self._body_size = 0
         if self._expect and self._parser.get_http_version() == "1.1" and self._transport is not None:

@@ -160,6 +160,14 @@ def test_a_half_closed_client_gets_its_answer(edge: Edge, key: SigningKey) -> No
     assert statuses(waited) == [200] and waited.endswith(b"<closed>")
 
 
+def test_an_upgrade_is_answered_as_plain_http_then_closed(edge: Edge, key: SigningKey) -> None:
+    """``Connection: upgrade`` (a websocket's request, passed on by a proxy): answered, then closed,
+    not kept open with what followed it unread."""
+    upgrade = get("/verify", "Connection: Upgrade", "Upgrade: websocket", cookie(key))
+    answer = edge.talk(upgrade + get("/verify", cookie(key)))
+    assert statuses(answer) == [200] and b"connection: close" in answer and answer.endswith(b"<closed>")
+
+
 def test_expect_100_continue_is_answered_before_the_body(edge: Edge) -> None:
     with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as conn:
         conn.sendall(b"POST /sessions/verify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
