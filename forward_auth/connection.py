@@ -247,8 +247,8 @@ class Connection(asyncio.Protocol):
             if len(_METHODS) < 64:
                 _METHODS[method] = text
         url = self._url
-        if url[:1] == b"/":
-            path, _, query = url.partition(b"?")
+        if url[:1] == b"/":  # a fragment (never sent, but httptools lets it) is dropped, as gunicorn and granian do
+            path, _, query = url.partition(b"#")[0].partition(b"?")
         elif url == b"*" and text == "OPTIONS":
             path, query = url, b""
         else:  # the absolute form a proxy may send; anything else (CONNECT's authority) is refused

@@ -195,6 +195,7 @@ def test_what_the_server_refuses_is_a_4xx_and_the_connection_closed(edge: Edge, 
 
 def test_the_absolute_form_and_a_chunked_body_are_read_as_any_server_reads_them(edge: Edge, key: SigningKey) -> None:
     assert statuses(edge.talk(get("http://gate.example/verify", cookie(key)))) == [200]
+    assert statuses(edge.talk(get("/verify#top", cookie(key)) + get("/verify?a=1#top", cookie(key)))) == [200, 200]
     chunked = (b"POST /verify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + cookie(key).encode()
                + b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
     assert statuses(edge.talk(chunked + get("/verify"))) == [200, 401]  # the body read and dropped
