@@ -131,7 +131,7 @@ class Connection(asyncio.Protocol):
         self.since = clock.now
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._head_size = 0
+        self._head_size = 0  # bytes read since the last whole header (-1: one ended in this read)
         self._body: list[bytes] = []
         self._body_size = 0
         self._expect = False
@@ -140,6 +140,7 @@ class Connection(asyncio.Protocol):
         self._answering = False  # a task answers the request in front: later ones wait
         self._closing = False  # close once the request in hand is answered (the worker stops, or rebalances)
         self._paused = False
+        self._blocked = False  # the client reads too slowly: what it sends is not read meanwhile
 
     # asyncio's side
 
@@ -162,11 +163,12 @@ class Connection(asyncio.Protocol):
         return self.state == BUSY or bool(self._queue)
 
     def pause_writing(self) -> None:
+        self._blocked = True
         self._pause()
 
     def resume_writing(self) -> None:
-        if not self._answering:
-            self._resume()
+        self._blocked = False
+        self._resume()
 
     def data_received(self, data: bytes) -> None:
         if self._transport is None:  # closed by an answer: what follows is not read
@@ -174,7 +176,7 @@ class Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._keep_alive = False  # answered as plain HTTP; the connection is not switched
+            pass  # answered as plain HTTP, then closed (on_headers_complete): the rest is not HTTP's
         except httptools.HttpParserCallbackError as exc:
             refused = exc.__context__
             if isinstance(refused, Refused):
@@ -184,6 +186,11 @@ class Connection(asyncio.Protocol):
                 self._refuse(500, "internal error")
         except httptools.HttpParserError as exc:
             self._refuse(400, f"bad request: {exc}")
+        else:
+            if self.state in (HEAD, BODY):  # httptools keeps a header (or trailer) whole until it ends: not without bound
+                self._head_size = 0 if self._head_size < 0 else self._head_size + len(data)
+                if self._head_size > self._limits.request_line + 2 * self._limits.field_size:
+                    self._refuse(431, "request header too large")
 
     # httptools' side
 
@@ -192,7 +199,7 @@ class Connection(asyncio.Protocol):
         self.since = self._clock.now
         self._url = b""
         self._headers = []
-        self._head_size = 0
+        self._head_size = -1
         self._expect = False
 
     def on_url(self, url: bytes) -> None:
@@ -204,6 +211,9 @@ class Connection(asyncio.Protocol):
         limits = self._limits
         if len(name) + len(value) > limits.field_size:
             raise Refused(431, "request header too large")
+        self._head_size = -1
+        if self.state != HEAD:  # a trailer of a chunked body: no header of the request (as under gunicorn)
+            return
         headers = self._headers
         if len(headers) >= limits.fields:
             raise Refused(431, "too many request headers")
@@ -214,7 +224,8 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.state = BODY
-        self._keep_alive = self._parser.should_keep_alive()
+        # An upgrade's answer closes: httptools leaves the rest of the read unparsed (a request lost).
+        self._keep_alive = self._parser.should_keep_alive() and not self._parser.should_upgrade()
         self._body = []
         self._body_size = 0
         if self._expect and self._parser.get_http_version() == "1.1" and self._transport is not None:
@@ -222,6 +233,7 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.since = self._clock.now  # a body that keeps coming is not idle
+        self._head_size = -1
         if self._body_size <= MAX_BODY:
             self._body.append(body)
             self._body_size += len(body)
@@ -235,8 +247,8 @@ class Connection(asyncio.Protocol):
             if len(_METHODS) < 64:
                 _METHODS[method] = text
         url = self._url
-        if url[:1] == b"/":
-            path, _, query = url.partition(b"?")
+        if url[:1] == b"/":  # a fragment (never sent, but httptools lets it) is dropped, as gunicorn and granian do
+            path, _, query = url.partition(b"#")[0].partition(b"?")
         elif url == b"*" and text == "OPTIONS":
             path, query = url, b""
         else:  # the absolute form a proxy may send; anything else (CONNECT's authority) is refused
@@ -290,8 +302,7 @@ class Connection(asyncio.Protocol):
             self._send(request, task.result())
         while self._queue and not self._answering and self._transport is not None:
             self._answer(self._queue.popleft())
-        if not self._answering:
-            self._resume()
+        self._resume()
 
     async def _asgi(self, request: _Request) -> Sent:
         """The ASGI app's answer to a request other than ``/verify``'s."""
@@ -349,7 +360,8 @@ class Connection(asyncio.Protocol):
             self._transport.pause_reading()
 
     def _resume(self) -> None:
-        if self._paused and self._transport is not None:
+        """Read again, unless an answer is being made or the client has not read the last ones."""
+        if self._paused and not self._answering and not self._blocked and self._transport is not None:
             self._paused = False
             self._transport.resume_reading()
 

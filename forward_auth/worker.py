@@ -37,6 +37,9 @@ log = logging.getLogger("forward_auth")
 HEADER_SECONDS = 30.0
 #: How long a worker holding more connections than another leaves a new one to it, at most.
 DEFER_SECONDS = 0.05
+#: How long a worker leaves none to the others after one waited out DEFER_SECONDS (none took it:
+#: a sibling is stopped, or hung until the master kills it), so each new one does not wait too.
+DEAF_SECONDS = 1.0
 
 
 class Shares:
@@ -105,6 +108,7 @@ class Worker(BaseWorker):  # type: ignore[misc]
         shares: Shares = self.app.shares
         slot: int | None = getattr(self, "slot", None)
         yielded_at: float | None = None  # since when a new connection is left to a less busy worker
+        deaf_until = 0.0  # until when none is left to the others (DEAF_SECONDS)
 
         def listen(on: bool) -> None:
             nonlocal accepting
@@ -144,14 +148,15 @@ class Worker(BaseWorker):  # type: ignore[misc]
                 listen(True)
 
         def accept(sock: socket.socket) -> None:
-            nonlocal yielded_at
-            if shares.yields(slot, held):
-                now = loop.time()
+            nonlocal yielded_at, deaf_until
+            now = loop.time()
+            if now >= deaf_until and shares.yields(slot, held):
                 yielded_at = yielded_at or now
                 if now - yielded_at < DEFER_SECONDS:  # another worker holds fewer: its turn, for a moment
                     listen(False)
                     loop.call_later(0.002, resume)
                     return
+                deaf_until = now + DEAF_SECONDS
             yielded_at = None
             try:
                 conn, _ = sock.accept()

@@ -160,6 +160,14 @@ def test_a_half_closed_client_gets_its_answer(edge: Edge, key: SigningKey) -> No
     assert statuses(waited) == [200] and waited.endswith(b"<closed>")
 
 
+def test_an_upgrade_is_answered_as_plain_http_then_closed(edge: Edge, key: SigningKey) -> None:
+    """``Connection: upgrade`` (a websocket's request, passed on by a proxy): answered, then closed,
+    not kept open with what followed it unread."""
+    upgrade = get("/verify", "Connection: Upgrade", "Upgrade: websocket", cookie(key))
+    answer = edge.talk(upgrade + get("/verify", cookie(key)))
+    assert statuses(answer) == [200] and b"connection: close" in answer and answer.endswith(b"<closed>")
+
+
 def test_expect_100_continue_is_answered_before_the_body(edge: Edge) -> None:
     with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as conn:
         conn.sendall(b"POST /sessions/verify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -187,9 +195,18 @@ def test_what_the_server_refuses_is_a_4xx_and_the_connection_closed(edge: Edge, 
 
 def test_the_absolute_form_and_a_chunked_body_are_read_as_any_server_reads_them(edge: Edge, key: SigningKey) -> None:
     assert statuses(edge.talk(get("http://gate.example/verify", cookie(key)))) == [200]
+    assert statuses(edge.talk(get("/verify#top", cookie(key)) + get("/verify?a=1#top", cookie(key)))) == [200, 200]
     chunked = (b"POST /verify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + cookie(key).encode()
                + b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
     assert statuses(edge.talk(chunked + get("/verify"))) == [200, 401]  # the body read and dropped
+
+
+def test_a_trailer_is_no_header_of_the_request(edge: Edge, key: SigningKey) -> None:
+    """A chunked body's trailer fields are not read as headers (gunicorn and granian leave them
+    out too): a token, a Host or a forwarded header there is not the request's."""
+    trailer = b"POST /verify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"
+    assert statuses(edge.talk(trailer + cookie(key).encode() + b"\r\n\r\n" + get("/verify", cookie(key)))) == [401, 200]
+    assert statuses(edge.talk(trailer + b"Host: y\r\n\r\n")) == [401]  # not two Hosts
 
 
 def test_headers_that_never_finish_get_408_and_idle_connections_are_closed(edge: Edge) -> None:
@@ -223,3 +240,42 @@ def test_encode_leaves_out_the_length_of_204_and_keeps_the_apps_own() -> None:
     assert b"content-length" not in encode((204, [], b""), date=date, head=False, keep_alive=True, http10=False)
     head = encode((200, [(b"content-length", b"15")], b""), date=date, head=True, keep_alive=True, http10=False)
     assert head == b"HTTP/1.1 200 OK\r\ncontent-length: 15\r\ndate: x\r\n\r\n"
+
+
+def test_a_client_that_reads_nothing_is_not_read_either(edge: Edge) -> None:
+    """Pipelined requests from a client that reads no answer: once the answers wait unsent, no
+    more is read, even after an answer made by a task (``/healthz``) between them; so the
+    answers kept for it stay within a read's worth."""
+    burst = get("/verify") * 1500 + get("/healthz") + get("/verify") * 1500
+    with socket.socket() as conn:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn.connect(("127.0.0.1", edge.port))
+        conn.settimeout(0.5)
+        try:
+            for _ in range(16):
+                conn.sendall(burst)
+        except TimeoutError:
+            pass  # the server reads no more: the point
+        kept = 0
+        for _ in range(10):
+            time.sleep(0.2)
+            transport = next(iter(edge.open))._transport
+            kept = max(kept, transport.get_write_buffer_size() if transport else 0)
+    assert kept < 3_000_000, kept
+
+
+@pytest.mark.parametrize("start", [b"GET /verify HTTP/1.1\r\nHost: x\r\nX-Big: ",
+                                   b"POST /verify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Big: "])
+def test_a_header_that_never_ends_is_refused_before_it_ends(edge: Edge, start: bytes) -> None:
+    """httptools keeps a header (or a trailer) whole until its end: one that keeps coming is
+    refused as it comes (431), not held in memory until the header or idle timeout."""
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as conn:
+        conn.sendall(start)
+        try:
+            for _ in range(6):
+                time.sleep(0.02)
+                conn.sendall(b"x" * 1500)
+        except OSError:
+            pass  # refused and closed meanwhile
+        answer = read_all(conn, 1)
+    assert statuses(answer) == [431] and answer.endswith(b"<closed>")

@@ -620,6 +620,30 @@ def test_a_worker_that_comes_late_gets_its_share_of_kept_alive_connections(core_
     assert sum(shared) == 8 and min(shared) >= 3, shared
 
 
+def test_new_connections_do_not_each_wait_for_a_worker_that_is_hung(core_url: str) -> None:
+    """A worker stopped (or hung, until the master kills it) while holding fewer connections:
+    its sibling waits 50 ms for it once, not before every new connection (20 a second)."""
+    with default_service(core_url) as (port, master):
+        workers = workers_of(master)
+        os.kill(workers[1], signal.SIGSTOP)
+        try:
+            kept = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]  # the live one holds more
+            for conn in kept:
+                conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                conn.recv(4096)
+            started = time.monotonic()
+            for _ in range(20):  # each on a new connection
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+            took = time.monotonic() - started
+        finally:
+            os.kill(workers[1], signal.SIGCONT)
+        for conn in kept:
+            conn.close()
+    assert took < 0.6, took
+
+
 @SERVERS
 def test_a_broken_policy_file_is_logged_once_per_change(core_url: str, tmp_path: Path, server: str) -> None:
     """Two workers and the main process watch the file; one line says it is broken, one that it is back."""
