@@ -9,7 +9,10 @@ answers keep their order.
 
 Limits, as gunicorn words them: a request line longer than ``limit_request_line`` is answered
 414, more than ``limit_request_fields`` headers or one longer than ``limit_request_field_size``
-431, a request httptools cannot parse (or a ``CONNECT``) 400, each with the connection closed.
+431 (a header still coming is counted as it comes), a request httptools cannot parse (or a
+``CONNECT``) 400, another HTTP version than 1.0 and 1.1 505, each with the connection closed.
+Trailers of a chunked body are no headers of the request; an upgrade is answered as plain HTTP
+and the connection closed.
 A request's headers must arrive within ``header_seconds`` of its first byte (else 408), an idle
 connection is closed after ``keepalive_seconds``; both are checked by the worker's once-a-second
 :meth:`Connection.expired`, so the hot path arms no timer. A request body is read whole (at most
@@ -223,6 +226,8 @@ class Connection(asyncio.Protocol):
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self._parser.get_http_version() not in ("1.0", "1.1"):  # HTTP/2.0 in a request line: as gunicorn
+            raise Refused(505, "HTTP version not supported")
         self.state = BODY
         # An upgrade's answer closes: httptools leaves the rest of the read unparsed (a request lost).
         self._keep_alive = self._parser.should_keep_alive() and not self._parser.should_upgrade()

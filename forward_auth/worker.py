@@ -126,7 +126,7 @@ class Worker(BaseWorker):  # type: ignore[misc]
         def hold(change: int) -> None:
             nonlocal held
             held += change
-            shares.hold(slot, held)
+            shares.hold(slot, -1 if stopping.done() else held)  # a stopping worker takes no turn
             if change < 0 and not stopping.done() and held < cfg.worker_connections:
                 listen(True)
 
@@ -199,6 +199,7 @@ class Worker(BaseWorker):  # type: ignore[misc]
         tick()
         await stopping
         listen(False)
+        shares.hold(slot, -1)
         for each in list(connections):
             each.stop()
         deadline = loop.time() + cfg.graceful_timeout

@@ -185,6 +185,7 @@ def test_expect_100_continue_is_answered_before_the_body(edge: Edge) -> None:
     (b"POST /verify HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
     (b"GET /verify HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
     (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 400),
+    (get("/verify", version="2.0"), 505),
     (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),  # TLS to the plain port
 ])
 def test_what_the_server_refuses_is_a_4xx_and_the_connection_closed(edge: Edge, request_bytes: bytes,
