@@ -339,8 +339,9 @@ class Connection(asyncio.Protocol):
         transport.write(encode(sent, date=self._clock.date, head=scope["method"] == "HEAD", keep_alive=keep_alive,
                                http10=scope["http_version"] == "1.0"))
         if keep_alive:
-            self.state = IDLE
-            self.since = self._clock.now
+            if self.state == BUSY:  # not a head already begun behind it: that one keeps its own clock
+                self.state = IDLE
+                self.since = self._clock.now
         else:
             self._close()
 

@@ -219,6 +219,13 @@ def test_headers_that_never_finish_get_408_and_idle_connections_are_closed(edge:
     assert statuses(idle) == [200] and idle.endswith(b"<closed>")  # closed quietly after keepalive_seconds
 
 
+def test_a_head_half_read_behind_an_answer_made_by_a_task_still_gets_its_408(edge: Edge) -> None:
+    """The first request is answered by a task (``/healthz``); the head behind it, half sent, is
+    timed as a head (408 after ``header_seconds``), not as an idle connection (closed quietly)."""
+    late = edge.talk(get("/healthz") + b"GET /verify HTTP/1.1\r\nHost: x\r\n", wait=3)
+    assert statuses(late) == [200, 408] and late.endswith(b"<closed>")
+
+
 def test_a_raw_utf8_byte_beside_the_token_still_verifies(edge: Edge, key: SigningKey) -> None:
     raw = b"GET /verify HTTP/1.1\r\nHost: x\r\nX-Original-URI: /caf\xc3\xa9\r\nCookie: pref=caf\xc3\xa9; sAccessToken="
     assert statuses(edge.talk(raw + v5(key).encode() + b"\r\n\r\n")) == [200]
