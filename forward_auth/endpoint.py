@@ -93,12 +93,16 @@ class Reply:
         self._headers.pop(name.lower(), None)
 
     def answer(self, head: bool, cacheable: dict[str, Any] | None) -> Answer:
-        """The answer, its media written as compact ASCII JSON; a HEAD request's without its body."""
+        """The answer, its media written as compact ASCII JSON; a HEAD request's without its body,
+        its ``content-length`` the body's (as Falcon answers HEAD)."""
         body = self.data if self.media is None else compact_json(self.media).encode("ascii")
         headers = list(self._headers.items())
         headers.append(("content-type", self.content_type))
         headers += [("set-cookie", cookie) for cookie in self.cookies]
-        return Answer(self.status, headers, b"" if head else body, cacheable)
+        if head:
+            headers.append(("content-length", str(len(body))))
+            body = b""
+        return Answer(self.status, headers, body, cacheable)
 
 
 class VerifyEndpoint:

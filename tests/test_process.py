@@ -75,8 +75,10 @@ def test_serve_as_a_process_answers_curl(core_url: str, server: str) -> None:
         wait_http(f"http://127.0.0.1:{port}/readyz")
         created = post_json(core_url + "/dev/sessions", {"userId": "curl-user"})
         token = created["accessToken"]["token"]
-        status, headers, _ = curl(f"http://127.0.0.1:{port}/verify", "-H", f"Cookie: sAccessToken={token}")
+        status, headers, body = curl(f"http://127.0.0.1:{port}/verify", "-H", f"Cookie: sAccessToken={token}")
         assert status == 200 and headers["x-user-id"] == "curl-user"
+        status, head, nothing = curl("-I", f"http://127.0.0.1:{port}/verify", "-H", f"Cookie: sAccessToken={token}")
+        assert (status, head["content-length"], nothing) == (200, str(len(body)), "")  # HEAD: GET's length, no body
         status, headers, body = curl(f"http://127.0.0.1:{port}/verify")
         assert (status, json.loads(body)) == (401, {"message": "unauthorised"})
         # a 16 KB cookie passes gunicorn's header limits and gets a session answer, not a 400
