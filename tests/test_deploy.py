@@ -620,7 +620,7 @@ def dockerfile_problems(text: str) -> list[str]:
         problems.append(f"HEALTHCHECK: {exc}")
     env = parser.envs  # the final stage's
     if not env.get("HOME", "").startswith("/tmp") or env.get("TMPDIR", "/tmp") != "/tmp":
-        problems.append("HOME (gunicorn's control socket) and TMPDIR must be under /tmp (read-only root)")
+        problems.append("HOME and TMPDIR must be under /tmp (read-only root)")
     return problems
 
 
