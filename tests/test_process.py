@@ -233,15 +233,16 @@ def test_policy_file_edits_under_load_lose_no_request(core_url: str, tmp_path: P
     _policy_switched_without_loss(hammer)
 
 
-def test_granian_sighup_rereads_the_policy_in_the_same_workers(core_url: str, tmp_path: Path) -> None:
-    """SIGHUP replaces no granian worker (a stopping one would reset connections in its accept
-    queue): each worker re-reads the file at its next request and keeps its last good policy
-    when the file is broken."""
+@pytest.mark.parametrize("server", ["builtin", "granian"])
+def test_sighup_rereads_the_policy_in_the_same_workers(core_url: str, tmp_path: Path, server: str) -> None:
+    """SIGHUP replaces no worker of the built-in server or granian (a stopping one would close
+    its keep-alive connections, or reset those in its accept queue): each worker re-reads the
+    file and keeps its last good policy when the file is broken."""
     policy = tmp_path / "policy.yaml"
     policy.write_text(BEFORE)
     port = free_port()
     env = {"FORWARD_AUTH_CORE_API_KEY": API_KEY, "FORWARD_AUTH_POLICY_RELOAD_SECONDS": "0"}
-    args = serve("granian", port, core_url, "--policy-file", str(policy))
+    args = serve(server, port, core_url, "--policy-file", str(policy))
 
     def rules() -> set[str]:
         return {curl(f"http://127.0.0.1:{port}/verify")[1]["x-forward-auth-rule"] for _ in range(10)}
