@@ -253,7 +253,9 @@ def test_sighup_rereads_the_policy_in_the_same_workers(core_url: str, tmp_path: 
 
     with process(args, env) as proc:
         wait_http(f"http://127.0.0.1:{port}/readyz")
-        before = workers()
+        deadline = time.monotonic() + 20
+        while len(before := workers()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # /readyz came from the first worker: its sibling may not be forked yet
         assert rules() == {"before"}
         for text, expected in ((AFTER, {"after"}), (BROKEN, {"after"})):
             replace(policy, text)
