@@ -14,7 +14,8 @@ Limits, as gunicorn words them: a request line longer than ``limit_request_line`
 Trailers of a chunked body are no headers of the request; an upgrade is answered as plain HTTP
 and the connection closed.
 A request's headers must arrive within ``header_seconds`` of its first byte (else 408), an idle
-connection is closed after ``keepalive_seconds``; both are checked by the worker's once-a-second
+connection is closed after ``keepalive_seconds``, and aborted as long after that if its client
+still reads none of the last answers; all are checked by the worker's once-a-second
 :meth:`Connection.expired`, so the hot path arms no timer. A request body is read whole (at most
 :data:`~forward_auth.asgi.MAX_BODY` of it kept) before the request is answered.
 """
@@ -144,6 +145,8 @@ class Connection(asyncio.Protocol):
         self._closing = False  # close once the request in hand is answered (the worker stops, or rebalances)
         self._paused = False
         self._blocked = False  # the client reads too slowly: what it sends is not read meanwhile
+        self._dying: asyncio.Transport | None = None  # closed by us, its last answers not yet flushed
+        self._dying_since = 0.0
 
     # asyncio's side
 
@@ -156,7 +159,7 @@ class Connection(asyncio.Protocol):
         self._server = (str(local[0]), int(local[1])) if isinstance(local, tuple) else (str(local or ""), None)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
+        self._transport = self._dying = None
         self._queue.clear()
         self._closed(self)
 
@@ -279,7 +282,6 @@ class Connection(asyncio.Protocol):
     def _answer(self, request: _Request) -> None:
         """Answer now if it can be, else start the task that will (and read nothing meanwhile)."""
         app = self._app
-        self.state = BUSY
         try:
             if app.verifies(request.scope):
                 sent = app.verify_now(request.scope)
@@ -339,7 +341,8 @@ class Connection(asyncio.Protocol):
         transport.write(encode(sent, date=self._clock.date, head=scope["method"] == "HEAD", keep_alive=keep_alive,
                                http10=scope["http_version"] == "1.0"))
         if keep_alive:
-            if self.state == BUSY:  # not a head already begun behind it: that one keeps its own clock
+            # Idle once nothing waits: a head already begun behind it keeps its own clock and limits.
+            if self.state == BUSY and not self._queue:
                 self.state = IDLE
                 self.since = self._clock.now
         else:
@@ -355,9 +358,12 @@ class Connection(asyncio.Protocol):
             self._close()
 
     def _close(self) -> None:
+        """Close once the answers written are flushed (aborted by :meth:`expired` if the client
+        never reads them)."""
         if self._transport is not None:
             self._queue.clear()
             self._transport.close()
+            self._dying, self._dying_since = self._transport, self._clock.now
             self._transport = None
 
     def _pause(self) -> None:
@@ -374,8 +380,12 @@ class Connection(asyncio.Protocol):
     # the worker's side
 
     def expired(self, now: float) -> None:
-        """Close the connection if its headers are late (408) or it has been idle too long."""
-        if self.state == HEAD and now - self.since > self._limits.header_seconds:
+        """Close the connection if its headers are late (408) or it has been idle too long; abort
+        it if it was closed that long ago and its client still reads none of the last answers."""
+        if self._dying is not None:
+            if now - self._dying_since > self._limits.keepalive_seconds:
+                self.abort()
+        elif self.state == HEAD and now - self.since > self._limits.header_seconds:
             self._refuse(408, "request headers not received in time")
         elif self.state in (IDLE, BODY) and now - self.since > self._limits.keepalive_seconds:
             self._close()
@@ -391,5 +401,6 @@ class Connection(asyncio.Protocol):
             self._close()
 
     def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
+        transport = self._transport or self._dying
+        if transport is not None:
+            transport.abort()

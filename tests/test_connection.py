@@ -219,11 +219,14 @@ def test_headers_that_never_finish_get_408_and_idle_connections_are_closed(edge:
     assert statuses(idle) == [200] and idle.endswith(b"<closed>")  # closed quietly after keepalive_seconds
 
 
-def test_a_head_half_read_behind_an_answer_made_by_a_task_still_gets_its_408(edge: Edge) -> None:
-    """The first request is answered by a task (``/healthz``); the head behind it, half sent, is
-    timed as a head (408 after ``header_seconds``), not as an idle connection (closed quietly)."""
-    late = edge.talk(get("/healthz") + b"GET /verify HTTP/1.1\r\nHost: x\r\n", wait=3)
-    assert statuses(late) == [200, 408] and late.endswith(b"<closed>")
+@pytest.mark.parametrize(("before", "answered"), [(get("/healthz"), [200]), (get("/healthz") + get("/verify"), [200, 401])])
+def test_a_head_half_read_behind_an_answer_made_by_a_task_still_gets_its_408(edge: Edge, before: bytes,
+                                                                            answered: list[int]) -> None:
+    """The first request is answered by a task (``/healthz``), a second one perhaps queued behind
+    it; the head behind them, half sent, is timed as a head (408 after ``header_seconds``), not as
+    an idle connection (closed quietly)."""
+    late = edge.talk(before + b"GET /verify HTTP/1.1\r\nHost: x\r\n", wait=3)
+    assert statuses(late) == [*answered, 408] and late.endswith(b"<closed>")
 
 
 def test_a_raw_utf8_byte_beside_the_token_still_verifies(edge: Edge, key: SigningKey) -> None:
@@ -250,33 +253,61 @@ def test_encode_leaves_out_the_length_of_204_and_keeps_the_apps_own() -> None:
     assert head == b"HTTP/1.1 200 OK\r\ncontent-length: 15\r\ndate: x\r\n\r\n"
 
 
+def flood(edge: Edge, burst: bytes) -> socket.socket:
+    """A connection that sends ``burst`` after ``burst`` and reads nothing, until the server reads
+    no more of it either: its answers then wait unsent, past the kernel's buffers, in its own."""
+    conn = socket.socket()
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    conn.connect(("127.0.0.1", edge.port))
+    while not edge.open:
+        time.sleep(0.01)
+    # The server's kernel buffer kept small too: its own fills within a few thousand answers.
+    edge.loop.call_soon_threadsafe(lambda: [each._transport.get_extra_info("socket").setsockopt(
+        socket.SOL_SOCKET, socket.SO_SNDBUF, 4096) for each in edge.open])
+    conn.settimeout(0.05)  # well within the fixture's header_seconds: a 408 comes later
+    sent, deadline = 0, time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            sent = (sent + conn.send(burst[sent:])) % len(burst)
+        except TimeoutError:
+            if unsent(edge):
+                return conn
+    conn.close()
+    raise AssertionError("the server never kept an answer unsent")
+
+
+def unsent(edge: Edge) -> int:
+    """The bytes of answers the server keeps unsent, over its open connections."""
+    return sum(each._transport.get_write_buffer_size() for each in list(edge.open) if each._transport)
+
+
 def test_a_client_that_reads_nothing_is_not_read_either(edge: Edge) -> None:
     """Pipelined requests from a client that reads no answer: once the answers wait unsent, no
     more is read, even after an answer made by a task (``/healthz``) between them; so the
     answers kept for it stay within a read's worth."""
-    burst = get("/verify") * 1500 + get("/healthz") + get("/verify") * 1500
-    with socket.socket() as conn:
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        conn.connect(("127.0.0.1", edge.port))
-        conn.settimeout(0.5)
-        try:
-            for _ in range(16):
-                conn.sendall(burst)
-        except TimeoutError:
-            pass  # the server reads no more: the point
-        kept = 0
-        for _ in range(10):
-            time.sleep(0.2)
-            transport = next(iter(edge.open))._transport
-            kept = max(kept, transport.get_write_buffer_size() if transport else 0)
-    assert kept < 3_000_000, kept
+    with flood(edge, get("/verify") * 1500 + get("/healthz") + get("/verify") * 1500):
+        kept = max(unsent(edge) for _ in range(10) if time.sleep(0.02) is None)
+    assert 0 < kept < 3_000_000, kept
 
 
-@pytest.mark.parametrize("start", [b"GET /verify HTTP/1.1\r\nHost: x\r\nX-Big: ",
-                                   b"POST /verify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Big: "])
-def test_a_header_that_never_ends_is_refused_before_it_ends(edge: Edge, start: bytes) -> None:
+def test_a_connection_closed_on_a_client_that_reads_nothing_is_aborted(edge: Edge) -> None:
+    """A client that sends a burst and reads no answer: the connection is closed (idle, or 408),
+    its answers never flushed; ``keepalive_seconds`` later it is aborted, not held forever."""
+    with flood(edge, get("/verify") * 3000):
+        deadline = time.monotonic() + 5
+        while edge.open and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not edge.open
+
+
+@pytest.mark.parametrize(("start", "answered"), [
+    (b"GET /verify HTTP/1.1\r\nHost: x\r\nX-Big: ", []),
+    (b"POST /verify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Big: ", []),
+    (get("/healthz") + get("/verify") + b"GET /verify HTTP/1.1\r\nHost: x\r\nX-Big: ", [200, 401])])
+def test_a_header_that_never_ends_is_refused_before_it_ends(edge: Edge, start: bytes, answered: list[int]) -> None:
     """httptools keeps a header (or a trailer) whole until its end: one that keeps coming is
-    refused as it comes (431), not held in memory until the header or idle timeout."""
+    refused as it comes (431), not held in memory until the header or idle timeout; behind
+    pipelined answers too."""
     with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as conn:
         conn.sendall(start)
         try:
@@ -286,4 +317,4 @@ def test_a_header_that_never_ends_is_refused_before_it_ends(edge: Edge, start: b
         except OSError:
             pass  # refused and closed meanwhile
         answer = read_all(conn, 1)
-    assert statuses(answer) == [431] and answer.endswith(b"<closed>")
+    assert statuses(answer) == [*answered, 431] and answer.endswith(b"<closed>")
