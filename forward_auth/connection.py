@@ -138,7 +138,7 @@ class Connection(asyncio.Protocol):
         self._head_size = 0  # bytes read since the last whole header (-1: one ended in this read)
         self._body: list[bytes] = []
         self._body_size = 0
-        self._expect = False
+        self._expect = False  # the head being read asks for 100 Continue; once read: it is owed, not yet sent
         self._keep_alive = True
         self._queue: deque[_Request] = deque()
         self._answering = False  # a task answers the request in front: later ones wait
@@ -224,6 +224,7 @@ class Connection(asyncio.Protocol):
         if len(headers) >= limits.fields:
             raise Refused(431, "too many request headers")
         name = name.lower()
+        value = value.rstrip(b" \t")  # trailing whitespace is no part of a field's value (as gunicorn strips it)
         if name == b"expect":
             self._expect = value.lower() == b"100-continue"
         headers.append((name, value))
@@ -236,8 +237,9 @@ class Connection(asyncio.Protocol):
         self._keep_alive = self._parser.should_keep_alive() and not self._parser.should_upgrade()
         self._body = []
         self._body_size = 0
-        if self._expect and self._parser.get_http_version() == "1.1" and self._transport is not None:
-            self._transport.write(_CONTINUE)
+        self._expect = self._expect and self._parser.get_http_version() == "1.1"
+        if not (self._answering or self._queue):  # else after the answers before it (_answered)
+            self._send_continue()
 
     def on_body(self, body: bytes) -> None:
         self.since = self._clock.now  # a body that keeps coming is not idle
@@ -248,6 +250,7 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.state = BUSY
+        self._expect = False  # the body came without it
         method = self._parser.get_method()
         text = _METHODS.get(method)
         if text is None:
@@ -309,6 +312,8 @@ class Connection(asyncio.Protocol):
             self._send(request, task.result())
         while self._queue and not self._answering and self._transport is not None:
             self._answer(self._queue.popleft())
+        if not (self._answering or self._queue):
+            self._send_continue()
         self._resume()
 
     async def _asgi(self, request: _Request) -> Sent:
@@ -347,6 +352,12 @@ class Connection(asyncio.Protocol):
                 self.since = self._clock.now
         else:
             self._close()
+
+    def _send_continue(self) -> None:
+        """The ``100 Continue`` owed to a head read whole, once the answers before it are sent."""
+        if self._expect and self.state == BODY and self._transport is not None:
+            self._expect = False
+            self._transport.write(_CONTINUE)
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer the server's own refusal and close; with a request in hand, that answer closes

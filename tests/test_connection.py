@@ -177,6 +177,32 @@ def test_expect_100_continue_is_answered_before_the_body(edge: Edge) -> None:
         assert statuses(read_all(conn, 0.3)) == [401]  # the session API's answer to a body with no token
 
 
+def test_100_continue_behind_a_pipelined_request_comes_after_its_answer(edge: Edge) -> None:
+    """An interim answer is the next request's only once the one before it is answered: a 100
+    written earlier would be read as the first request's."""
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as conn:
+        conn.sendall(get("/healthz") + b"POST /verify HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        answered = read_all(conn, 0.3)
+        assert statuses(answered) == [200, 100] and answered.endswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.sendall(b"{}")
+        assert statuses(read_all(conn, 0.3)) == [401]
+
+
+def test_a_header_value_loses_its_trailing_whitespace() -> None:
+    """As gunicorn and granian read it: ``X-A: v \\t`` is ``v`` to the app."""
+    def echo(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["HTTP_X_A"].encode()]
+
+    served = Edge(ASGIApp(echo, core_concurrency=1, core_queue=1), Limits())
+    try:
+        answer = served.talk(get("/echo", "X-A:  v \t "))
+    finally:
+        served.close()
+    assert answer.endswith(b"\r\n\r\nv")
+
+
 @pytest.mark.parametrize(("request_bytes", "status"), [
     (get("/verify?" + "a" * 300), 414),
     (get("/verify", *(f"X-Filler-{i}: x" for i in range(21))), 431),
