@@ -33,7 +33,8 @@ its decision cache off, and 2c. under ``--server granian`` (the default before t
 3. supertokens-node; 4. supertokens-python; 5. the service direct (5b. with its decision cache off) and the constant app direct;
 7. the service behind nginx over a unix socket; 8. the service behind nginx with the nginx cache on (the
 one repeated token). Then 6.: latency behind nginx paced at half the median peak of 2 (wrk's Lua
-``delay()`` pacing from ``bench/http_bench.lua``), beside the bound paced alike. Then 9.: slow clients,
+``delay()`` pacing from ``bench/http_bench.lua``), beside the constant app (its empty 200, the same
+hop with no decision) and the bound paced alike, with the host's steal time of each round. Then 9.: slow clients,
 ``--slow-connections`` to the service direct that send ``GET /verify HTTP/1.1`` and a Host header and
 drip a header byte every 0.1 s, never finishing; beside them 4 valid ``/verify`` requests on fresh
 connections, each one's latency. Then 10.: the service of the hung core direct (``--hung-connections``),
@@ -143,6 +144,8 @@ def configurations(args: argparse.Namespace, edge: Edge) -> dict[str, Config]:
     lc = args.latency_connections
     configs["paced_svc"] = Config("paced_svc", "6 service behind plain nginx, paced", u["svc"], ck,
                                   Measure("paced service", lc, p["service"]), True, port["svc"])
+    configs["paced_const"] = Config("paced_const", "6 constant app behind nginx, paced alike", u["const_empty"], {},
+                                    Measure("paced constant", lc, p["constant"]), True, port["const"])
     configs["paced_bound"] = Config("paced_bound", "6 bound, paced at the same rate", u["bound"], ck,
                                     Measure("paced bound", lc, None), True, None)
     for key, what in (("const_body", "a JSON body"), ("const_empty", "no body")):
@@ -220,7 +223,8 @@ def main() -> None:
         peak = [cfg for key, cfg in configs.items() if not key.startswith(("paced", "const_", "hung"))]
         interleaved(args, runner, edge, peak, args.rounds)
         pace = configs["svc"].median / 2
-        interleaved(args, runner, edge, [configs["paced_svc"], configs["paced_bound"]], args.rounds, rate=pace)
+        interleaved(args, runner, edge, [configs[key] for key in ("paced_svc", "paced_const", "paced_bound")],
+                    args.rounds, rate=pace)
         # what an auth answer's body costs behind nginx (it closes the upstream connection after one)
         interleaved(args, runner, edge, [configs["const_body"], configs["const_empty"]], min(args.rounds, 2))
         slow = slow_clients(edge.ports["svc"], edge.urls["direct"], edge.cookie, args.slow_connections)

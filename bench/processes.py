@@ -217,12 +217,13 @@ def cpu_ticks(pids: list[int]) -> dict[int, int]:
     return ticks
 
 
-def machine_busy_ticks() -> int:
-    """Busy CPU ticks of the whole machine (all CPUs, idle and iowait excluded)."""
+def machine_ticks() -> tuple[int, int]:
+    """CPU ticks of the whole machine (all CPUs): busy (idle and iowait excluded), and of those
+    stolen (a virtual CPU that wanted to run while its host ran something else)."""
     with open("/proc/stat") as handle:
         fields = [int(x) for x in handle.readline().split()[1:]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return user + nice + system + irq + softirq + steal
+    return user + nice + system + irq + softirq + steal, steal
 
 
 def own_ticks(procs: list[Proc]) -> int:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from processes import CLOCK_TICKS, Proc, Wrk, WrkResult, cpu_ticks, machine_busy_ticks, own_ticks, rss_mb, workers_of
+from processes import CLOCK_TICKS, Proc, Wrk, WrkResult, cpu_ticks, machine_ticks, own_ticks, rss_mb, workers_of
 from servers import CoreCounter, Servers, Shared, reload_nginx
 
 PHASES = {"1": "direct HTTP", "2": "nginx auth_request", "3": "latency at half peak", "4": "many tokens, RSS"}
@@ -24,6 +24,7 @@ class Round:
     core_jwks: int
     core_other: int
     foreign: float                   # share of the machine's CPU used by processes not ours
+    steal: float                     # share of the machine's CPU its host stole (steal time)
 
     @property
     def idle_worker(self) -> bool:
@@ -92,15 +93,17 @@ class Runner:
     def round(self, measure: Measure, url: str, seconds: float, **wrk_args: Any) -> Round:
         pids = workers_of(measure.app.popen.pid) if measure.app else []
         ticks, core = cpu_ticks(pids), self.counter.snapshot()
-        machine, ours, start = machine_busy_ticks(), own_ticks(self.watched), time.monotonic()
+        (machine, stolen), ours, start = machine_ticks(), own_ticks(self.watched), time.monotonic()
         result = self.wrk.run(url, seconds=seconds, connections=measure.connections, **wrk_args)
         after = cpu_ticks(pids)
         elapsed_ticks = (time.monotonic() - start) * CLOCK_TICKS * (os.cpu_count() or 1)
-        foreign = max(0.0, (machine_busy_ticks() - machine) - (own_ticks(self.watched) - ours)) / elapsed_ticks
+        busy, steal = machine_ticks()
+        foreign = max(0.0, (busy - machine) - (own_ticks(self.watched) - ours)) / elapsed_ticks
         jwks, other = CoreCounter.split(self.counter.snapshot() - core)
         for proc in self.watched:
             proc.check_alive()
-        done = Round(result, {pid: after[pid] - ticks[pid] for pid in after if pid in ticks}, jwks, other, foreign)
+        done = Round(result, {pid: after[pid] - ticks[pid] for pid in after if pid in ticks}, jwks, other, foreign,
+                     (steal - stolen) / elapsed_ticks)
         measure.rounds.append(done)
         return done
 
