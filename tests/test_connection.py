@@ -287,9 +287,10 @@ def flood(edge: Edge, burst: bytes) -> socket.socket:
     conn.connect(("127.0.0.1", edge.port))
     while not edge.open:
         time.sleep(0.01)
-    # The server's kernel buffer kept small too: its own fills within a few thousand answers.
+    # The server's kernel buffers kept small too: its own fills within a few thousand answers,
+    # and the client's sends stall soon after the server stops reading (long before a 408).
     edge.loop.call_soon_threadsafe(lambda: [each._transport.get_extra_info("socket").setsockopt(
-        socket.SOL_SOCKET, socket.SO_SNDBUF, 4096) for each in edge.open])
+        socket.SOL_SOCKET, option, 4096) for each in edge.open for option in (socket.SO_SNDBUF, socket.SO_RCVBUF)])
     conn.settimeout(0.05)  # well within the fixture's header_seconds: a 408 comes later
     sent, deadline = 0, time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -303,8 +304,9 @@ def flood(edge: Edge, burst: bytes) -> socket.socket:
 
 
 def unsent(edge: Edge) -> int:
-    """The bytes of answers the server keeps unsent, over its open connections."""
-    return sum(each._transport.get_write_buffer_size() for each in list(edge.open) if each._transport)
+    """The bytes of answers the server keeps unsent, over its connections (closed ones too)."""
+    transports = [each._transport or each._dying for each in list(edge.open)]
+    return sum(transport.get_write_buffer_size() for transport in transports if transport)
 
 
 def test_a_client_that_reads_nothing_is_not_read_either(edge: Edge) -> None:
