@@ -14,7 +14,8 @@ Limits, as gunicorn words them: a request line longer than ``limit_request_line`
 Trailers of a chunked body are no headers of the request; an upgrade is answered as plain HTTP
 and the connection closed.
 A request's headers must arrive within ``header_seconds`` of its first byte (else 408), an idle
-connection is closed after ``keepalive_seconds``, and aborted as long after that if its client
+connection is closed after ``keepalive_seconds`` (a head or body begun behind a request answered
+by a task is timed from when reading resumes, not while the server reads none of it), and aborted as long after that if its client
 still reads none of the last answers; all are checked by the worker's once-a-second
 :meth:`Connection.expired`, so the hot path arms no timer. A request body is read whole (at most
 :data:`~forward_auth.asgi.MAX_BODY` of it kept) before the request is answered.
@@ -309,6 +310,8 @@ class Connection(asyncio.Protocol):
             self._send(request, task.result())
         while self._queue and not self._answering and self._transport is not None:
             self._answer(self._queue.popleft())
+        if not self._answering and self.state in (HEAD, BODY):  # not read meanwhile: its clock starts as reading does
+            self.since = self._clock.now
         self._resume()
 
     async def _asgi(self, request: _Request) -> Sent:
@@ -385,6 +388,8 @@ class Connection(asyncio.Protocol):
         if self._dying is not None:
             if now - self._dying_since > self._limits.keepalive_seconds:
                 self.abort()
+        elif self._answering:
+            pass  # what follows the request in hand is not read until it is answered: it is not late
         elif self.state == HEAD and now - self.since > self._limits.header_seconds:
             self._refuse(408, "request headers not received in time")
         elif self.state in (IDLE, BODY) and now - self.since > self._limits.keepalive_seconds:

@@ -4,6 +4,7 @@ loop: keep-alive, pipelining, HTTP/1.0, HEAD, ``Expect``, limits, timeouts, half
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import threading
@@ -20,6 +21,7 @@ from forward_auth.app import build_gate, create_service
 from forward_auth.asgi import ASGIApp
 from forward_auth.connection import Clock, Connection, Limits, encode
 from forward_auth.devcore.minter import SigningKey
+from forward_auth.transport import Reply
 
 OK_SESSION = {"status": "OK", "session": {"handle": "handle-1", "userId": "user-1", "userDataInJWT": {},
                                           "tenantId": "public"}}
@@ -318,3 +320,31 @@ def test_a_header_that_never_ends_is_refused_before_it_ends(edge: Edge, start: b
             pass  # refused and closed meanwhile
         answer = read_all(conn, 1)
     assert statuses(answer) == [*answered, 431] and answer.endswith(b"<closed>")
+
+
+def slow_core(fake_core: FakeCore, seconds: float) -> None:
+    """The core's session check takes ``seconds`` (longer than the fixture's timeouts)."""
+    def answer(method: str, url: str, headers: dict[str, str], body: bytes | None) -> Reply:
+        if url.endswith("/.well-known/jwks.json"):
+            return Reply(200, dict(fake_core.jwks_headers), json.dumps(fake_core.jwks).encode())
+        time.sleep(seconds)
+        return Reply(200, {"content-type": "application/json"}, json.dumps(OK_SESSION).encode())
+
+    fake_core.override = answer
+
+
+@pytest.mark.parametrize("behind", [b"POST /verify HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+                                    b"GET /verify HTTP/1.1\r\nHost: x\r\n"])
+def test_what_is_not_read_behind_a_slow_answer_does_not_time_out(edge: Edge, fake_core: FakeCore, key: SigningKey,
+                                                                   behind: bytes) -> None:
+    """A request answered by the core slower than ``keepalive_seconds`` (and ``header_seconds``),
+    the next one begun behind it in the same read: the server reads none of it meanwhile, so its
+    body or head is not late; the slow answer is sent, and the next request then finished and answered."""
+    slow_core(fake_core, 0.8)
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as conn:
+        conn.sendall(get("/verify?checkDatabase=true", cookie(key)) + behind)
+        conn.settimeout(2)
+        first = conn.recv(65536)
+        assert statuses(first) == [200] and b"connection: close" not in first
+        conn.sendall(b"defghij" if behind.startswith(b"POST") else b"\r\n")
+        assert statuses(read_all(conn, 0.3)) == [401]
