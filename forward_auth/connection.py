@@ -237,8 +237,9 @@ class Connection(asyncio.Protocol):
         self._keep_alive = self._parser.should_keep_alive() and not self._parser.should_upgrade()
         self._body = []
         self._body_size = 0
-        if self._expect and self._parser.get_http_version() == "1.1" and self._transport is not None:
-            self._transport.write(_CONTINUE)
+        self._expect = self._expect and self._parser.get_http_version() == "1.1"
+        if not self._answering:  # else once the request in hand is answered: the interim answer is this one's
+            self._continue()
 
     def on_body(self, body: bytes) -> None:
         self.since = self._clock.now  # a body that keeps coming is not idle
@@ -312,6 +313,7 @@ class Connection(asyncio.Protocol):
             self._answer(self._queue.popleft())
         if not self._answering and self.state in (HEAD, BODY):  # not read meanwhile: its clock starts as reading does
             self.since = self._clock.now
+            self._continue()
         self._resume()
 
     async def _asgi(self, request: _Request) -> Sent:
@@ -350,6 +352,12 @@ class Connection(asyncio.Protocol):
                 self.since = self._clock.now
         else:
             self._close()
+
+    def _continue(self) -> None:
+        """``100 Continue``, if the request whose body is being read asked for it and has not had it."""
+        if self._expect and self.state == BODY and self._transport is not None:
+            self._expect = False
+            self._transport.write(_CONTINUE)
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer the server's own refusal and close; with a request in hand, that answer closes

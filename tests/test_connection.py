@@ -348,3 +348,16 @@ def test_what_is_not_read_behind_a_slow_answer_does_not_time_out(edge: Edge, fak
         assert statuses(first) == [200] and b"connection: close" not in first
         conn.sendall(b"defghij" if behind.startswith(b"POST") else b"\r\n")
         assert statuses(read_all(conn, 0.3)) == [401]
+
+
+def test_a_100_continue_behind_an_answer_comes_after_it(edge: Edge) -> None:
+    """``Expect: 100-continue`` on a request pipelined behind one answered by a task: the interim
+    answer is the second request's, so it follows the first one's answer, not precedes it (where
+    the client reads it as the first request's)."""
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as conn:
+        conn.sendall(get("/healthz") + b"POST /sessions/verify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        answer = read_all(conn, 0.3)
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"status":"ok"}HTTP/1.1 100 Continue\r\n\r\n')
+        conn.sendall(b"{}")
+        assert statuses(read_all(conn, 0.3)) == [401]
