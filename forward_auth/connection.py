@@ -12,11 +12,11 @@ Limits, as gunicorn words them: a request line longer than ``limit_request_line`
 431 (a header still coming is counted as it comes), a request httptools cannot parse (or a
 ``CONNECT``) 400, another HTTP version than 1.0 and 1.1 505, each with the connection closed.
 Trailers of a chunked body are no headers of the request; an upgrade is answered as plain HTTP
-and the connection closed.
+and the connection closed, as is an HTTP/1.0 request with a ``Transfer-Encoding``.
 A request's headers must arrive within ``header_seconds`` of its first byte (else 408), an idle
 connection is closed after ``keepalive_seconds`` (a head or body begun behind a request answered
-by a task is timed from when reading resumes, not while the server reads none of it), and aborted as long after that if its client
-still reads none of the last answers; all are checked by the worker's once-a-second
+by a task is timed from when reading resumes, not while the server reads none of it), and
+aborted as long after that if its client still reads none of the last answers; all are checked by the worker's once-a-second
 :meth:`Connection.expired`, so the hot path arms no timer. A request body is read whole (at most
 :data:`~forward_auth.asgi.MAX_BODY` of it kept) before the request is answered.
 """
@@ -140,6 +140,7 @@ class Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._expect = False
+        self._coded = False  # a Transfer-Encoding header
         self._keep_alive = True
         self._queue: deque[_Request] = deque()
         self._answering = False  # a task answers the request in front: later ones wait
@@ -207,7 +208,7 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._head_size = -1
-        self._expect = False
+        self._expect = self._coded = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -227,17 +228,23 @@ class Connection(asyncio.Protocol):
         name = name.lower()
         if name == b"expect":
             self._expect = value.lower() == b"100-continue"
+        elif name == b"transfer-encoding":
+            self._coded = True
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        if self._parser.get_http_version() not in ("1.0", "1.1"):  # HTTP/2.0 in a request line: as gunicorn
+        version = self._parser.get_http_version()
+        if version not in ("1.0", "1.1"):  # HTTP/2.0 in a request line: as gunicorn
             raise Refused(505, "HTTP version not supported")
         self.state = BODY
         # An upgrade's answer closes: httptools leaves the rest of the read unparsed (a request lost).
-        self._keep_alive = self._parser.should_keep_alive() and not self._parser.should_upgrade()
+        # So does an HTTP/1.0 request's with a transfer coding, which HTTP/1.0 has not: where its body
+        # ends is doubtful (RFC 9112 section 6.1).
+        self._keep_alive = (self._parser.should_keep_alive() and not self._parser.should_upgrade()
+                            and not (self._coded and version == "1.0"))
         self._body = []
         self._body_size = 0
-        self._expect = self._expect and self._parser.get_http_version() == "1.1"
+        self._expect = self._expect and version == "1.1"
         if not self._answering:  # else once the request in hand is answered: the interim answer is this one's
             self._continue()
 

@@ -361,3 +361,13 @@ def test_a_100_continue_behind_an_answer_comes_after_it(edge: Edge) -> None:
         assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"status":"ok"}HTTP/1.1 100 Continue\r\n\r\n')
         conn.sendall(b"{}")
         assert statuses(read_all(conn, 0.3)) == [401]
+
+
+def test_an_http10_request_with_a_transfer_encoding_closes_the_connection(edge: Edge, key: SigningKey) -> None:
+    """HTTP/1.0 has no transfer coding: its framing is doubtful (a proxy may read no body where
+    httptools reads a chunked one), so what follows is not read as the next request (RFC 9112
+    §6.1: the connection is closed after the answer), even when asked to keep it alive."""
+    chunked = (b"POST /verify HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"3\r\nabc\r\n0\r\n\r\n")
+    answer = edge.talk(chunked + get("/verify", cookie(key)))
+    assert statuses(answer) == [401] and b"connection: close" in answer and answer.endswith(b"<closed>")
