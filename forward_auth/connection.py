@@ -256,6 +256,8 @@ class Connection(asyncio.Protocol):
             self._body_size += len(body)
 
     def on_message_complete(self) -> None:
+        if self._transport is None:  # read behind an answer that closed the connection: none is answered
+            return
         self.state = BUSY
         method = self._parser.get_method()
         text = _METHODS.get(method)

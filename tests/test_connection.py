@@ -371,3 +371,20 @@ def test_an_http10_request_with_a_transfer_encoding_closes_the_connection(edge: 
                b"3\r\nabc\r\n0\r\n\r\n")
     answer = edge.talk(chunked + get("/verify", cookie(key)))
     assert statuses(answer) == [401] and b"connection: close" in answer and answer.endswith(b"<closed>")
+
+
+def test_requests_read_behind_a_closing_answer_are_not_decided(edge: Edge, fake_core: FakeCore, key: SigningKey) -> None:
+    """A connection handed back (``retire``: its next answer closes it), a burst pipelined on it:
+    the requests read behind that answer, in the same read, get none, so none calls the core."""
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as conn:
+        while not edge.open:
+            time.sleep(0.01)
+        edge.loop.call_soon_threadsafe(lambda: [each.retire() for each in edge.open])
+        time.sleep(0.05)
+        conn.sendall(get("/verify", cookie(key)) + get("/verify?checkDatabase=true", cookie(key)) * 3)
+        answer = read_all(conn, 0.3)
+    assert statuses(answer) == [200] and answer.endswith(b"<closed>")
+    deadline = time.monotonic() + 0.3  # a call on the core pool comes soon after, if it comes
+    while not fake_core.count("/recipe/session/verify") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fake_core.count("/recipe/session/verify") == 0
