@@ -10,13 +10,15 @@ answers keep their order.
 Limits, as gunicorn words them: a request line longer than ``limit_request_line`` is answered
 414, more than ``limit_request_fields`` headers or one longer than ``limit_request_field_size``
 431 (a header still coming is counted as it comes), a request httptools cannot parse (or a
-``CONNECT``) 400, another HTTP version than 1.0 and 1.1 505, each with the connection closed.
+``CONNECT`` to an authority) 400, another HTTP version than 1.0 and 1.1 505, each with the
+connection closed.
 Trailers of a chunked body are no headers of the request; an upgrade is answered as plain HTTP
-and the connection closed.
+and the connection closed, as is an HTTP/1.0 request with a ``Transfer-Encoding``.
 A request's headers must arrive within ``header_seconds`` of its first byte (else 408), an idle
-connection is closed after ``keepalive_seconds``, and aborted as long after that if its client
-still reads none of the last answers; all are checked by the worker's once-a-second
-:meth:`Connection.expired`, so the hot path arms no timer. A request body is read whole (at most
+connection is closed after ``keepalive_seconds`` (a head or body begun behind a request answered
+by a task is timed from when reading resumes, not while the server reads none of it), and
+aborted as long after that if its client still reads none of the last answers; all are checked
+by the worker's once-a-second :meth:`Connection.expired`, so the hot path arms no timer. A request body is read whole (at most
 :data:`~forward_auth.asgi.MAX_BODY` of it kept) before the request is answered.
 """
 
@@ -139,6 +141,7 @@ class Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._expect = False  # the head being read asks for 100 Continue; once read: it is owed, not yet sent
+        self._coded = False  # a Transfer-Encoding header
         self._keep_alive = True
         self._queue: deque[_Request] = deque()
         self._answering = False  # a task answers the request in front: later ones wait
@@ -206,7 +209,7 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._head_size = -1
-        self._expect = False
+        self._expect = self._coded = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -227,19 +230,25 @@ class Connection(asyncio.Protocol):
         value = value.rstrip(b" \t")  # trailing whitespace is no part of a field's value (as gunicorn strips it)
         if name == b"expect":
             self._expect = value.lower() == b"100-continue"
+        elif name == b"transfer-encoding":
+            self._coded = True
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        if self._parser.get_http_version() not in ("1.0", "1.1"):  # HTTP/2.0 in a request line: as gunicorn
+        version = self._parser.get_http_version()
+        if version not in ("1.0", "1.1"):  # HTTP/2.0 in a request line: as gunicorn
             raise Refused(505, "HTTP version not supported")
         self.state = BODY
         # An upgrade's answer closes: httptools leaves the rest of the read unparsed (a request lost).
-        self._keep_alive = self._parser.should_keep_alive() and not self._parser.should_upgrade()
+        # So does an HTTP/1.0 request's with a transfer coding, which HTTP/1.0 has not: where its body
+        # ends is doubtful (RFC 9112 section 6.1).
+        self._keep_alive = (self._parser.should_keep_alive() and not self._parser.should_upgrade()
+                            and not (self._coded and version == "1.0"))
         self._body = []
         self._body_size = 0
-        self._expect = self._expect and self._parser.get_http_version() == "1.1"
-        if not (self._answering or self._queue):  # else after the answers before it (_answered)
-            self._send_continue()
+        self._expect = self._expect and version == "1.1"
+        if not self._answering:  # else once the request in hand is answered: the interim answer is this one's
+            self._continue()
 
     def on_body(self, body: bytes) -> None:
         self.since = self._clock.now  # a body that keeps coming is not idle
@@ -249,6 +258,8 @@ class Connection(asyncio.Protocol):
             self._body_size += len(body)
 
     def on_message_complete(self) -> None:
+        if self._transport is None:  # read behind an answer that closed the connection: none is answered
+            return
         self.state = BUSY
         self._expect = False  # the body came without it
         method = self._parser.get_method()
@@ -312,8 +323,9 @@ class Connection(asyncio.Protocol):
             self._send(request, task.result())
         while self._queue and not self._answering and self._transport is not None:
             self._answer(self._queue.popleft())
-        if not (self._answering or self._queue):
-            self._send_continue()
+        if not self._answering and self.state in (HEAD, BODY):  # not read meanwhile: its clock starts as reading does
+            self.since = self._clock.now
+            self._continue()
         self._resume()
 
     async def _asgi(self, request: _Request) -> Sent:
@@ -353,8 +365,8 @@ class Connection(asyncio.Protocol):
         else:
             self._close()
 
-    def _send_continue(self) -> None:
-        """The ``100 Continue`` owed to a head read whole, once the answers before it are sent."""
+    def _continue(self) -> None:
+        """``100 Continue``, if the request whose body is being read asked for it and has not had it."""
         if self._expect and self.state == BODY and self._transport is not None:
             self._expect = False
             self._transport.write(_CONTINUE)
@@ -396,6 +408,8 @@ class Connection(asyncio.Protocol):
         if self._dying is not None:
             if now - self._dying_since > self._limits.keepalive_seconds:
                 self.abort()
+        elif self._answering:
+            pass  # what follows the request in hand is not read until it is answered: it is not late
         elif self.state == HEAD and now - self.since > self._limits.header_seconds:
             self._refuse(408, "request headers not received in time")
         elif self.state in (IDLE, BODY) and now - self.since > self._limits.keepalive_seconds:

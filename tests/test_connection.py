@@ -4,6 +4,7 @@ loop: keep-alive, pipelining, HTTP/1.0, HEAD, ``Expect``, limits, timeouts, half
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import threading
@@ -20,6 +21,7 @@ from forward_auth.app import build_gate, create_service
 from forward_auth.asgi import ASGIApp
 from forward_auth.connection import Clock, Connection, Limits, encode
 from forward_auth.devcore.minter import SigningKey
+from forward_auth.transport import Reply
 
 OK_SESSION = {"status": "OK", "session": {"handle": "handle-1", "userId": "user-1", "userDataInJWT": {},
                                           "tenantId": "public"}}
@@ -175,18 +177,6 @@ def test_expect_100_continue_is_answered_before_the_body(edge: Edge) -> None:
         assert conn.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         conn.sendall(b"{}")
         assert statuses(read_all(conn, 0.3)) == [401]  # the session API's answer to a body with no token
-
-
-def test_100_continue_behind_a_pipelined_request_comes_after_its_answer(edge: Edge) -> None:
-    """An interim answer is the next request's only once the one before it is answered: a 100
-    written earlier would be read as the first request's."""
-    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as conn:
-        conn.sendall(get("/healthz") + b"POST /verify HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
-                     b"Expect: 100-continue\r\n\r\n")
-        answered = read_all(conn, 0.3)
-        assert statuses(answered) == [200, 100] and answered.endswith(b"HTTP/1.1 100 Continue\r\n\r\n")
-        conn.sendall(b"{}")
-        assert statuses(read_all(conn, 0.3)) == [401]
 
 
 def test_a_header_value_loses_its_trailing_whitespace() -> None:
@@ -346,3 +336,71 @@ def test_a_header_that_never_ends_is_refused_before_it_ends(edge: Edge, start: b
             pass  # refused and closed meanwhile
         answer = read_all(conn, 1)
     assert statuses(answer) == [*answered, 431] and answer.endswith(b"<closed>")
+
+
+def slow_core(fake_core: FakeCore, seconds: float) -> None:
+    """The core's session check takes ``seconds`` (longer than the fixture's timeouts)."""
+    def answer(method: str, url: str, headers: dict[str, str], body: bytes | None) -> Reply:
+        if url.endswith("/.well-known/jwks.json"):
+            return Reply(200, dict(fake_core.jwks_headers), json.dumps(fake_core.jwks).encode())
+        time.sleep(seconds)
+        return Reply(200, {"content-type": "application/json"}, json.dumps(OK_SESSION).encode())
+
+    fake_core.override = answer
+
+
+@pytest.mark.parametrize("behind", [b"POST /verify HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+                                    b"GET /verify HTTP/1.1\r\nHost: x\r\n"])
+def test_what_is_not_read_behind_a_slow_answer_does_not_time_out(edge: Edge, fake_core: FakeCore, key: SigningKey,
+                                                                   behind: bytes) -> None:
+    """A request answered by the core slower than ``keepalive_seconds`` (and ``header_seconds``),
+    the next one begun behind it in the same read: the server reads none of it meanwhile, so its
+    body or head is not late; the slow answer is sent, and the next request then finished and answered."""
+    slow_core(fake_core, 0.8)
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as conn:
+        conn.sendall(get("/verify?checkDatabase=true", cookie(key)) + behind)
+        conn.settimeout(2)
+        first = conn.recv(65536)
+        assert statuses(first) == [200] and b"connection: close" not in first
+        conn.sendall(b"defghij" if behind.startswith(b"POST") else b"\r\n")
+        assert statuses(read_all(conn, 0.3)) == [401]
+
+
+def test_a_100_continue_behind_an_answer_comes_after_it(edge: Edge) -> None:
+    """``Expect: 100-continue`` on a request pipelined behind one answered by a task: the interim
+    answer is the second request's, so it follows the first one's answer, not precedes it (where
+    the client reads it as the first request's)."""
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as conn:
+        conn.sendall(get("/healthz") + b"POST /sessions/verify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        answer = read_all(conn, 0.3)
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"status":"ok"}HTTP/1.1 100 Continue\r\n\r\n')
+        conn.sendall(b"{}")
+        assert statuses(read_all(conn, 0.3)) == [401]
+
+
+def test_an_http10_request_with_a_transfer_encoding_closes_the_connection(edge: Edge, key: SigningKey) -> None:
+    """HTTP/1.0 has no transfer coding: its framing is doubtful (a proxy may read no body where
+    httptools reads a chunked one), so what follows is not read as the next request (RFC 9112
+    §6.1: the connection is closed after the answer), even when asked to keep it alive."""
+    chunked = (b"POST /verify HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"3\r\nabc\r\n0\r\n\r\n")
+    answer = edge.talk(chunked + get("/verify", cookie(key)))
+    assert statuses(answer) == [401] and b"connection: close" in answer and answer.endswith(b"<closed>")
+
+
+def test_requests_read_behind_a_closing_answer_are_not_decided(edge: Edge, fake_core: FakeCore, key: SigningKey) -> None:
+    """A connection handed back (``retire``: its next answer closes it), a burst pipelined on it:
+    the requests read behind that answer, in the same read, get none, so none calls the core."""
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as conn:
+        while not edge.open:
+            time.sleep(0.01)
+        edge.loop.call_soon_threadsafe(lambda: [each.retire() for each in edge.open])
+        time.sleep(0.05)
+        conn.sendall(get("/verify", cookie(key)) + get("/verify?checkDatabase=true", cookie(key)) * 3)
+        answer = read_all(conn, 0.3)
+    assert statuses(answer) == [200] and answer.endswith(b"<closed>")
+    deadline = time.monotonic() + 0.3  # a call on the core pool comes soon after, if it comes
+    while not fake_core.count("/recipe/session/verify") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fake_core.count("/recipe/session/verify") == 0
