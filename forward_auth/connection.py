@@ -18,8 +18,9 @@ A request's headers must arrive within ``header_seconds`` of its first byte (els
 connection is closed after ``keepalive_seconds`` (a head or body begun behind a request answered
 by a task is timed from when reading resumes, not while the server reads none of it), and
 aborted as long after that if its client still reads none of the last answers; all are checked
-by the worker's once-a-second :meth:`Connection.expired`, so the hot path arms no timer. A request body is read whole (at most
-:data:`~forward_auth.asgi.MAX_BODY` of it kept) before the request is answered.
+by the worker's once-a-second :meth:`Connection.expired`, so the hot path arms no timer. A
+request body is read whole (at most :data:`~forward_auth.asgi.MAX_BODY` of it kept) before the
+request is answered.
 """
 
 from __future__ import annotations
