@@ -14,6 +14,8 @@ import pytest
 from proxy_harness import ROOT
 
 SCRIPT = ROOT / "scripts" / "serve-browser-demo"
+#: What the script execs once it has installed everything (the second signal's run skips the installs).
+STACK = [str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "examples" / "browser" / "stack.py")]
 
 
 def _descendants(pid: int) -> set[int]:
@@ -57,10 +59,11 @@ def _free(port: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_stops_everything_the_browser_demo_started(signum: int) -> None:
+@pytest.mark.parametrize(("signum", "command"), [(signal.SIGTERM, [str(SCRIPT)]), (signal.SIGINT, STACK)],
+                         ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_everything_the_browser_demo_started(signum: int, command: list[str]) -> None:
     # As `scripts/serve-browser-demo &` starts it: a background job's SIGINT is ignored until it says otherwise.
-    proc = subprocess.Popen([str(SCRIPT), "--proxy", "nginx"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([*command, "--proxy", "nginx"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     started: set[int] = set()
