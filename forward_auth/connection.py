@@ -262,7 +262,6 @@ class Connection(asyncio.Protocol):
         if self._transport is None:  # read behind an answer that closed the connection: none is answered
             return
         self.state = BUSY
-        self._expect = False  # the body came without it
         method = self._parser.get_method()
         text = _METHODS.get(method)
         if text is None:
