@@ -46,6 +46,7 @@ class FakeCore:
     jwks: dict[str, Any]
     jwks_headers: dict[str, str] = field(default_factory=lambda: {"cache-control": "max-age=3600, must-revalidate"})
     verify_answer: dict[str, Any] | None = None
+    verify_seconds: float = 0.0  # how long the session check takes (a slow core)
     down: bool = False
     requests: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
     override: Handler | None = None
@@ -60,6 +61,7 @@ class FakeCore:
         if url.endswith("/.well-known/jwks.json"):
             return Reply(200, dict(self.jwks_headers), json.dumps(self.jwks).encode())
         if url.endswith("/recipe/session/verify") and self.verify_answer is not None:
+            time.sleep(self.verify_seconds)
             return Reply(200, {"content-type": "application/json"}, json.dumps(self.verify_answer).encode())
         return Reply(404, {}, b"not found")
 

@@ -247,22 +247,17 @@ def test_sighup_rereads_the_policy_in_the_same_workers(core_url: str, tmp_path: 
     def rules() -> set[str]:
         return {curl(f"http://127.0.0.1:{port}/verify")[1]["x-forward-auth-rule"] for _ in range(10)}
 
-    def workers() -> set[int]:
-        listed = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
-        return {int(pid) for pid in listed.split()}
-
     with process(args, env) as proc:
         wait_http(f"http://127.0.0.1:{port}/readyz")
-        deadline = time.monotonic() + 20
-        while len(before := workers()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)  # /readyz came from the first worker: its sibling may not be forked yet
+        both_accepting(port, proc.pid)
+        before = set(workers_of(proc.pid))
         assert rules() == {"before"}
         for text, expected in ((AFTER, {"after"}), (BROKEN, {"after"})):
             replace(policy, text)
             os.kill(proc.pid, signal.SIGHUP)
             time.sleep(0.5)
             assert rules() == expected
-        assert workers() == before and len(before) == 2
+        assert set(workers_of(proc.pid)) == before and len(before) == 2
 
 
 THREE_RULES = ("rules: [{name: a, match: {path_prefix: /a/}, session: public},"
