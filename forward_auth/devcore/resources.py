@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 
 import falcon
 
-from .state import PUBLIC_TENANT, DevCore
+from .access_token import PUBLIC_TENANT
+from .state import DevCore
 
 SUPPORTED_CDI_VERSIONS = ("5.4",)
 

@@ -16,10 +16,7 @@ otherwise.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
-import json
 import secrets
 import threading
 import time
@@ -29,12 +26,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .access_token import LATEST_VERSION, PUBLIC_TENANT, AccessToken, InvalidAccessToken, read_access_token
 from .minter import (
     REQUIRED_CLAIMS,
     V1_HEADER,
     V2_HEADER,
     SigningKey,
-    b64url_decode,
     mint_v2,
     mint_v5,
     sha256_hex,
@@ -42,19 +39,12 @@ from .minter import (
     v5_claims,
 )
 
-PUBLIC_TENANT = "public"
-
 DEFAULT_REFRESH_TOKEN_VALIDITY = 100 * 24 * 3600
 """The core's default refresh token validity (144000 minutes), in seconds."""
 
-_LATEST_VERSION = 5
 _DEV_TOKEN_USER = "dev-user"
 _FOREIGN_KID = "d-foreign"
 _REQUEST_LOG_SIZE = 1000
-
-
-class _InvalidAccessToken(Exception):
-    """The access token is unusable; the core answers TRY_REFRESH_TOKEN (or UNAUTHORISED)."""
 
 
 @dataclass
@@ -90,32 +80,6 @@ class _RefreshToken:
     session_handle: str
     parent_hash2: str | None
     anti_csrf_token: str | None
-
-
-@dataclass(frozen=True)
-class _AccessToken:
-    """The fields the core reads from a signature-checked access token."""
-
-    version: int
-    session_handle: str
-    user_id: str
-    recipe_user_id: str
-    tenant_id: str
-    refresh_token_hash1: str
-    parent_refresh_token_hash1: str | None
-    anti_csrf_token: str | None
-    expiry_ms: float
-    custom_claims: dict[str, Any]
-
-    def session_json(self) -> dict[str, Any]:
-        """Return the ``session`` object built from the token alone."""
-        return {
-            "handle": self.session_handle,
-            "userId": self.user_id,
-            "recipeUserId": self.recipe_user_id,
-            "userDataInJWT": self.custom_claims,
-            "tenantId": self.tenant_id,
-        }
 
 
 class DevCore:
@@ -245,8 +209,8 @@ class DevCore:
         """
         with self._lock:
             try:
-                token = self._read_access_token(access_token)
-            except _InvalidAccessToken as exc:
+                token = read_access_token(access_token, self._keys)
+            except InvalidAccessToken as exc:
                 return _failure("TRY_REFRESH_TOKEN", str(exc))
             if token.expiry_ms < self._now_ms():
                 return _failure("TRY_REFRESH_TOKEN", "Access token expired")
@@ -328,8 +292,8 @@ class DevCore:
             _check_user_payload(user_data_in_jwt)
         with self._lock:
             try:
-                token = self._read_access_token(access_token)
-            except _InvalidAccessToken as exc:
+                token = read_access_token(access_token, self._keys)
+            except InvalidAccessToken as exc:
                 return _failure("UNAUTHORISED", str(exc))
             session = self._live_session(token.session_handle)
             if session is None:
@@ -417,7 +381,7 @@ class DevCore:
     def mint_token(
         self,
         *,
-        version: int = _LATEST_VERSION,
+        version: int = LATEST_VERSION,
         claim_overrides: Mapping[str, Any] | None = None,
         key: str = "dynamic",
         header_overrides: Mapping[str, Any] | None = None,
@@ -549,7 +513,7 @@ class DevCore:
         return token
 
     def _promote(
-        self, session: _Session, token: _AccessToken, payload_outdated: bool
+        self, session: _Session, token: AccessToken, payload_outdated: bool
     ) -> dict[str, Any]:
         """Finish a verify that needs the session table (step 5 of spec §6.3)."""
         parent = token.parent_refresh_token_hash1
@@ -582,7 +546,7 @@ class DevCore:
             "session": session.to_json(),
             "accessToken": self._issue_access_token(
                 session,
-                version=_LATEST_VERSION,
+                version=LATEST_VERSION,
                 refresh_token_hash1=sha256_hex(refresh_token),
                 parent_refresh_token_hash1=parent_refresh_token_hash1,
                 anti_csrf_token=anti_csrf_token,
@@ -626,92 +590,6 @@ class DevCore:
             token = mint_v5(key, claims, version=str(version))
         return {"token": token, "expiry": expiry, "createdTime": now}
 
-    def _read_access_token(self, token: str) -> _AccessToken:
-        """Parse a token and check its signature (kid lookup, or every key for v2)."""
-        header, payload, signature = _split_token(token)
-        try:
-            if header == V2_HEADER:
-                version, kid = 2, None
-                claims = json.loads(base64.b64decode(payload, validate=True))
-                signature_bytes = base64.b64decode(signature, validate=True)
-            else:
-                version, kid = _read_header(json.loads(b64url_decode(header)))
-                claims = json.loads(b64url_decode(payload))
-                signature_bytes = b64url_decode(signature)
-        except (binascii.Error, ValueError) as exc:
-            raise _InvalidAccessToken("Invalid JWT") from exc
-        if kid is None:
-            candidates = list(self._keys.values())
-        elif kid in self._keys:
-            candidates = [self._keys[kid]]
-        else:
-            raise _InvalidAccessToken("Key not found")
-        signing_input = f"{header}.{payload}".encode("ascii")
-        if not any(key.verify(signature_bytes, signing_input) for key in candidates):
-            raise _InvalidAccessToken("JWT verification failed")
-        if not isinstance(claims, dict):
-            raise _InvalidAccessToken("Invalid JWT")
-        return _read_claims(version, claims)
-
-
-def _split_token(token: str) -> tuple[str, str, str]:
-    parts = token.split(".")
-    if len(parts) != 3 or not token.isascii():
-        raise _InvalidAccessToken("Invalid JWT")
-    return parts[0], parts[1], parts[2]
-
-
-def _read_header(header: Any) -> tuple[int, str]:
-    """Apply the core's header rules: RS256 JWT, string version 3-5 (default 5), a kid."""
-    if not isinstance(header, dict) or header.get("typ") != "JWT" or header.get("alg") != "RS256":
-        raise _InvalidAccessToken("JWT header mismatch")
-    version = header.get("version", str(_LATEST_VERSION))
-    kid = header.get("kid")
-    if version not in ("3", "4", "5") or not isinstance(kid, str):
-        raise _InvalidAccessToken("JWT header mismatch")
-    return int(version), kid
-
-
-def _read_claims(version: int, claims: dict[str, Any]) -> _AccessToken:
-    """Read the session fields of a verified payload, checking presence and types."""
-    if version == 2:
-        user_id = _claim(claims, "userId", str)
-        return _AccessToken(
-            version=2,
-            session_handle=_claim(claims, "sessionHandle", str),
-            user_id=user_id,
-            recipe_user_id=user_id,
-            tenant_id=PUBLIC_TENANT,
-            refresh_token_hash1=_claim(claims, "refreshTokenHash1", str),
-            parent_refresh_token_hash1=_claim(claims, "parentRefreshTokenHash1", (str, type(None))),
-            anti_csrf_token=_claim(claims, "antiCsrfToken", (str, type(None))),
-            expiry_ms=_claim(claims, "expiryTime", (int, float)),
-            custom_claims=_claim(claims, "userData", dict),
-        )
-    required = REQUIRED_CLAIMS[version]
-    if not required <= claims.keys():
-        raise _InvalidAccessToken("Access token does not contain all the required claims")
-    user_id = _claim(claims, "sub", str)
-    return _AccessToken(
-        version=version,
-        session_handle=_claim(claims, "sessionHandle", str),
-        user_id=user_id,
-        recipe_user_id=_claim(claims, "rsub", str) if version >= 5 else user_id,
-        tenant_id=_claim(claims, "tId", str) if version >= 4 else PUBLIC_TENANT,
-        refresh_token_hash1=_claim(claims, "refreshTokenHash1", str),
-        parent_refresh_token_hash1=_claim(claims, "parentRefreshTokenHash1", (str, type(None))),
-        anti_csrf_token=_claim(claims, "antiCsrfToken", (str, type(None))),
-        expiry_ms=_claim(claims, "exp", (int, float)) * 1000,
-        custom_claims={name: value for name, value in claims.items() if name not in required},
-    )
-
-
-def _claim(claims: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    value = claims.get(name)
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise _InvalidAccessToken(f"Access token claim {name!r} is missing or has the wrong type")
-    return value
-
 
 def _token_claims(
     session: _Session,
@@ -747,13 +625,13 @@ def _token_claims(
         recipe_user_id=session.recipe_user_id,
         custom=session.user_data_in_jwt,
     )
-    for name in REQUIRED_CLAIMS[_LATEST_VERSION] - REQUIRED_CLAIMS[version]:
+    for name in REQUIRED_CLAIMS[LATEST_VERSION] - REQUIRED_CLAIMS[version]:
         del claims[name]
     return claims
 
 
 def _check_user_payload(payload: Mapping[str, Any]) -> None:
-    clashing = sorted(payload.keys() & REQUIRED_CLAIMS[_LATEST_VERSION])
+    clashing = sorted(payload.keys() & REQUIRED_CLAIMS[LATEST_VERSION])
     if clashing:
         raise ValueError(f"The user payload contains protected fields: {', '.join(clashing)}")
 
