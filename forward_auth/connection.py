@@ -137,6 +137,7 @@ class Connection(asyncio.Protocol):
         self.state = IDLE
         self.since = clock.now
         self._url = b""
+        self._version = "1.1"
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0  # bytes read since the last whole header (-1: one ended in this read)
         self._body: list[bytes] = []
@@ -218,14 +219,13 @@ class Connection(asyncio.Protocol):
             raise Refused(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        limits = self._limits
-        if len(name) + len(value) > limits.field_size:
+        if len(name) + len(value) > self._limits.field_size:
             raise Refused(431, "request header too large")
         self._head_size = -1
         if self.state != HEAD:  # a trailer of a chunked body: no header of the request (as under gunicorn)
             return
         headers = self._headers
-        if len(headers) >= limits.fields:
+        if len(headers) >= self._limits.fields:
             raise Refused(431, "too many request headers")
         name = name.lower()
         value = value.rstrip(b" \t")  # trailing whitespace is no part of a field's value (as gunicorn strips it)
@@ -236,7 +236,7 @@ class Connection(asyncio.Protocol):
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        version = self._parser.get_http_version()
+        version = self._version = self._parser.get_http_version()
         if version not in ("1.0", "1.1"):  # HTTP/2.0 in a request line: as gunicorn
             raise Refused(505, "HTTP version not supported")
         self.state = BODY
@@ -281,11 +281,11 @@ class Connection(asyncio.Protocol):
             if not parsed.path:
                 raise Refused(400, "bad request target")
             path, query = parsed.path, parsed.query or b""
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": self._parser.get_http_version(),
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": self._version,
                  "method": text, "scheme": "http", "path": path.decode("latin-1"), "raw_path": path,
                  "query_string": query, "root_path": "", "headers": self._headers,
                  "client": self._client, "server": self._server}
-        request = _Request(scope, b"".join(self._body)[:MAX_BODY], self._keep_alive)
+        request = _Request(scope, b"".join(self._body)[:MAX_BODY] if self._body else b"", self._keep_alive)
         if self._answering or self._queue:
             self._queue.append(request)
         else:

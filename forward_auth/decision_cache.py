@@ -35,6 +35,7 @@ from .endpoint import Answer, Incoming, Verify
 
 _NOT_IN_KEY = frozenset({"x-request-id", "traceparent", "tracestate"})
 _RAW_NOT_IN_KEY = frozenset(name.encode() for name in _NOT_IN_KEY)
+_BODY_NAMES = frozenset({b"content-length", b"transfer-encoding"})
 _HIT = metrics.CACHE.labels(cache="decision", result="hit")
 _MISS = metrics.CACHE.labels(cache="decision", result="miss")
 RawHeaders = Sequence[tuple[bytes, bytes]]  # read twice at most: not a one-time iterator
@@ -62,22 +63,23 @@ def key(incoming: Incoming) -> bytes | None:
     joined = "\0".join(parts)
     if joined.count("\0") != len(parts) - 1:
         return None
-    return hashlib.blake2b(joined.encode("utf-8", "surrogatepass"), digest_size=32).digest()
+    return hashlib.sha256(joined.encode("utf-8", "surrogatepass")).digest()
 
 
 def raw_key(method: bytes, path: bytes, query: bytes, peer: bytes,
             headers: RawHeaders) -> tuple[bytes | None, str | None]:
     """The digest of a request as sent (ASGI's bytes: headers exactly as they came, repeats and
     all; None as in :func:`key`), and its ``X-Request-Id``. Its own first part keeps it apart
-    from :func:`key`'s digests; None too for a request that may have a body. Joined in one
-    pass; read header by header only when a part could be a name left out of the key."""
-    parts = [b"b", method, path, query, peer, *chain.from_iterable(headers)]
-    joined = b"\0".join(parts)
-    supplied = None
-    if b"content-length" in joined or b"transfer-encoding" in joined:
+    from :func:`key`'s digests; None too for a request that may have a body. Read header by
+    header only when a name left out of the key is among them."""
+    names = {name for name, _ in headers}
+    if not names.isdisjoint(_BODY_NAMES):
         return None, None  # maybe a body, which a replay would leave unread: decided as ever
-    if b"x-request-id" in joined or b"traceparent" in joined or b"tracestate" in joined:  # maybe _RAW_NOT_IN_KEY
-        parts = parts[:5]
+    supplied = None
+    if names.isdisjoint(_RAW_NOT_IN_KEY):
+        parts = [b"b", method, path, query, peer, *chain.from_iterable(headers)]
+    else:
+        parts = [b"b", method, path, query, peer]
         for name, value in headers:
             if name in _RAW_NOT_IN_KEY:
                 if name == b"x-request-id":  # repeats joined, as the decision reads them (asgi._headers)
@@ -85,10 +87,10 @@ def raw_key(method: bytes, path: bytes, query: bytes, peer: bytes,
                     supplied = text if supplied is None else f"{supplied},{text}"
                 continue
             parts += (name, value)
-        joined = b"\0".join(parts)
+    joined = b"\0".join(parts)
     if joined.count(b"\0") != len(parts) - 1:
         return None, supplied
-    return hashlib.blake2b(joined, digest_size=32).digest(), supplied
+    return hashlib.sha256(joined).digest(), supplied
 
 
 class DecisionCache:
@@ -154,7 +156,6 @@ class DecisionCache:
     def _replayed(kept: _Kept, supplied: str | None, started: float) -> str:
         """Count and log the replay as a decision; its request id."""
         rid = request_id(supplied)
-        metrics.TALLY.count(_HIT)
-        record_decision({**kept.record, "outcome": "allow", "status": 200, "reason": "ok", "request_id": rid,
-                         "cached": True}, time.perf_counter() - started)
+        record_decision("allow", 200, "ok", time.perf_counter() - started,
+                        lambda: {**kept.record, "request_id": rid, "cached": True}, also=(_HIT,))
         return rid

@@ -79,10 +79,10 @@ class Decision:
             elapsed = time.perf_counter() - self.started
             outcome = "allow" if status < 300 else "deny" if status < 500 else "error"
             reason = reason or self.allow_reason or _http_reason(status)
-            record = {
-                "outcome": outcome, "status": status, "reason": reason, "request": self.original,
-                "user_id": self.user_id, "tenant_id": self.tenant_id, "rule": rule, "request_id": self.request_id,
-            }
+            def fields() -> dict[str, Any]:
+                return {"request": self.original, "user_id": self.user_id, "tenant_id": self.tenant_id,
+                        "rule": rule, "request_id": self.request_id}
+
             span = self.span
             if span is not tracing.NO_SPAN:
                 span.set({"forward_auth.outcome": outcome, "forward_auth.reason": reason,
@@ -90,7 +90,7 @@ class Decision:
                           "forward_auth.rule": rule, "user.id": self.user_id, "forward_auth.tenant_id": self.tenant_id})
                 if outcome == "error":
                     span.fail(reason)
-            record_decision(record, elapsed, self.detail)
+            record_decision(outcome, status, reason, elapsed, fields, self.detail)
         finally:
             self.span.end()
 
@@ -118,17 +118,17 @@ def request_id(supplied: str | None) -> str:
     return supplied if supplied.isprintable() and supplied else f"{random.getrandbits(128):032x}"
 
 
-def record_decision(record: dict[str, Any], elapsed: float, detail: str | None = None) -> None:
-    """Count the decision and log its line (allowed at debug, denied at info, our own errors at
-    warning); ``record`` holds its fields but the latency, added here."""
-    outcome = record["outcome"]
-    metrics.TALLY.count(_decisions(outcome, record["reason"]))
-    metrics.TALLY.observe(elapsed)
+def record_decision(outcome: str, status: int, reason: str, elapsed: float, fields: Callable[[], dict[str, Any]],
+                    detail: str | None = None, *, also: Any = ()) -> None:
+    """Count the decision (and ``also``, more counters' children) and log its line (allowed at
+    debug, denied at info, our own errors at warning); ``fields()`` gives the line's other fields
+    (``request`` among them), asked for only when the line is written."""
+    metrics.TALLY.count(_decisions(outcome, reason), *also, seconds=elapsed)
     level = logging.WARNING if outcome == "error" else logging.INFO if outcome == "deny" else logging.DEBUG
     if not log.isEnabledFor(level):
         return
-    record["latency_ms"] = round(elapsed * 1000, 3)
-    text = f"{'deny' if outcome != 'allow' else 'allow'} {record['status']} {record['request']}: {record['reason']}"
+    record = {"outcome": outcome, "status": status, "reason": reason, **fields(), "latency_ms": round(elapsed * 1000, 3)}
+    text = f"{'deny' if outcome != 'allow' else 'allow'} {status} {record['request']}: {reason}"
     log.log(level, text + (f" ({detail})" if detail else ""), extra={"decision": record})
 
 

@@ -69,23 +69,21 @@ class Tally:
         self._buckets = [0] * len(self._bounds)
         self._sum = 0.0
 
-    def count(self, child: Any) -> None:
-        """``child.inc()``, batched."""
+    def count(self, *children: Any, seconds: float | None = None) -> None:
+        """``child.inc()`` for each child, and the histogram's ``observe(seconds)`` if given, batched."""
         if not self._batching:
-            child.inc()
+            for child in children:
+                child.inc()
+            if seconds is not None:
+                self._histogram.observe(seconds)
             return
+        counts = self._counts
         with self._lock:
-            self._counts[child] = self._counts.get(child, 0) + 1
-
-    def observe(self, seconds: float) -> None:
-        """The histogram's ``observe(seconds)``, batched."""
-        if not self._batching:
-            self._histogram.observe(seconds)
-            return
-        index = bisect.bisect_left(self._bounds, seconds)
-        with self._lock:
-            self._buckets[index] += 1
-            self._sum += seconds
+            for child in children:
+                counts[child] = counts.get(child, 0) + 1
+            if seconds is not None:
+                self._buckets[bisect.bisect_left(self._bounds, seconds)] += 1
+                self._sum += seconds
 
     def start(self) -> None:
         """Batch from now on in this process, flushing every :data:`FLUSH_SECONDS` and at exit."""

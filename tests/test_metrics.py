@@ -32,8 +32,11 @@ def test_batched_counts_once_flushed_read_as_the_same_writes_one_by_one() -> Non
         reason = "ok" if index % 3 else "no-token"
         direct_counter.labels(reason=reason).inc()
         direct_histogram.observe(seconds)
-        tally.count(counter.labels(reason=reason))
-        tally.observe(seconds)
+        if index % 2:
+            tally.count(counter.labels(reason=reason), seconds=seconds)
+        else:  # the same written apart
+            tally.count(counter.labels(reason=reason))
+            tally.count(seconds=seconds)
     tally.flush()
     assert _without_created(generate_latest(batched)) == _without_created(generate_latest(direct))
     assert 'decision_seconds_bucket{le="0.0005"} 2.0' in generate_latest(batched).decode()  # 0.0005 <= 0.0005
@@ -42,7 +45,6 @@ def test_batched_counts_once_flushed_read_as_the_same_writes_one_by_one() -> Non
 def test_before_start_every_write_goes_straight_through() -> None:
     registry, counter, histogram = _metrics()
     tally = Tally(histogram)
-    tally.count(counter.labels(reason="ok"))
-    tally.observe(0.003)
+    tally.count(counter.labels(reason="ok"), seconds=0.003)
     assert registry.get_sample_value("decisions_total", {"reason": "ok"}) == 1.0
     assert registry.get_sample_value("decision_seconds_count") == 1.0
