@@ -24,7 +24,8 @@ counted) with one session whose token every request sends as the ``sAccessToken`
 - the constant-200 Falcon app served exactly as ``serve`` serves the service (``bench/edge_constant.py``);
 - supertokens-node 24.0.3 ``verifySession()`` under express, a node cluster (``bench/node/verify.js``);
 - supertokens-python 0.31.4 ``verify_session`` under FastAPI and uvicorn (``bench/edge_fastapi_sdk.py``);
-- one nginx, plain ``auth_request`` to each of them (to the service with ``proxy_cache_seconds`` with a
+- one nginx (``worker_processes auto``, as nginx.conf.example: one worker per CPU; ``--nginx-workers``), plain
+  ``auth_request`` to each of them (to the service with ``proxy_cache_seconds`` with a
   ``proxy_cache`` keyed as nginx.conf.example's optional block), and to a location that nginx answers itself.
 
 Configurations, each measured ``--rounds`` times for ``--seconds``, interleaved round by round:
@@ -196,7 +197,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--service-args", default="", type=shlex.split,
                         help="more `forward-auth serve` flags for every service and the constant app, "
                              "e.g. '--server gunicorn'")
-    parser.add_argument("--nginx-workers", type=int, default=1)
+    parser.add_argument("--nginx-workers", default="auto",
+                        help="nginx's worker_processes: nginx.conf.example's `auto` (one per CPU), or a number")
     parser.add_argument("--one-session", action="store_true",
                         help="start every server in this session, not each in its own as daemons run: with "
                              "Linux's autogroups the CPU is then shared between threads, not between servers")
@@ -206,6 +208,8 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.rounds < 1 or args.seconds < 1:
         parser.error("--rounds and --seconds must be at least 1")
+    if args.nginx_workers != "auto" and not args.nginx_workers.isdigit():
+        parser.error("--nginx-workers must be `auto` or a number")
     return args
 
 

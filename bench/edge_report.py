@@ -139,7 +139,7 @@ def report(args: argparse.Namespace, configs: dict[str, Config], stress: Stress,
           f"rounds of {args.seconds:g} s per configuration (order rotated each round), {minutes:.1f} min")
     command = " ".join(["forward-auth serve --workers 2", *args.service_args])
     print(f"service: `{command}` -> {settings}; the constant app served the same way (bench/edge_constant.py)")
-    print(f"nginx: {args.nginx_workers} worker, plain auth_request (upstream keepalive 32, HTTP/1.1, no body, "
+    print(f"nginx: worker_processes {args.nginx_workers}, plain auth_request (upstream keepalive 32, HTTP/1.1, no body, "
           "X-Original-URI/-Method, no query), reloaded before each round; protected content `return 200 \"ok\"` "
           "after the auth (via try_files -> @ok)")
     autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled")
