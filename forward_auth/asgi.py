@@ -32,14 +32,13 @@ from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from .blocking import INLINE, REFUSE, WouldBlock, no_waiting
-from .decision_cache import DecisionCache, raw_key
+from .decision_cache import BODY_HEADERS, DecisionCache, raw_key
 from .endpoint import Answer, Incoming, Verify
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Sent = tuple[int, list[tuple[bytes, bytes]], bytes]  # a WSGI app's answer, as ASGI sends it
 #: Largest request body read (``POST /sessions/verify`` reads at most 1 MiB); the rest is not.
 MAX_BODY = 1 << 20
-_BODY_HEADERS = (b"content-length", b"transfer-encoding")
 _SPECIAL = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 #: The methods ``/verify`` answers (Falcon's resource has their responders); others go to Falcon: 405 or 400.
 VERIFY_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -131,7 +130,7 @@ class ASGIApp:
 
     async def _verify_path(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
         """``/verify`` without Falcon or a WSGI environ: the endpoint's answer as it is."""
-        if any(name in _BODY_HEADERS for name, _ in scope["headers"]):
+        if any(name in BODY_HEADERS for name, _ in scope["headers"]):
             await self._body(receive)  # read and dropped
         sent = self.verify_now(scope)
         if callable(sent):

@@ -35,7 +35,8 @@ from .endpoint import Answer, Incoming, Verify
 
 _NOT_IN_KEY = frozenset({"x-request-id", "traceparent", "tracestate"})
 _RAW_NOT_IN_KEY = frozenset(name.encode() for name in _NOT_IN_KEY)
-_BODY_NAMES = frozenset({b"content-length", b"transfer-encoding"})
+#: The header names that frame a request body.
+BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 _HIT = metrics.CACHE.labels(cache="decision", result="hit")
 _MISS = metrics.CACHE.labels(cache="decision", result="miss")
 RawHeaders = Sequence[tuple[bytes, bytes]]  # read twice at most: not a one-time iterator
@@ -73,7 +74,7 @@ def raw_key(method: bytes, path: bytes, query: bytes, peer: bytes,
     from :func:`key`'s digests; None too for a request that may have a body. Read header by
     header only when a name left out of the key is among them."""
     names = {name for name, _ in headers}
-    if not names.isdisjoint(_BODY_NAMES):
+    if not names.isdisjoint(BODY_HEADERS):
         return None, None  # maybe a body, which a replay would leave unread: decided as ever
     supplied = None
     if names.isdisjoint(_RAW_NOT_IN_KEY):

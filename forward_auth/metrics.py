@@ -77,8 +77,8 @@ class Tally:
             if seconds is not None:
                 self._histogram.observe(seconds)
             return
-        counts = self._counts
         with self._lock:
+            counts = self._counts  # read under the lock: flush() swaps it
             for child in children:
                 counts[child] = counts.get(child, 0) + 1
             if seconds is not None:
