@@ -48,3 +48,27 @@ def test_before_start_every_write_goes_straight_through() -> None:
     tally.count(counter.labels(reason="ok"), seconds=0.003)
     assert registry.get_sample_value("decisions_total", {"reason": "ok"}) == 1.0
     assert registry.get_sample_value("decision_seconds_count") == 1.0
+
+
+def test_a_count_that_waited_for_a_flush_is_kept_for_the_next() -> None:
+    registry, counter, histogram = _metrics()
+    tally = Tally(histogram)
+    tally.start()
+    real = tally._lock
+
+    class FlushFirst:
+        """The lock, taken by a flush just before the count that waits for it."""
+
+        def __enter__(self) -> None:
+            tally._lock = real
+            tally.flush()
+            real.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            real.release()
+
+    tally._lock = FlushFirst()  # type: ignore[assignment]
+    tally.count(counter.labels(reason="ok"), seconds=0.003)
+    tally.flush()
+    assert registry.get_sample_value("decisions_total", {"reason": "ok"}) == 1.0
+    assert registry.get_sample_value("decision_seconds_count") == 1.0
