@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__, claims
+from . import __version__, claims, signature
 from . import settings as settings_module
 from . import token as tokens
 from .cookies import ACCESS_COOKIE, parse_cookie_header
@@ -267,7 +267,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     fetcher = JwksFetcher(core_urls, PooledTransport(), cooldown_seconds=0.0)
     try:
         keys = [k for k in [fetcher.key_for(token.kid)] if k] if token.kid else fetcher.all_keys()
-        tokens.verify_signature(token, keys, now=time.time())
+        signature.verify_signature(token, keys, now=time.time())
     except ForwardAuthError as exc:
         raise CheckFailed(f"verifies: no ({exc.reason}: {exc.detail})") from None
     if expired:

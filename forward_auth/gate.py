@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import cachetools
 
-from . import claims, metrics, verifier
+from . import claims, metrics, signature, verifier
 from . import token as tokens
 from .blocking import will_block
 from .core import CoreClient
@@ -127,7 +127,7 @@ class Gate:
         else:
             candidates = self.keys.all_keys()
         metrics.TALLY.count(_SIGNATURE_MISS)  # counted once the keys are at hand (a request handed to the core pool asks again)
-        tokens.verify_signature(token, candidates, now=now, skew=self.settings.clock_skew_seconds,
+        signature.verify_signature(token, candidates, now=now, skew=self.settings.clock_skew_seconds,
                                 sdk_profile=self.settings.sdk_profile)
         # Trusted until exp, at most the cap; not past now when nothing is remembered (verified_cache_size: 0).
         until = min(token.valid_until, now + VERIFIED_TTL_CAP) if digest else now

@@ -1,15 +1,11 @@
-"""SuperTokens access tokens: parsing, structure checks and signature checks (pure, no I/O).
+"""SuperTokens access tokens: parsing and structure checks (pure, no I/O); the signature is
+:mod:`forward_auth.signature`'s.
 
 Parsing follows supertokens-python 0.31.x (``recipe/session/jwt.py``) byte for byte, so a
 token the SDK would ignore is ignored here too; under ``sdk_profile: node`` it follows
 supertokens-node 24 (``recipe/session/jwt.js``, ``accessToken.js``) and its verifier, jose 4. A token in canonical JWS form (every issued token)
 is decoded once, for both the SDK's parse and PyJWT's rules: for such input the two decodings give
 the same bytes; anything else takes the SDK's lenient path and then PyJWT's own checks.
-
-Signatures are checked with RS256 only, the algorithm pinned (never taken from the token
-header), directly with ``cryptography``: v3-v5 under the JWS/JWT rules PyJWT 2.15 applies for the
-SDK (``tests/test_token_vs_pyjwt.py`` holds the two to the same answers), v2 in the legacy padded
-standard-base64 format, which PyJWT >= 2.14 refuses to parse.
 """
 
 from __future__ import annotations
@@ -21,16 +17,9 @@ import json
 import json.scanner
 import math
 import re
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-
 from . import javascript
-from .errors import TryRefreshToken
 
 #: The fixed header of v2 tokens: padded standard base64 of the compact, sorted JSON.
 V2_HEADER = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsInZlcnNpb24iOiIyIn0="
@@ -51,8 +40,6 @@ _CLAIM_NAMES = {name: name for name in (
     "sub", "exp", "iat", "nbf", "iss", "aud", "jti", "sessionHandle", "refreshTokenHash1",
     "parentRefreshTokenHash1", "antiCsrfToken", "tId", "rsub", "st-role", "st-perm", "st-ev", "st-mfa", "v", "t")}
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/_-]")
-_PKCS1V15 = padding.PKCS1v15()
-_SHA256 = hashes.SHA256()
 
 
 class MalformedToken(ValueError):
@@ -278,7 +265,7 @@ def parse_node(raw: str) -> AccessToken:
     return AccessToken(raw=raw, version=version, kid=kid, payload=payload, jws=jws)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -288,7 +275,7 @@ _NODE_V3_CLAIMS = (("sub", str), ("exp", None), ("iat", None), ("sessionHandle",
 def _check_structure_node(payload: dict[str, Any], version: int) -> None:
     """supertokens-node's ``validateAccessTokenStructure`` (``None``: a JavaScript number)."""
     stt = payload.get("stt", 0)
-    if not _is_number(stt) or stt != 0:
+    if not is_number(stt) or stt != 0:
         raise MalformedToken("wrong token type (stt)")
     if version < 3:
         if "userData" not in payload:
@@ -300,7 +287,7 @@ def _check_structure_node(payload: dict[str, Any], version: int) -> None:
         required = (*_NODE_V3_CLAIMS, ("rsub", str)) if version >= 5 else _NODE_V3_CLAIMS
     for claim, kind in required:
         value = payload.get(claim)
-        if not (_is_number(value) if kind is None else isinstance(value, kind)):
+        if not (is_number(value) if kind is None else isinstance(value, kind)):
             raise MalformedToken(f"claim {claim} is missing or has the wrong type")
 
 
@@ -329,24 +316,6 @@ def check_structure(payload: dict[str, Any], version: int) -> None:
             raise MalformedToken(f"claim {claim} is missing or has the wrong type")
 
 
-def verify_signature(token: AccessToken, keys: Sequence[RSAPublicKey], *, now: float, skew: float = 0.0,
-                     sdk_profile: str = "python") -> None:
-    """Check the signature (and, for v3+, the JWT rules of PyJWT or, under the node profile,
-    jose); raise :class:`TryRefreshToken`. ``skew`` (seconds) is how far ``iat`` and ``nbf`` may
-    lie in the future.
-
-    ``keys`` are the candidate keys: the one matching the ``kid`` for v3+, every key of the
-    JWKS for v2. ``now`` is in seconds. The SDK's own millisecond expiry check is
-    :func:`forward_auth.verifier.check_local`'s, run on every request.
-    """
-    if not keys:
-        raise TryRefreshToken("no signing key matches the token", reason="unknown-kid")
-    if token.version >= 3:
-        _verify_jwt(token, keys[0], now=now, skew=skew, jose=sdk_profile == "node")
-    else:
-        _verify_legacy(token, keys)
-
-
 def _b64url_canonical(segment: str) -> bytes | None:
     """One JWS segment decoded with PyJWT's (>= 2.14) acceptance rules at C speed, else ``None``.
 
@@ -369,98 +338,3 @@ def _b64url_canonical(segment: str) -> bytes | None:
         return binascii.a2b_base64(standard + _PADDING[rest], strict_mode=True)
     except binascii.Error:
         return None
-
-
-def _check_jws_header(header: Any) -> None:
-    # PyJWT's header rules for a non-detached JWS verified with algorithms=["RS256"].
-    if not isinstance(header, dict):
-        raise TryRefreshToken("JWS header is not an object", reason="invalid-token")
-    if "kid" in header and not isinstance(header["kid"], str):
-        raise TryRefreshToken("kid is not a string", reason="invalid-token")
-    crit = header.get("crit", None)
-    if "crit" in header and (not isinstance(crit, list) or not crit or any(
-            not isinstance(ext, str) or ext != "b64" or ext not in header for ext in crit)):
-        raise TryRefreshToken("unsupported critical header", reason="invalid-token")
-    if header.get("b64", True) is False:
-        raise TryRefreshToken("detached payloads are not access tokens", reason="invalid-token")
-    if header.get("alg") != "RS256":
-        raise TryRefreshToken("token is not signed with RS256", reason="bad-algorithm")
-
-
-def _verify_jwt(token: AccessToken, key: RSAPublicKey, *, now: float, skew: float = 0.0, jose: bool = False) -> None:
-    """RS256 JWS and JWT claim rules as PyJWT 2.15 applies them for supertokens-python (or, with
-    ``jose``, as jose 4's ``jwtVerify`` does for supertokens-node), done directly.
-
-    PyJWT spends most of a decode in a pure-Python alphabet scan; the same rules take a few
-    microseconds here, on segments :func:`parse` already decoded. PyJWT stays in charge of JWK
-    parsing (``jwks.py``), which it does well.
-    """
-    jws = token.jws
-    if jws is None:  # a segment PyJWT refuses to decode
-        raise TryRefreshToken("token segments are not canonical base64url JSON", reason="invalid-token")
-    _check_jws_header(jws.header)
-    try:
-        key.verify(jws.signature, jws.signing_input, _PKCS1V15, _SHA256)
-    except InvalidSignature:
-        raise TryRefreshToken("signature does not verify", reason="bad-signature") from None
-    payload = token.payload
-    if not isinstance(payload, dict):
-        raise TryRefreshToken("payload is not a JSON object", reason="invalid-token")
-    if jose:  # jwt_claims_set.js without options: no iat, aud, sub or jti rule; whole seconds
-        _check_times_jose(payload, now=math.floor(now), skew=skew)
-        return
-    _check_times(payload, now=now, skew=skew)
-    if payload.get("aud"):
-        raise TryRefreshToken("an audience is set and none is expected", reason="invalid-token")
-    if "sub" in payload and not isinstance(payload["sub"], str) or "jti" in payload and not isinstance(
-            payload["jti"], str):
-        raise TryRefreshToken("sub and jti must be strings", reason="invalid-token")
-
-
-def _as_int(payload: dict[str, Any], claim: str) -> int:
-    try:
-        return int(payload[claim])
-    except (TypeError, ValueError, OverflowError):
-        raise TryRefreshToken(f"claim {claim} must be an integer", reason="invalid-token") from None
-
-
-def _check_times(payload: dict[str, Any], *, now: float, skew: float) -> None:
-    # PyJWT's own rules (as the SDK runs them, leeway 0), with an injectable clock: exp <= now
-    # is expired; an iat or nbf in the future (beyond the configured skew) is refused.
-    if "iat" in payload and _as_int(payload, "iat") > now + skew:
-        raise TryRefreshToken("token issued in the future (iat): is the gate's clock behind the core's?",
-                              reason="future-iat")
-    if "nbf" in payload and _as_int(payload, "nbf") > now + skew:
-        raise TryRefreshToken("token not yet valid (nbf)", reason="immature")
-    if "exp" in payload and _as_int(payload, "exp") <= now:
-        raise TryRefreshToken("access token expired", reason="expired")
-
-
-def _check_times_jose(payload: dict[str, Any], *, now: int, skew: float) -> None:
-    # jose 4: nbf > now is refused (beyond the skew), exp <= now is expired; each a number if set.
-    for claim in ("iat", "nbf", "exp"):
-        if claim in payload and not _is_number(payload[claim]):
-            raise TryRefreshToken(f"claim {claim} must be a number", reason="invalid-token")
-    if "nbf" in payload and payload["nbf"] > now + skew:
-        raise TryRefreshToken("token not yet valid (nbf)", reason="immature")
-    if "exp" in payload and payload["exp"] <= now:
-        raise TryRefreshToken("access token expired", reason="expired")
-
-
-def _verify_legacy(token: AccessToken, keys: Sequence[RSAPublicKey]) -> None:
-    created, expiry = token.payload["timeCreated"], token.payload["expiryTime"]
-    if not isinstance(created, int) or not isinstance(expiry, int):
-        raise TryRefreshToken("legacy token times are not integers", reason="invalid-token")
-    header, payload, signature = token.raw.split(".")
-    try:
-        signature_bytes = base64.b64decode(signature, validate=True)
-    except (binascii.Error, ValueError):
-        raise TryRefreshToken("legacy signature is not base64", reason="bad-signature") from None
-    signed = f"{header}.{payload}".encode("ascii", "replace")
-    for key in keys:
-        try:
-            key.verify(signature_bytes, signed, _PKCS1V15, _SHA256)
-            return
-        except InvalidSignature:
-            continue
-    raise TryRefreshToken("signature does not verify", reason="bad-signature")

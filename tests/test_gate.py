@@ -8,7 +8,7 @@ import pytest
 from conftest import CORE, FakeCore, v5
 from prometheus_client import REGISTRY
 
-from forward_auth import credentials, settings, token, verifier
+from forward_auth import credentials, settings, signature, token, verifier
 from forward_auth.app import build_gate
 from forward_auth.devcore.minter import SigningKey
 from forward_auth.errors import TryRefreshToken
@@ -31,13 +31,13 @@ def gate(fake_core: FakeCore, clock: Clock, **overrides: str) -> Gate:
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    real = token.verify_signature
+    real = signature.verify_signature
 
     def counting(tok: token.AccessToken, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
         calls.append(tok.raw)
         real(tok, *args, **kwargs)
 
-    monkeypatch.setattr(token, "verify_signature", counting)
+    monkeypatch.setattr(signature, "verify_signature", counting)
     return calls
 
 

@@ -15,6 +15,7 @@ import jwt
 import pytest
 from conftest import v5
 
+from forward_auth import signature
 from forward_auth import token as tokens
 from forward_auth.devcore.minter import SigningKey, mint_v5
 from forward_auth.errors import TryRefreshToken
@@ -46,7 +47,7 @@ def ours_accepts(raw: str, key: SigningKey) -> bool:
         return False
     _, payload, jws = decoded
     try:
-        tokens._verify_jwt(tokens.AccessToken(raw, 5, key.kid, payload, jws=jws), key.private_key.public_key(),
+        signature._verify_jwt(tokens.AccessToken(raw, 5, key.kid, payload, jws=jws), key.private_key.public_key(),
                            now=time.time())
     except TryRefreshToken:
         return False
