@@ -119,7 +119,7 @@ def request_id(supplied: str | None) -> str:
 
 
 def record_decision(outcome: str, status: int, reason: str, elapsed: float, fields: Callable[[], dict[str, Any]],
-                    detail: str | None = None, *, also: Any = ()) -> None:
+                    detail: str | None = None, *, also: tuple[Any, ...] = ()) -> None:
     """Count the decision (and ``also``, more counters' children) and log its line (allowed at
     debug, denied at info, our own errors at warning); ``fields()`` gives the line's other fields
     (``request`` among them), asked for only when the line is written."""
