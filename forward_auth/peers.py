@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 
 
 class TrustedPeers:
@@ -19,8 +19,11 @@ class TrustedPeers:
         return not address or self._remembered(address)
 
     def _trusted(self, address: str) -> bool:
+        """In a listed network; an IPv4 peer of a dual-stack listener (``[::]``, where it reads
+        ``::ffff:10.0.0.1``) is the IPv4 address it maps."""
         try:
             peer = ip_address(address)
         except ValueError:
             return False
-        return any(peer in network for network in self._networks)
+        mapped = peer.ipv4_mapped if isinstance(peer, IPv6Address) else None
+        return any(peer in network or (mapped is not None and mapped in network) for network in self._networks)

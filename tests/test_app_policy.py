@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import v5
+from conftest import CORE, v5
 
 from forward_auth.devcore.minter import SigningKey
 
@@ -189,3 +189,21 @@ def test_forged_log_lines_are_impossible(policy_client, caplog: pytest.LogCaptur
     caplog.set_level("INFO")
     policy_client.simulate_get("/verify", headers=at("/x\n2026-01-01 INFO allow 200 GET /admin: ok"))
     assert "\n2026-01-01" not in caplog.text and "%0A2026-01-01" in caplog.text
+
+
+def test_a_proxy_on_a_dual_stack_bind_chooses_the_rule(fake_core, key: SigningKey, tmp_path: Path) -> None:  # noqa: ANN001
+    """Behind ``--bind [::]:8080`` the proxy at 127.0.0.1 is the peer ``::ffff:127.0.0.1``: its
+    forwarded path still picks the rule (it once fell back to ``/verify``'s, passing /admin/ by the default)."""
+    from forward_auth import settings as settings_module
+    from forward_auth.app import build_gate, create_service
+    from forward_auth.endpoint import Incoming
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    settings = settings_module.load({"core_url": CORE, "policy_file": str(path)}, environ={})
+    verify = create_service(settings, build_gate(settings, transport=fake_core)).verify
+    headers = {"host": "app", "cookie": f"sAccessToken={v5(key)}", "x-forwarded-method": "GET",
+               "x-forwarded-uri": "/admin/panel"}
+    for peer in ("127.0.0.1", "::ffff:127.0.0.1"):
+        answer = verify(Incoming("GET", "/verify", "", headers, peer))
+        assert answer.status == 403, (peer, answer.headers)
