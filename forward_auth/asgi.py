@@ -147,13 +147,16 @@ class ASGIApp:
             pass
         return await self.on_pool(again)
 
-    async def on_pool(self, call: Callable[[], T]) -> T:
-        """``call()`` on the core pool, where it may wait on the core."""
+    def on_pool(self, call: Callable[[], T]) -> asyncio.Future[T]:
+        """``call()`` on the core pool, where it may wait on the core. It counts against the bound
+        from now, not from when its awaiter first runs: a burst read in one loop iteration is held to it."""
         self._with_pool += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
-        finally:
-            self._with_pool -= 1
+        future = asyncio.get_running_loop().run_in_executor(self._pool, call)
+        future.add_done_callback(self._off_pool)
+        return future
+
+    def _off_pool(self, _: asyncio.Future[Any]) -> None:
+        self._with_pool -= 1
 
     def _call(self, environ: dict[str, Any]) -> Sent:
         response = _Response()

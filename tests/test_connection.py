@@ -396,3 +396,21 @@ def test_requests_read_behind_a_closing_answer_are_not_decided(edge: Edge, fake_
     while not fake_core.count("/recipe/session/verify") and time.monotonic() < deadline:
         time.sleep(0.01)
     assert fake_core.count("/recipe/session/verify") == 0
+
+
+def test_a_burst_read_at_once_is_held_to_the_core_pool_bound(edge: Edge, fake_core: FakeCore, key: SigningKey) -> None:
+    """40 requests that need a slow core, read in one loop iteration: 2 call it and 4 wait for the
+    pool (core_concurrency=2, core_queue=4); the other 34 get 503 at once. (The bound once counted
+    a request only when its task first ran: a burst all queued for the core.)"""
+    fake_core.verify_seconds = 1.0
+    request = get("/verify?checkDatabase=true", cookie(key))
+    conns = [socket.create_connection(("127.0.0.1", edge.port)) for _ in range(40)]
+    time.sleep(0.2)
+    for conn in conns:
+        conn.sendall(request)
+    answers = [statuses(read_all(conn, 0.5)) for conn in conns]
+    answers = [got or statuses(read_all(conn, 5.0)) for got, conn in zip(answers, conns, strict=True)]
+    for conn in conns:
+        conn.close()
+    assert sorted(got[0] for got in answers) == [200] * 6 + [503] * 34
+    assert fake_core.count("/recipe/session/verify") == 6
