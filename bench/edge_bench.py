@@ -24,18 +24,20 @@ counted) with one session whose token every request sends as the ``sAccessToken`
 - the constant-200 Falcon app served exactly as ``serve`` serves the service (``bench/edge_constant.py``);
 - supertokens-node 24.0.3 ``verifySession()`` under express, a node cluster (``bench/node/verify.js``);
 - supertokens-python 0.31.4 ``verify_session`` under FastAPI and uvicorn (``bench/edge_fastapi_sdk.py``);
+- a second nginx (2 workers) answering ``return 200``: the cheapest upstream there is, no Python;
 - one nginx (``worker_processes auto``, as nginx.conf.example: one worker per CPU; ``--nginx-workers``), plain
   ``auth_request`` to each of them (to the service with ``proxy_cache_seconds`` with a
   ``proxy_cache`` keyed as nginx.conf.example's optional block), and to a location that nginx answers itself.
 
 Configurations, each measured ``--rounds`` times for ``--seconds``, interleaved round by round:
-1. bound: nginx ``auth_request`` to ``return 200;``; 2. the service behind plain nginx (TCP), and 2b. with
+1. bound: nginx ``auth_request`` to ``return 200;``; 1b. to the second nginx (what any upstream's hop
+costs); 2. the service behind plain nginx (TCP), and 2b. with
 its decision cache off, and 2c. under ``--server granian`` (the default before the built-in server);
 3. supertokens-node; 4. supertokens-python; 5. the service direct (5b. with its decision cache off) and the constant app direct;
 7. the service behind nginx over a unix socket; 8. the service behind nginx with the nginx cache on (the
 one repeated token). Then 6.: latency behind nginx paced at half the median peak of 2 (wrk's Lua
 ``delay()`` pacing from ``bench/http_bench.lua``), beside the constant app (its empty 200, the same
-hop with no decision) and the bound paced alike, with the host's steal time of each round. Then 9.: slow clients,
+hop with no decision), the second nginx (the same hop with no Python) and the bound paced alike, with the host's steal time of each round. Then 9.: slow clients,
 ``--slow-connections`` to the service direct that send ``GET /verify HTTP/1.1`` and a Host header and
 drip a header byte every 0.1 s, never finishing; beside them 4 valid ``/verify`` requests on fresh
 connections, each one's latency. Then 10.: the service of the hung core direct (``--hung-connections``),
@@ -55,7 +57,7 @@ import sys
 import time
 from pathlib import Path
 
-from edge_report import Config, Stress, report
+from edge_report import PACED, Config, Stress, report
 from edge_servers import PROXY_CACHE_SECONDS, Edge, decisions, started_edge
 from edge_stress import Waiting, kept_waiting, slow_clients
 from processes import CLOCK_TICKS, NGINX_HINT, WRK_HINT, Wrk, find_binary
@@ -124,6 +126,7 @@ def configurations(args: argparse.Namespace, edge: Edge) -> dict[str, Config]:
     c, d = args.connections, args.direct_connections
     port = edge.ports
     rows = [("bound", "1 bound: nginx auth_request -> return 200", None, c, True, None),
+            ("noop", "1b nginx auth_request -> a second nginx", "nginx-noop", c, True, port["noop"]),
             ("svc", "2 service behind plain nginx (TCP)", "service", c, True, port["svc"]),
             ("svc_decided", "2b the same, decision cache off", "service-decided", c, True, port["svc_decided"]),
             ("svc_granian", "2c the same, --server granian", "service-granian", c, True, port["svc_granian"]),
@@ -147,6 +150,8 @@ def configurations(args: argparse.Namespace, edge: Edge) -> dict[str, Config]:
                                   Measure("paced service", lc, p["service"]), True, port["svc"])
     configs["paced_const"] = Config("paced_const", "6 constant app behind nginx, paced alike", u["const_empty"], {},
                                     Measure("paced constant", lc, p["constant"]), True, port["const"])
+    configs["paced_noop"] = Config("paced_noop", "6 a second nginx as the upstream, paced alike", u["noop"], {},
+                                   Measure("paced second nginx", lc, p["nginx-noop"]), True, port["noop"])
     configs["paced_bound"] = Config("paced_bound", "6 bound, paced at the same rate", u["bound"], ck,
                                     Measure("paced bound", lc, None), True, None)
     for key, what in (("const_body", "a JSON body"), ("const_empty", "no body")):
@@ -227,7 +232,7 @@ def main() -> None:
         peak = [cfg for key, cfg in configs.items() if not key.startswith(("paced", "const_", "hung"))]
         interleaved(args, runner, edge, peak, args.rounds)
         pace = configs["svc"].median / 2
-        interleaved(args, runner, edge, [configs[key] for key in ("paced_svc", "paced_const", "paced_bound")],
+        interleaved(args, runner, edge, [configs[key] for key in PACED],
                     args.rounds, rate=pace)
         # what an auth answer's body costs behind nginx (it closes the upstream connection after one)
         interleaved(args, runner, edge, [configs["const_body"], configs["const_empty"]], min(args.rounds, 2))
