@@ -32,11 +32,11 @@ from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from .blocking import INLINE, REFUSE, WouldBlock, no_waiting
-from .decision_cache import BODY_HEADERS, DecisionCache, raw_key
+from .decision_cache import BODY_HEADERS, DecisionCache, Sent, raw_key
 from .endpoint import Answer, Incoming, Verify
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-Sent = tuple[int, list[tuple[bytes, bytes]], bytes]  # a WSGI app's answer, as ASGI sends it
+Key = tuple[bytes | None, str | None]  # a /verify request's in the decision cache: raw_key's digest and X-Request-Id
 #: Largest request body read (``POST /sessions/verify`` reads at most 1 MiB); the rest is not.
 MAX_BODY = 1 << 20
 _SPECIAL = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
@@ -104,20 +104,25 @@ class ASGIApp:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
-    def verify_now(self, scope: dict[str, Any]) -> Sent | Callable[[], Sent]:
-        """``/verify``'s answer made without waiting (the kept answer, or a decision that needs no
-        core), or the call that makes it on the core pool (:meth:`on_pool`). Its body, if any, is
-        left to the server: no ``/verify`` reads one."""
+    def key(self, scope: dict[str, Any]) -> Key | None:
+        """The decision cache's key of a ``/verify`` request (None when there is no cache)."""
+        if self._memo is None:
+            return None
+        return raw_key(scope["method"].encode("latin-1"), b"/verify", scope["query_string"],
+                       _peer(scope).encode("latin-1"), scope["headers"])
+
+    def replay(self, key: Key | None) -> Sent | None:
+        """The decision cache's answer to the request of ``key``, or None (decide it: :meth:`verify_now`)."""
+        return None if key is None or self._memo is None else self._memo.replay(*key)
+
+    def verify_now(self, scope: dict[str, Any], key: Key | None) -> Sent | Callable[[], Sent]:
+        """``/verify``'s answer decided without waiting (a decision that needs no core; the cache
+        keeps it under ``key``, :meth:`key`'s), or the call that makes it on the core pool
+        (:meth:`on_pool`). Its body, if any, is left to the server: no ``/verify`` reads one."""
         verify = self._verify
         assert verify is not None
-        memo = self._memo
-        if memo is not None:
-            digest, supplied = raw_key(scope["method"].encode("latin-1"), b"/verify", scope["query_string"],
-                                       _peer(scope).encode("latin-1"), scope["headers"])
-            sent = memo.replay(digest, supplied)
-            if sent is not None:
-                return sent
-            verify = partial(memo.decide, digest)
+        if self._memo is not None and key is not None:
+            verify = partial(self._memo.decide, key[0])
         headers = _headers(scope)
         if headers is None:
             return TWO_HOSTS
@@ -132,7 +137,8 @@ class ASGIApp:
         """``/verify`` without Falcon or a WSGI environ: the endpoint's answer as it is."""
         if any(name in BODY_HEADERS for name, _ in scope["headers"]):
             await self._body(receive)  # read and dropped
-        sent = self.verify_now(scope)
+        key = self.key(scope)
+        sent = self.replay(key) or self.verify_now(scope, key)
         if callable(sent):
             sent = await self.on_pool(sent)
         await send({"type": "http.response.start", "status": sent[0], "headers": sent[1]})

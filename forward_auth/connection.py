@@ -35,7 +35,8 @@ from typing import Any, NamedTuple, cast
 
 import httptools
 
-from .asgi import MAX_BODY, ASGIApp, Sent
+from .asgi import MAX_BODY, ASGIApp, Key, Sent
+from .repeats import Repeat, Repeats
 
 log = logging.getLogger("forward_auth")
 
@@ -81,6 +82,7 @@ class _Request(NamedTuple):
     scope: dict[str, Any]
     body: bytes
     keep_alive: bool
+    key: Key | None = None  # the decision cache's, when known: a repeat's
 
 
 def status_line(status: int) -> bytes:
@@ -125,14 +127,17 @@ def refusal(status: int, reason: str, date: bytes) -> bytes:
 class Connection(asyncio.Protocol):
     """One client connection (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, limits: Limits, clock: Clock, closed: Callable[[Connection], None]) -> None:
+    def __init__(self, app: ASGIApp, limits: Limits, clock: Clock, repeats: Repeats,
+                 closed: Callable[[Connection], None]) -> None:
         self._app = app
         self._limits = limits
         self._clock = clock
+        self._repeats = repeats
         self._closed = closed
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._client: tuple[str, int] | None = None
+        self._peer = ""  # the client's address ("" on a unix socket), as the decision reads it
         self._server: tuple[str, int | None] = ("", None)
         self.state = IDLE
         self.since = clock.now
@@ -152,6 +157,9 @@ class Connection(asyncio.Protocol):
         self._blocked = False  # the client reads too slowly: what it sends is not read meanwhile
         self._dying: asyncio.Transport | None = None  # closed by us, its last answers not yet flushed
         self._dying_since = 0.0
+        self._read: bytes | None = None  # being parsed, read when no request was under way
+        self._begun = 0  # requests begun in it
+        self._learned: Repeat | None = None  # its request, if a replay answered it
 
     # asyncio's side
 
@@ -160,6 +168,7 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):  # TCP; a unix socket's peer is local and has no address
             self._client = (str(peer[0]), int(peer[1]))
+            self._peer = self._client[0]
         local = transport.get_extra_info("sockname")
         self._server = (str(local[0]), int(local[1])) if isinstance(local, tuple) else (str(local or ""), None)
 
@@ -184,6 +193,14 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._transport is None:  # closed by an answer: what follows is not read
             return
+        if self.state == IDLE and not self._answering and not self._queue:
+            repeat = self._repeats.get(self._peer, data)
+            if repeat is not None:  # parsed before: the same request (forward_auth.repeats)
+                self.state = BUSY
+                scope = {**repeat.scope, "client": self._client, "server": self._server}
+                self._answer(_Request(scope, b"", repeat.keep_alive, repeat.key))
+                return
+            self._read, self._begun = data, 0
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -198,14 +215,19 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._refuse(400, f"bad request: {exc}")
         else:
+            if self._learned is not None and self._begun == 1 and self.state == IDLE:  # one request, all of it
+                self._repeats.learn(self._peer, data, self._learned)
             if self.state in (HEAD, BODY):  # httptools keeps a header (or trailer) whole until it ends: not without bound
                 self._head_size = 0 if self._head_size < 0 else self._head_size + len(data)
                 if self._head_size > self._limits.request_line + 2 * self._limits.field_size:
                     self._refuse(431, "request header too large")
+        finally:
+            self._read, self._learned = None, None
 
     # httptools' side
 
     def on_message_begin(self) -> None:
+        self._begun += 1
         self.state = HEAD
         self.since = self._clock.now
         self._url = b""
@@ -295,10 +317,17 @@ class Connection(asyncio.Protocol):
 
     def _answer(self, request: _Request) -> None:
         """Answer now if it can be, else start the task that will (and read nothing meanwhile)."""
-        app = self._app
+        app, scope = self._app, request.scope
         try:
-            if app.verifies(request.scope):
-                sent = app.verify_now(request.scope)
+            if app.verifies(scope):
+                key = request.key or app.key(scope)
+                sent = app.replay(key)
+                if sent is not None:
+                    if self._read is not None and key is not None:  # maybe all of this read: learned if so
+                        self._learned = Repeat(scope, request.keep_alive, key)
+                    self._send(request, sent)
+                    return
+                sent = app.verify_now(scope, key)
                 if not callable(sent):
                     self._send(request, sent)
                     return

@@ -30,6 +30,7 @@ from gunicorn.workers.base import Worker as BaseWorker
 
 from .asgi import ASGIApp
 from .connection import Clock, Connection, Limits
+from .repeats import Repeats
 
 log = logging.getLogger("forward_auth")
 
@@ -100,7 +101,7 @@ class Worker(BaseWorker):  # type: ignore[misc]
         cfg = self.cfg
         limits = Limits(cfg.limit_request_line or 1 << 20, cfg.limit_request_fields or 1 << 20,
                         cfg.limit_request_field_size or 1 << 20, HEADER_SECONDS, float(cfg.keepalive or 5))
-        clock = Clock(loop.time())
+        clock, repeats = Clock(loop.time()), Repeats()
         connections: set[Connection] = set()
         listeners = [listener.sock for listener in self.sockets]
         accepting = False
@@ -135,7 +136,7 @@ class Worker(BaseWorker):  # type: ignore[misc]
             hold(-1)
 
         def connection() -> Connection:
-            made = Connection(app, limits, clock, closed)
+            made = Connection(app, limits, clock, repeats, closed)
             connections.add(made)
             return made
 

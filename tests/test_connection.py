@@ -20,6 +20,7 @@ from forward_auth.app import build_gate, create_service
 from forward_auth.asgi import ASGIApp
 from forward_auth.connection import Clock, Connection, Limits, encode
 from forward_auth.devcore.minter import SigningKey
+from forward_auth.repeats import Repeats
 
 OK_SESSION = {"status": "OK", "session": {"handle": "handle-1", "userId": "user-1", "userDataInJWT": {},
                                           "tenantId": "public"}}
@@ -40,10 +41,10 @@ class Edge:
     def _run(self, app: ASGIApp, limits: Limits, ready: threading.Event) -> None:
         loop = self.loop
         asyncio.set_event_loop(loop)
-        clock = Clock(loop.time())
+        clock, repeats = Clock(loop.time()), Repeats()
 
         def made() -> Connection:
-            connection = Connection(app, limits, clock, self.open.discard)
+            connection = Connection(app, limits, clock, repeats, self.open.discard)
             self.open.add(connection)
             return connection
 
