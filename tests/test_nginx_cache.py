@@ -115,6 +115,14 @@ def test_whatever_the_decision_reads_is_decided_again(site: Site, change: str) -
     assert site.decided(method, changed_path, headers) == (status, True)
 
 
+def test_text_moved_from_one_part_of_the_key_to_another_is_decided_again(site: Site) -> None:
+    """The URI ending with the start of a cached request's cookie, and a cookie that is the rest of
+    it, once joined to that request's key (with `|` between the parts): an allow without a session."""
+    token = site.core.access_token("frank")
+    assert site.decided("GET", "/api/moved?case=c5", {"Cookie": f"sAccessToken={token};z=|x"}) == (200, True)
+    assert site.decided("GET", f"/api/moved?case=c5|sAccessToken={token};z=", {"Cookie": "x"}) == (401, True)
+
+
 def test_denials_and_revocation_checks_are_never_cached(site: Site) -> None:
     for _ in range(2):
         assert site.decided("GET", "/api/none?case=c3", {}) == (401, True)
