@@ -115,6 +115,10 @@ class ASGIApp:
         """The decision cache's answer to the request of ``key``, or None (decide it: :meth:`verify_now`)."""
         return None if key is None or self._memo is None else self._memo.replay(*key)
 
+    def kept_for(self, key: Key) -> float:
+        """How long the decision cache may still replay its answer to the request of ``key``, in seconds."""
+        return 0.0 if self._memo is None else self._memo.kept_for(key[0])
+
     def verify_now(self, scope: dict[str, Any], key: Key | None) -> Sent | Callable[[], Sent]:
         """``/verify``'s answer decided without waiting (a decision that needs no core; the cache
         keeps it under ``key``, :meth:`key`'s), or the call that makes it on the core pool

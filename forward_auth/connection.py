@@ -36,7 +36,7 @@ from typing import Any, NamedTuple, cast
 import httptools
 
 from .asgi import MAX_BODY, ASGIApp, Key, Sent
-from .repeats import Repeat, Repeats
+from .repeats import Repeats
 
 log = logging.getLogger("forward_auth")
 
@@ -159,7 +159,7 @@ class Connection(asyncio.Protocol):
         self._dying_since = 0.0
         self._read: bytes | None = None  # being parsed, read when no request was under way
         self._begun = 0  # requests begun in it
-        self._learned: Repeat | None = None  # its request, if a replay answered it
+        self._learned: tuple[_Request, Key] | None = None  # its request, if a replay answered it
 
     # asyncio's side
 
@@ -194,7 +194,7 @@ class Connection(asyncio.Protocol):
         if self._transport is None:  # closed by an answer: what follows is not read
             return
         if self.state == IDLE and not self._answering and not self._queue:
-            repeat = self._repeats.get(self._peer, data)
+            repeat = self._repeats.get(self._peer, data, self._clock.now)
             if repeat is not None:  # parsed before: the same request (forward_auth.repeats)
                 self.state = BUSY
                 scope = {**repeat.scope, "client": self._client, "server": self._server}
@@ -216,7 +216,9 @@ class Connection(asyncio.Protocol):
             self._refuse(400, f"bad request: {exc}")
         else:
             if self._learned is not None and self._begun == 1 and self.state == IDLE:  # one request, all of it
-                self._repeats.learn(self._peer, data, self._learned)
+                request, key = self._learned
+                self._repeats.learn(self._peer, data, request.scope, request.keep_alive, key,
+                                    self._clock.now + self._app.kept_for(key))
             if self.state in (HEAD, BODY):  # httptools keeps a header (or trailer) whole until it ends: not without bound
                 self._head_size = 0 if self._head_size < 0 else self._head_size + len(data)
                 if self._head_size > self._limits.request_line + 2 * self._limits.field_size:
@@ -324,7 +326,7 @@ class Connection(asyncio.Protocol):
                 sent = app.replay(key)
                 if sent is not None:
                     if self._read is not None and key is not None:  # maybe all of this read: learned if so
-                        self._learned = Repeat(scope, request.keep_alive, key)
+                        self._learned = request, key
                     self._send(request, sent)
                     return
                 sent = app.verify_now(scope, key)

@@ -128,6 +128,11 @@ class DecisionCache:
         rid = self._replayed(kept, supplied, started)
         return 200, [*kept.sent, (b"x-request-id", rid.encode("latin-1"))], kept.body
 
+    def kept_for(self, digest: bytes | None) -> float:
+        """How long the answer kept for ``digest`` may still be replayed at most, in seconds (0: none is)."""
+        kept = self._valid(digest)
+        return 0.0 if kept is None else max(0.0, min(kept.until - time.monotonic(), kept.token_until - self._now()))
+
     def decide(self, digest: bytes | None, incoming: Incoming) -> Answer:
         """Decide the request of ``digest``, and keep the answer when it cannot change."""
         policy = self._policy()  # before deciding: a reload meanwhile ends the entry

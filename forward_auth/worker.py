@@ -187,6 +187,7 @@ class Worker(BaseWorker):  # type: ignore[misc]
                 stop()
             for each in list(connections):
                 each.expired(now)
+            repeats.prune(now)
             for each in list(connections)[:shares.surplus(slot, held)]:
                 each.retire()
             resume()

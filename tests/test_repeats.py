@@ -16,7 +16,7 @@ from forward_auth.app import build_gate, create_service
 from forward_auth.asgi import ASGIApp
 from forward_auth.connection import Clock, Connection, Limits
 from forward_auth.devcore.minter import SigningKey
-from forward_auth.repeats import Repeat, Repeats
+from forward_auth.repeats import Repeats
 
 
 class Transport:
@@ -125,7 +125,7 @@ def test_only_a_read_that_is_one_whole_request_is_learned(server: Server, key: S
             connection.data_received(data)
     assert len(answers(transport.written)) == 3 * requests
     assert parser.fed == 3 * len(reads(same))  # every read parsed
-    assert server.repeats.get("127.0.0.1", same) is None
+    assert server.repeats.get("127.0.0.1", same, server.clock.now) is None
 
 
 def test_a_request_that_closes_its_connection_is_not_learned(server: Server, key: SigningKey) -> None:
@@ -135,7 +135,7 @@ def test_a_request_that_closes_its_connection_is_not_learned(server: Server, key
         connection.data_received(closing)
         assert parser.fed == 1 and transport.closed
         assert answers(transport.written)[0].startswith(b"HTTP/1.1 200 OK\r\n")
-    assert server.repeats.get("127.0.0.1", closing) is None
+    assert server.repeats.get("127.0.0.1", closing, server.clock.now) is None
 
 
 def test_a_repeat_from_another_peer_is_parsed(server: Server, key: SigningKey) -> None:
@@ -163,26 +163,51 @@ def test_bytes_of_a_repeat_read_while_a_request_is_under_way_are_part_of_it(serv
 
 
 def test_a_repeat_is_answered_only_while_its_answer_may_be_replayed(server: Server, key: SigningKey) -> None:
-    """A repeat goes to the decision cache again: past the token's exp it is decided, from the
-    request as parsed before (a 401 for the expired token)."""
+    """A repeat goes to the decision cache again: past the token's exp, before the worker's clock
+    has forgotten the request, it is decided from the request as parsed before (a 401 for the
+    expired token); once the clock has moved on, the request is forgotten and parsed again."""
     connection, transport, parser = server.connect()
     exp = int(time.time()) + 2
     same = request(v5(key, exp=exp, iat=exp - 3600))
     connection.data_received(same)
     connection.data_received(same)
-    assert server.repeats.get("127.0.0.1", same) is not None
+    learned = server.repeats.get("127.0.0.1", same, server.clock.now)
+    assert learned is not None and learned.until <= server.clock.now + (exp - time.time()) + 0.01  # never past exp
     time.sleep(max(0.0, exp - time.time() + 0.1))
-    connection.data_received(same)
-    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", transport.written) == [b"200", b"200", b"401"]
-    assert transport.written.endswith(b'{"message":"try refresh token"}')
+    connection.data_received(same)  # the clock has not ticked since: a repeat, decided again
     assert parser.fed == 2
+    server.clock.tick(time.monotonic())
+    server.repeats.prune(server.clock.now)  # the worker's tick: the request (its cookie) is forgotten
+    assert server.repeats.get("127.0.0.1", same, server.clock.now) is None
+    connection.data_received(same)
+    assert parser.fed == 3
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", transport.written) == [b"200", b"200", b"401", b"401"]
+    assert transport.written.endswith(b'{"message":"try refresh token"}')
 
 
-def test_repeats_forget_the_oldest_and_never_learn_a_long_request() -> None:
+@pytest.mark.parametrize("header", ["X-Request-Id: r-1", "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                                    "Expect: 100-continue"])
+def test_a_request_whose_bytes_cannot_come_again_or_that_asks_for_more_is_not_learned(
+        server: Server, key: SigningKey, header: str) -> None:
+    """A request id or trace context of its own (each request's differs: learning them fills the
+    memory for nothing), or an interim answer to send first."""
+    connection, transport, parser = server.connect()
+    same = request(v5(key), header)
+    for _ in range(3):
+        connection.data_received(same)
+    assert parser.fed == 3
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", transport.written) == (
+        [b"100", b"200"] * 3 if header.startswith("Expect") else [b"200"] * 3)
+
+
+def test_repeats_forget_the_oldest_and_the_ended_and_never_learn_a_long_request() -> None:
     repeats = Repeats(size=2, longest=10)
-    repeat = Repeat({}, True, (b"digest", None))
+    scope: dict[str, Any] = {"headers": [(b"host", b"x")]}
     for data in (b"a", b"b", b"a", b"c"):
-        repeats.learn("p", data, repeat)
-    assert [repeats.get("p", d) is not None for d in (b"a", b"b", b"c")] == [False, True, True]
-    repeats.learn("p", b"x" * 11, repeat)
-    assert repeats.get("p", b"x" * 11) is None
+        repeats.learn("p", data, scope, True, (b"digest", None), until=10.0)
+    assert [repeats.get("p", d, 5.0) is not None for d in (b"a", b"b", b"c")] == [False, True, True]
+    repeats.learn("p", b"x" * 11, scope, True, (b"digest", None), until=10.0)
+    assert repeats.get("p", b"x" * 11, 5.0) is None
+    assert repeats.get("p", b"b", 10.0) is None  # ended
+    repeats.prune(10.0)
+    assert repeats.get("p", b"c", 0.0) is None
