@@ -34,7 +34,7 @@ from .decisions import record_decision, request_id
 from .endpoint import Answer, Incoming, Verify
 
 _NOT_IN_KEY = frozenset({"x-request-id", "traceparent", "tracestate"})
-_RAW_NOT_IN_KEY = frozenset(name.encode() for name in _NOT_IN_KEY)
+RAW_NOT_IN_KEY = frozenset(name.encode() for name in _NOT_IN_KEY)
 #: The header names that frame a request body.
 BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 _HIT = metrics.CACHE.labels(cache="decision", result="hit")
@@ -77,12 +77,12 @@ def raw_key(method: bytes, path: bytes, query: bytes, peer: bytes,
     if not names.isdisjoint(BODY_HEADERS):
         return None, None  # maybe a body, which a replay would leave unread: decided as ever
     supplied = None
-    if names.isdisjoint(_RAW_NOT_IN_KEY):
+    if names.isdisjoint(RAW_NOT_IN_KEY):
         parts = [b"b", method, path, query, peer, *chain.from_iterable(headers)]
     else:
         parts = [b"b", method, path, query, peer]
         for name, value in headers:
-            if name in _RAW_NOT_IN_KEY:
+            if name in RAW_NOT_IN_KEY:
                 if name == b"x-request-id":  # repeats joined, as the decision reads them (asgi._headers)
                     text = value.decode("latin-1")
                     supplied = text if supplied is None else f"{supplied},{text}"

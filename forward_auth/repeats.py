@@ -9,9 +9,10 @@ the answer only while it may (exp, policy reload, ``decision_cache_seconds``), e
 ever. A repeat saves the parse, the request's assembly and the cache key's digest: half of a
 remembered token's cost in-process, a third of a worker's CPU per request behind nginx.
 
-Only a read that was one whole request, answered by a replay, is learned, and only while that
-answer may be replayed: the request (its cookies and all) is forgotten when the kept answer ends
-(the token's exp, ``decision_cache_seconds``), within a second (:meth:`Repeats.prune`, on the
+Only a read that was one whole request, answered by a replay, is learned, and only until that
+answer's end when it was learned: the request (its cookies and all) is forgotten at the token's
+exp or the end of ``decision_cache_seconds`` (earlier, if a policy reload or the cache's bound
+ends the answer first, only the replay stops), within a second (:meth:`Repeats.prune`, on the
 worker's tick). Not learned: a request longer than :data:`LONGEST`, and one whose bytes cannot come
 again (an ``X-Request-Id`` or trace context of its own) or whose answer is more than the kept one
 (``Expect: 100-continue``). At most :data:`SIZE` are kept, the oldest forgotten first. One worker's
@@ -24,12 +25,13 @@ from collections import OrderedDict
 from typing import Any, NamedTuple
 
 from .asgi import Key
+from .decision_cache import RAW_NOT_IN_KEY
 
 #: Requests remembered per worker, and the longest remembered (a nginx subrequest is 0.5-2 KB).
 SIZE = 1024
 LONGEST = 4096
 #: Headers that make a request's bytes unlike any other's, or its answer more than the kept one.
-_UNREPEATED = frozenset({b"x-request-id", b"traceparent", b"tracestate", b"expect"})
+_UNREPEATED = RAW_NOT_IN_KEY | {b"expect"}
 
 
 class Repeat(NamedTuple):
