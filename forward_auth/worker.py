@@ -4,9 +4,10 @@ that serves its share of gunicorn's listening sockets on one uvloop event loop, 
 
 gunicorn's master does what it does for every worker class: it binds (TCP or a unix socket),
 forks, respawns a dead worker, and stops the workers on SIGTERM. Each worker accepts one
-connection per wake-up, at once (every worker is woken, and the least busy is the first to take
-it); the workers count the connections each holds (:class:`Shares`), and one holding more than its
-share hands some back (``connection: close`` on their next answer). Once a second
+connection per wake-up; one holding more connections than a sibling (:class:`Shares`) leaves a
+new one to it for a moment first, so a burst of new keep-alive connections (nginx opening its
+upstream pool, or wrk) is spread evenly, not taken by whichever worker is awake; a worker holding
+more than its share hands some back (``connection: close`` on their next answer). Once a second
 it tells the master it is alive, renews the ``Date`` header, and closes connections whose headers
 are late or that have been idle too long. SIGTERM (from the master) stops it gracefully: it
 accepts no more, closes its idle connections, lets every request in hand be answered (each with
@@ -35,19 +36,23 @@ log = logging.getLogger("forward_auth")
 
 #: How long a client may take to send a request's headers, from its first byte.
 HEADER_SECONDS = 30.0
+#: How long a worker holding more connections than a sibling leaves a new one to it: one tick of
+#: the loop's millisecond timers, so that a new connection (and nginx's request on it) waits that
+#: long at most, whether the sibling is idle, busy or hung.
+DEFER_SECONDS = 0.001
 
 
 class Shares:
     """How many connections each worker holds, in memory the master shares with the workers it
     forks: one slot per worker, claimed by the master before the fork (gunicorn's ``pre_fork``)
     and freed when the worker exits (``child_exit``); -1 while the worker does not listen (booting,
-    stopping), so no sibling hands connections back for it to take."""
+    stopping), so no sibling leaves or hands connections back for it to take."""
 
     def __init__(self, slots: int) -> None:
         self._counts = multiprocessing.RawArray("i", [-1] * slots)
 
     def claim(self, taken: Iterable[int | None]) -> int | None:
-        """A free slot for a worker about to be forked (None when all are taken: it then hands none back)."""
+        """A free slot for a worker about to be forked (None when all are taken: it then accepts freely)."""
         free = sorted(set(range(len(self._counts))) - set(taken))
         return free[0] if free else None
 
@@ -65,6 +70,11 @@ class Shares:
             return None
         others = [held for index, held in enumerate(self._counts) if index != slot and held >= 0]
         return min(others) if others else None
+
+    def yields(self, slot: int | None, count: int) -> bool:
+        """Whether a worker holding ``count`` connections should leave the next one to another."""
+        fewest = self._fewest(slot)
+        return fewest is not None and fewest < count
 
     def surplus(self, slot: int | None, count: int) -> int:
         """How many of its ``count`` connections a worker should hand back: half of what it holds
@@ -97,6 +107,7 @@ class Worker(BaseWorker):  # type: ignore[misc]
         stopping = loop.create_future()
         shares: Shares = self.app.shares
         slot: int | None = getattr(self, "slot", None)
+        yielded_at: float | None = None  # since when a new connection is left to a less busy worker
 
         def listen(on: bool) -> None:
             nonlocal accepting
@@ -136,6 +147,15 @@ class Worker(BaseWorker):  # type: ignore[misc]
                 listen(True)
 
         def accept(sock: socket.socket) -> None:
+            nonlocal yielded_at
+            now = loop.time()
+            if shares.yields(slot, held):
+                yielded_at = yielded_at or now
+                if now - yielded_at < DEFER_SECONDS:  # another worker holds fewer: its turn, for a moment
+                    listen(False)
+                    loop.call_later(DEFER_SECONDS, resume)
+                    return
+            yielded_at = None
             try:
                 conn, _ = sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
