@@ -37,7 +37,8 @@ its decision cache off, and 2c. under ``--server granian`` (the default before t
 7. the service behind nginx over a unix socket; 8. the service behind nginx with the nginx cache on (the
 one repeated token). Then 6.: latency behind nginx paced at half the median peak of 2 (wrk's Lua
 ``delay()`` pacing from ``bench/http_bench.lua``), beside the constant app (its empty 200, the same
-hop with no decision), the second nginx (the same hop with no Python) and the bound paced alike, with the host's steal time of each round. Then 9.: slow clients,
+hop with no decision), the second nginx (the same hop with no Python) and the bound paced alike, with the host's steal time of each round;
+6b.: the second nginx paced at half of its own peak (1b), the target's rule applied to the cheapest upstream. Then 9.: slow clients,
 ``--slow-connections`` to the service direct that send ``GET /verify HTTP/1.1`` and a Host header and
 drip a header byte every 0.1 s, never finishing; beside them 4 valid ``/verify`` requests on fresh
 connections, each one's latency. Then 10.: the service of the hung core direct (``--hung-connections``),
@@ -57,7 +58,7 @@ import sys
 import time
 from pathlib import Path
 
-from edge_report import PACED, Config, Stress, report
+from edge_report import PACED, PACED_OWN, Config, Stress, report
 from edge_servers import PROXY_CACHE_SECONDS, Edge, decisions, started_edge
 from edge_stress import Waiting, kept_waiting, slow_clients
 from processes import CLOCK_TICKS, NGINX_HINT, WRK_HINT, Wrk, find_binary
@@ -154,6 +155,8 @@ def configurations(args: argparse.Namespace, edge: Edge) -> dict[str, Config]:
                                    Measure("paced second nginx", lc, p["nginx-noop"]), True, port["noop"])
     configs["paced_bound"] = Config("paced_bound", "6 bound, paced at the same rate", u["bound"], ck,
                                     Measure("paced bound", lc, None), True, None)
+    configs[PACED_OWN] = Config(PACED_OWN, "6b the second nginx, paced at half its own peak", u["noop"], {},
+                                Measure("paced second nginx, its own half", lc, p["nginx-noop"]), True, port["noop"])
     for key, what in (("const_body", "a JSON body"), ("const_empty", "no body")):
         configs[key] = Config(key, f"constant app, 200 with {what}", u[key], {},
                               Measure(key, c, p["constant"]), True, port["const"])
@@ -234,6 +237,8 @@ def main() -> None:
         pace = configs["svc"].median / 2
         interleaved(args, runner, edge, [configs[key] for key in PACED],
                     args.rounds, rate=pace)
+        # the cheapest upstream held to the same rule: paced at half of its own peak
+        interleaved(args, runner, edge, [configs[PACED_OWN]], args.rounds, rate=configs["noop"].median / 2)
         # what an auth answer's body costs behind nginx (it closes the upstream connection after one)
         interleaved(args, runner, edge, [configs["const_body"], configs["const_empty"]], min(args.rounds, 2))
         slow = slow_clients(edge.ports["svc"], edge.urls["direct"], edge.cookie, args.slow_connections)
