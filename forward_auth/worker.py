@@ -5,9 +5,10 @@ that serves its share of gunicorn's listening sockets on one uvloop event loop, 
 gunicorn's master does what it does for every worker class: it binds (TCP or a unix socket),
 forks, respawns a dead worker, and stops the workers on SIGTERM. Each worker accepts one
 connection per wake-up; one holding more connections than a sibling (:class:`Shares`) leaves a
-new one to it for a moment first, so a burst of new keep-alive connections (nginx opening its
-upstream pool, or wrk) is spread evenly, not taken by whichever worker is awake; a worker holding
-more than its share hands some back (``connection: close`` on their next answer). Once a second
+new one to it for a millisecond or two first (and takes all that are queued when the sibling took
+none in two such turns), so a burst of new keep-alive connections (nginx opening its upstream pool, or wrk) is
+spread evenly, not taken by whichever worker is awake; a worker holding more than its share
+hands some back (``connection: close`` on their next answer). Once a second
 it tells the master it is alive, renews the ``Date`` header, and closes connections whose headers
 are late or that have been idle too long. SIGTERM (from the master) stops it gracefully: it
 accepts no more, closes its idle connections, lets every request in hand be answered (each with
@@ -37,16 +38,19 @@ log = logging.getLogger("forward_auth")
 #: How long a client may take to send a request's headers, from its first byte.
 HEADER_SECONDS = 30.0
 #: How long a worker holding more connections than a sibling leaves a new one to it: one tick of
-#: the loop's millisecond timers, so that a new connection (and nginx's request on it) waits that
-#: long at most, whether the sibling is idle, busy or hung.
+#: the loop's millisecond timers (1-2 ms).
 DEFER_SECONDS = 0.001
+#: Turns in a row in which the siblings took or closed no connection (stopped, busy or hung) after
+#: which every connection then queued is taken at once, with no more turns: one is too few for a
+#: sibling that this machine takes more than a millisecond to wake.
+IDLE_TURNS = 2
 
 
 class Shares:
     """How many connections each worker holds, in memory the master shares with the workers it
     forks: one slot per worker, claimed by the master before the fork (gunicorn's ``pre_fork``)
-    and freed when the worker exits (``child_exit``); -1 while the worker does not listen (booting,
-    stopping), so no sibling leaves or hands connections back for it to take."""
+    and freed when the worker exits (``child_exit``); -1 until the worker first listens and once it
+    is stopping, so no sibling leaves or hands connections back for it to take."""
 
     def __init__(self, slots: int) -> None:
         self._counts = multiprocessing.RawArray("i", [-1] * slots)
@@ -70,6 +74,10 @@ class Shares:
             return None
         others = [held for index, held in enumerate(self._counts) if index != slot and held >= 0]
         return min(others) if others else None
+
+    def others(self, slot: int | None) -> tuple[int, ...]:
+        """What every other worker holds (-1: not listening), by slot."""
+        return tuple(held for index, held in enumerate(self._counts) if index != slot)
 
     def yields(self, slot: int | None, count: int) -> bool:
         """Whether a worker holding ``count`` connections should leave the next one to another."""
@@ -107,7 +115,8 @@ class Worker(BaseWorker):  # type: ignore[misc]
         stopping = loop.create_future()
         shares: Shares = self.app.shares
         slot: int | None = getattr(self, "slot", None)
-        yielded_at: float | None = None  # since when a new connection is left to a less busy worker
+        turn: tuple[int, ...] = ()  # the others' counts when the turn left to them began
+        idle_turns = 0  # turns in a row in which none of them took or closed a connection
 
         def listen(on: bool) -> None:
             nonlocal accepting
@@ -147,23 +156,46 @@ class Worker(BaseWorker):  # type: ignore[misc]
                 listen(True)
 
         def accept(sock: socket.socket) -> None:
-            nonlocal yielded_at
-            now = loop.time()
-            if shares.yields(slot, held):
-                yielded_at = yielded_at or now
-                if now - yielded_at < DEFER_SECONDS:  # another worker holds fewer: its turn, for a moment
-                    listen(False)
-                    loop.call_later(DEFER_SECONDS, resume)
-                    return
-            yielded_at = None
+            nonlocal turn, idle_turns
+            if stopping.done():
+                return
+            if shares.yields(slot, held):  # another worker holds fewer: its turn first
+                turn = shares.others(slot)
+                listen(False)
+                loop.call_later(DEFER_SECONDS, turn_over)
+                return
+            idle_turns = 0
+            take(sock)
+
+        def turn_over() -> None:
+            """The turn left to the others ran out. If none of them took or closed a connection in
+            this turn and the one before (stopped, busy or hung), everything still queued is taken
+            now; else listening resumes and the counts decide again."""
+            nonlocal idle_turns
+            if stopping.done():
+                return
+            idle_turns = idle_turns + 1 if shares.others(slot) == turn else 0
+            if idle_turns >= IDLE_TURNS:
+                idle_turns = 0
+                for sock in listeners:
+                    while held < cfg.worker_connections:
+                        took = take(sock)
+                        if took is None:
+                            return  # out of descriptors: listening resumes at the next tick
+                        if not took:
+                            break
+            resume()
+
+        def take(sock: socket.socket) -> bool | None:
+            """Accept one connection: whether one was queued (None: accepting failed)."""
             try:
                 conn, _ = sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                return  # another worker took it
+                return False  # another worker took it
             except OSError as exc:  # out of descriptors: accept again at the next tick
                 log.warning("accepting a connection failed: %s", exc)
                 listen(False)
-                return
+                return None
             conn.setblocking(False)
             if conn.family != socket.AF_UNIX:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -171,6 +203,7 @@ class Worker(BaseWorker):  # type: ignore[misc]
             if held >= cfg.worker_connections:
                 listen(False)
             loop.create_task(loop.connect_accepted_socket(connection, conn)).add_done_callback(failed)  # type: ignore[arg-type]
+            return True
 
         def stop() -> None:
             if not stopping.done():
