@@ -5,10 +5,10 @@ that serves its share of gunicorn's listening sockets on one uvloop event loop, 
 gunicorn's master does what it does for every worker class: it binds (TCP or a unix socket),
 forks, respawns a dead worker, and stops the workers on SIGTERM. Each worker accepts one
 connection per wake-up; one holding more connections than a sibling (:class:`Shares`) leaves a
-new one to it for a millisecond or two first (and takes all that are queued when the sibling took
-none in two such turns), so a burst of new keep-alive connections (nginx opening its upstream pool, or wrk) is
-spread evenly, not taken by whichever worker is awake; a worker holding more than its share
-hands some back (``connection: close`` on their next answer). Once a second
+new one to it first, for at most two ticks of its millisecond timers (then it takes every one
+queued, whatever the sibling does), so a burst of new keep-alive connections (nginx opening its
+upstream pool, or wrk) is spread evenly, not taken by whichever worker is awake; a worker holding
+more than its share hands some back (``connection: close`` on their next answer). Once a second
 it tells the master it is alive, renews the ``Date`` header, and closes connections whose headers
 are late or that have been idle too long. SIGTERM (from the master) stops it gracefully: it
 accepts no more, closes its idle connections, lets every request in hand be answered (each with
@@ -37,13 +37,15 @@ log = logging.getLogger("forward_auth")
 
 #: How long a client may take to send a request's headers, from its first byte.
 HEADER_SECONDS = 30.0
-#: How long a worker holding more connections than a sibling leaves a new one to it: one tick of
-#: the loop's millisecond timers (1-2 ms).
+#: A turn: how long a worker holding more connections than a sibling leaves a new one to it (one
+#: tick of the loop's millisecond timers: about a millisecond).
 DEFER_SECONDS = 0.001
-#: Turns in a row in which the siblings took or closed no connection (stopped, busy or hung) after
-#: which every connection then queued is taken at once, with no more turns: one is too few for a
-#: sibling that this machine takes more than a millisecond to wake.
-IDLE_TURNS = 2
+#: Turns in a row a queued connection is left to the others for, at most; then every connection
+#: queued is taken at once, whatever they do (stopped, busy, hung). One is too few for a sibling
+#: that this machine takes more than a millisecond to wake.
+TURNS = 2
+#: A turn that ended longer ago than this was followed by no wake-up: the others took its connection.
+TURN_GAP = 0.005
 
 
 class Shares:
@@ -74,10 +76,6 @@ class Shares:
             return None
         others = [held for index, held in enumerate(self._counts) if index != slot and held >= 0]
         return min(others) if others else None
-
-    def others(self, slot: int | None) -> tuple[int, ...]:
-        """What every other worker holds (-1: not listening), by slot."""
-        return tuple(held for index, held in enumerate(self._counts) if index != slot)
 
     def yields(self, slot: int | None, count: int) -> bool:
         """Whether a worker holding ``count`` connections should leave the next one to another."""
@@ -115,8 +113,9 @@ class Worker(BaseWorker):  # type: ignore[misc]
         stopping = loop.create_future()
         shares: Shares = self.app.shares
         slot: int | None = getattr(self, "slot", None)
-        turn: tuple[int, ...] = ()  # the others' counts when the turn left to them began
-        idle_turns = 0  # turns in a row in which none of them took or closed a connection
+        turn: asyncio.TimerHandle | None = None  # a turn left to the others, while it lasts
+        turns = 0  # turns in a row left to them with no connection taken between
+        turn_ended = 0.0  # when the last one ended, by the loop's clock
 
         def listen(on: bool) -> None:
             nonlocal accepting
@@ -156,42 +155,50 @@ class Worker(BaseWorker):  # type: ignore[misc]
                 listen(True)
 
         def accept(sock: socket.socket) -> None:
-            nonlocal turn, idle_turns
+            nonlocal turns
             if stopping.done():
+                return
+            if turn is not None:  # listening again within a turn (a connection closed): not yet
+                listen(False)
                 return
             if shares.yields(slot, held):  # another worker holds fewer: its turn first
-                turn = shares.others(slot)
-                listen(False)
-                loop.call_later(DEFER_SECONDS, turn_over)
+                if loop.time() - turn_ended > TURN_GAP:  # the connection of the last turn was taken
+                    turns = 0
+                if turns < TURNS:
+                    start_turn()
+                    return
+                turns = 0  # its turns ran out: every connection queued is taken now
+                for each in listeners:
+                    while held < cfg.worker_connections:
+                        more = take(each)
+                        if more is None:
+                            return  # out of descriptors: listening resumes at the next tick
+                        if not more:
+                            break
                 return
-            idle_turns = 0
+            turns = 0
             take(sock)
 
+        def start_turn() -> None:
+            nonlocal turn, turns
+            turns += 1
+            listen(False)
+            turn = loop.call_later(DEFER_SECONDS, turn_over)
+
         def turn_over() -> None:
-            """The turn left to the others ran out. If none of them took or closed a connection in
-            this turn and the one before (stopped, busy or hung), everything still queued is taken
-            now; else listening resumes and the counts decide again."""
-            nonlocal idle_turns
-            if stopping.done():
-                return
-            idle_turns = idle_turns + 1 if shares.others(slot) == turn else 0
-            if idle_turns >= IDLE_TURNS:
-                idle_turns = 0
-                for sock in listeners:
-                    while held < cfg.worker_connections:
-                        took = take(sock)
-                        if took is None:
-                            return  # out of descriptors: listening resumes at the next tick
-                        if not took:
-                            break
+            nonlocal turn, turn_ended
+            turn, turn_ended = None, loop.time()
             resume()
 
         def take(sock: socket.socket) -> bool | None:
-            """Accept one connection: whether one was queued (None: accepting failed)."""
+            """Accept one connection; whether to try for another (False: none was queued; None:
+            accepting failed)."""
             try:
                 conn, _ = sock.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                return False  # another worker took it
+            except BlockingIOError:
+                return False  # none queued (another worker took it)
+            except (InterruptedError, ConnectionAbortedError):
+                return True  # reset while queued: the next may be there
             except OSError as exc:  # out of descriptors: accept again at the next tick
                 log.warning("accepting a connection failed: %s", exc)
                 listen(False)
