@@ -1,7 +1,7 @@
 """Serving-edge benchmark: the service behind a plain nginx ``auth_request`` config and direct, side by
 side with nginx's own bound, supertokens-node and supertokens-python, in one run.
 
-Run (about 6 minutes on 2 cores with the defaults; ``--help`` for the knobs)::
+Run (about 9 minutes on 2 cores with the defaults; ``--help`` for the knobs)::
 
     .venv/bin/python bench/edge_bench.py | tee /tmp/edge_bench.txt
     .venv/bin/python bench/edge_bench.py --service-args '--server gunicorn'   # any `serve` flags
