@@ -58,7 +58,7 @@ import sys
 import time
 from pathlib import Path
 
-from edge_report import PACED, PACED_OWN, Config, Stress, report
+from edge_report import PACED, PACED_OWN, Config, Stress, own_pace, report
 from edge_servers import PROXY_CACHE_SECONDS, Edge, decisions, started_edge
 from edge_stress import Waiting, kept_waiting, slow_clients
 from processes import CLOCK_TICKS, NGINX_HINT, WRK_HINT, Wrk, find_binary
@@ -238,7 +238,7 @@ def main() -> None:
         interleaved(args, runner, edge, [configs[key] for key in PACED],
                     args.rounds, rate=pace)
         # the cheapest upstream held to the same rule: paced at half of its own peak
-        interleaved(args, runner, edge, [configs[PACED_OWN]], args.rounds, rate=configs["noop"].median / 2)
+        interleaved(args, runner, edge, [configs[PACED_OWN]], args.rounds, rate=own_pace(configs))
         # what an auth answer's body costs behind nginx (it closes the upstream connection after one)
         interleaved(args, runner, edge, [configs["const_body"], configs["const_empty"]], min(args.rounds, 2))
         slow = slow_clients(edge.ports["svc"], edge.urls["direct"], edge.cookie, args.slow_connections)

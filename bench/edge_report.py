@@ -76,6 +76,11 @@ class Config:
         return sorted(r.wrk.p99_ms for r in self.measure.rounds)
 
 
+def own_pace(configs: dict[str, Config]) -> float:
+    """The rate of :data:`PACED_OWN`: half of the second nginx's median peak (1b)."""
+    return configs["noop"].median / 2
+
+
 def cell_share(config: Config) -> str:
     shares = config.shares()
     return f"{statistics.median(shares):.2f}/{min(shares):.2f}" if shares else "-"
@@ -174,7 +179,7 @@ def report(args: argparse.Namespace, configs: dict[str, Config], stress: Stress,
     print(f"latency paced at ~50% of the median peak behind nginx ({pace:,.0f} req/s; wrk + bench/http_bench.lua's "
           "delay() pacing, latency from each request's write, no coordinated-omission correction; steal = the "
           "share of the machine's CPU its host took, median/worst round):")
-    own = c["noop"].median / 2
+    own = own_pace(c)
     for key, rate in [*((key, pace) for key in PACED), (PACED_OWN, own)]:
         cfg = c[key]
         p50 = statistics.median(r.wrk.p50_ms for r in cfg.measure.rounds)
