@@ -4,15 +4,18 @@ that serves its share of gunicorn's listening sockets on one uvloop event loop, 
 
 gunicorn's master does what it does for every worker class: it binds (TCP or a unix socket),
 forks, respawns a dead worker, and stops the workers on SIGTERM. Each worker accepts one
-connection per wake-up; one holding more connections than a sibling (:class:`Shares`) leaves a
-new one to it first, for at most two ticks of its millisecond timers (then it takes every one
-queued, whatever the sibling does), so a burst of new keep-alive connections (nginx opening its
-upstream pool, or wrk) is spread evenly, not taken by whichever worker is awake; a worker holding
-more than its share hands some back (``connection: close`` on their next answer). Once a second
-it tells the master it is alive, renews the ``Date`` header, and closes connections whose headers
-are late or that have been idle too long. SIGTERM (from the master) stops it gracefully: it
-accepts no more, closes its idle connections, lets every request in hand be answered (each with
-``connection: close``) for up to ``graceful_timeout``, then exits.
+connection per wake-up; one holding more connections than a sibling (:class:`Shares`) leaves a new
+one to it first, for at most two ticks of its millisecond timers (then it takes every one queued,
+whatever the sibling does), or until one of its own closes and it holds no more than the sibling,
+so a burst of new keep-alive connections (nginx opening its upstream pool, or wrk) is spread
+evenly, not taken by whichever worker is awake, and a client that opens a connection per request
+(nginx with no upstream ``keepalive``, ingress-nginx without ``auth-keepalive``) is not kept
+waiting by a worker that has nothing left to answer; a worker holding more than its share hands
+some back (``connection: close`` on their next answer). Once a second it tells the master it is
+alive, renews the ``Date`` header, and closes connections whose headers are late or that have been
+idle too long. SIGTERM (from the master) stops it gracefully: it accepts no more, closes its idle
+connections, lets every request in hand be answered (each with ``connection: close``) for up to
+``graceful_timeout``, then exits.
 """
 
 from __future__ import annotations
@@ -134,8 +137,12 @@ class Worker(BaseWorker):  # type: ignore[misc]
             nonlocal held
             held += change
             shares.hold(slot, -1 if stopping.done() else held)  # a stopping worker takes no turn
-            if change < 0 and not stopping.done() and held < cfg.worker_connections:
-                listen(True)
+            if change < 0:
+                if turn is not None and not shares.yields(slot, held):  # no more than another holds now
+                    turn.cancel()
+                    turn_over()
+                else:
+                    resume()
 
         def closed(connection: Connection) -> None:
             connections.discard(connection)
@@ -151,15 +158,12 @@ class Worker(BaseWorker):  # type: ignore[misc]
                 hold(-1)
 
         def resume() -> None:
-            if not stopping.done() and held < cfg.worker_connections:
+            if turn is None and not stopping.done() and held < cfg.worker_connections:
                 listen(True)
 
         def accept(sock: socket.socket) -> None:
             nonlocal turns
             if stopping.done():
-                return
-            if turn is not None:  # listening again within a turn (a connection closed): not yet
-                listen(False)
                 return
             if shares.yields(slot, held):  # another worker holds fewer: its turn first
                 if loop.time() - turn_ended > TURN_GAP:  # the connection of the last turn was taken
