@@ -215,7 +215,7 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._refuse(400, f"bad request: {exc}")
         else:
-            if self._learned is not None and self._begun == 1 and self.state == IDLE:  # one request, all of it
+            if self._learned is not None and self._begun == 1 and self.state in (IDLE, BUSY):  # one request, all of it (BUSY: its answer closed)
                 request, key = self._learned
                 self._repeats.learn(self._peer, data, request.scope, request.keep_alive, key,
                                     self._clock.now + self._app.kept_for(key))

@@ -9,7 +9,8 @@ the answer only while it may (exp, policy reload, ``decision_cache_seconds``), e
 ever. A repeat saves the parse, the request's assembly and the cache key's digest: half of a
 remembered token's cost in-process, a third of a worker's CPU per request behind nginx.
 
-Only a read that was one whole request, answered by a replay, is learned, and only until that
+Only a read that was one whole request, answered by a replay, is learned (its answer may close
+the connection: a proxy with no upstream keep-alive asks each time on a new one), and only until that
 answer's end when it was learned: the request (its cookies and all) is forgotten at the token's
 exp or the end of ``decision_cache_seconds`` (earlier, if a policy reload or the cache's bound
 ends the answer first, only the replay stops), within a second (:meth:`Repeats.prune`, on the

@@ -128,14 +128,21 @@ def test_only_a_read_that_is_one_whole_request_is_learned(server: Server, key: S
     assert server.repeats.get("127.0.0.1", same, server.clock.now) is None
 
 
-def test_a_request_that_closes_its_connection_is_not_learned(server: Server, key: SigningKey) -> None:
+def test_a_request_that_closes_its_connection_is_learned_and_its_repeat_closes_too(server: Server,
+                                                                                 key: SigningKey) -> None:
+    """A connection per request (nginx with no upstream keepalive sends each with ``Connection:
+    close``): decided on the first, replayed and learned on the second, a repeat from the third on."""
     closing = request(v5(key), "Connection: close")
-    for _ in range(3):
+    fed = []
+    for _ in range(4):
         connection, transport, parser = server.connect()
         connection.data_received(closing)
-        assert parser.fed == 1 and transport.closed
-        assert answers(transport.written)[0].startswith(b"HTTP/1.1 200 OK\r\n")
-    assert server.repeats.get("127.0.0.1", closing, server.clock.now) is None
+        fed.append(parser.fed)
+        assert transport.closed
+        got = answers(transport.written)
+        assert len(got) == 1 and got[0].startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close\r\n" in got[0]
+    assert fed == [1, 1, 0, 0]
+    assert server.repeats.get("127.0.0.1", closing, server.clock.now) is not None
 
 
 def test_a_repeat_from_another_peer_is_parsed(server: Server, key: SigningKey) -> None:
