@@ -1,7 +1,7 @@
 """Serving-edge benchmark: the service behind a plain nginx ``auth_request`` config and direct, side by
 side with nginx's own bound, supertokens-node and supertokens-python, in one run.
 
-Run (about 9 minutes on 2 cores with the defaults; ``--help`` for the knobs)::
+Run (about 11 minutes on 2 cores with the defaults; ``--help`` for the knobs)::
 
     .venv/bin/python bench/edge_bench.py | tee /tmp/edge_bench.txt
     .venv/bin/python bench/edge_bench.py --service-args '--server gunicorn'   # any `serve` flags
@@ -35,7 +35,9 @@ costs); 2. the service behind plain nginx (TCP), and 2b. with
 its decision cache off, and 2c. under ``--server granian`` (the default before the built-in server);
 3. supertokens-node; 4. supertokens-python; 5. the service direct (5b. with its decision cache off) and the constant app direct;
 7. the service behind nginx over a unix socket; 8. the service behind nginx with the nginx cache on (the
-one repeated token). Then 6.: latency behind nginx paced at half the median peak of 2 (wrk's Lua
+one repeated token); 11. the service, the second nginx and both SDKs behind nginx's own documented
+``auth_request`` example, which has no upstream block: a new connection per auth request, as with
+ingress-nginx without ``auth-keepalive`` (ratios to the SDKs behind the same). Then 6.: latency behind nginx paced at half the median peak of 2 (wrk's Lua
 ``delay()`` pacing from ``bench/http_bench.lua``), beside the constant app (its empty 200, the same
 hop with no decision), the second nginx (the same hop with no Python) and the bound paced alike, with the host's steal time of each round;
 6b.: the second nginx paced at half of its own peak (1b), the target's rule applied to the cheapest upstream. Then 9.: slow clients,
@@ -133,6 +135,10 @@ def configurations(args: argparse.Namespace, edge: Edge) -> dict[str, Config]:
             ("svc_granian", "2c the same, --server granian", "service-granian", c, True, port["svc_granian"]),
             ("svc_unix", "7 service behind plain nginx (unix socket)", "service-unix", c, True, None),
             ("svc_cache", "8 service behind nginx with proxy_cache", "service-cache", c, True, port["svc_cache"]),
+            ("close_svc", "11 service, nginx's example: no keepalive", "service", c, True, port["svc"]),
+            ("close_noop", "11 the second nginx, the same", "nginx-noop", c, True, port["noop"]),
+            ("close_node", "11 supertokens-node, the same", "node", c, True, port["node"]),
+            ("close_pysdk", "11 supertokens-python, the same", "pysdk", c, True, port["pysdk"]),
             ("node", "3 supertokens-node 24.0.3 verifySession", "node", c, True, port["node"]),
             ("pysdk", "4 supertokens-python 0.31.4 verify_session", "pysdk", c, True, port["pysdk"]),
             ("direct", "5 service direct", "service", d, False, port["svc"]),

@@ -42,6 +42,9 @@ PROXY_CACHE_SECONDS = 30
 #: The directives of nginx.conf.example's optional cache block that go in its auth location.
 SHIPPED_CACHE_LINES = ("proxy_cache ", "proxy_cache_key ", "proxy_cache_lock ", "open_file_cache ",
                        "open_file_cache_valid ")
+#: The same gates, and the second nginx, behind nginx's own documented auth_request (no upstream
+#: block, so no keep-alive: a connection per auth request, HTTP/1.0), by location name: their port.
+CLOSED = {"close_svc": "svc", "close_node": "node", "close_pysdk": "pysdk", "close_noop": "noop"}
 #: Upstreams that answer 200 to anything: the constant app with a JSON body or an empty one (the keep-alive
 #: probe), and the second nginx (no Python: the floor of any upstream's hop).
 PROBES = {"const_body": ("const", "/verify"), "const_empty": ("const", "/empty"), "noop": ("noop", "/verify")}
@@ -112,6 +115,24 @@ PROTECTED = """\
             proxy_set_header X-Original-URI $request_uri;
             proxy_set_header X-Original-Method $request_method;
 {cache}        }}
+"""
+
+
+#: nginx's documented example (ngx_http_auth_request_module), as a location of the front nginx.
+CLOSED_PROTECTED = """\
+        location /{name}/ {{
+            auth_request /_auth/{name};
+            auth_request_set $auth_user $upstream_http_x_user_id;
+            try_files /.none @ok;
+        }}
+        location = /_auth/{name} {{
+            internal;
+            proxy_pass http://{host}:{port}/verify;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_set_header X-Original-Method $request_method;
+        }}
 """
 
 
@@ -240,6 +261,8 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
         protected = "".join(PROTECTED.format(name=name, upstream=upstream, path=path,
                                              cache=cache if name == "svc_cache" else "")
                             for name, (upstream, path) in {**AUTHS, **PROBES}.items())
+        protected += "".join(CLOSED_PROTECTED.format(name=name, host=HOST, port=ports[port])
+                             for name, port in CLOSED.items())
         conf = work / "nginx.conf"
         conf.write_text(NGINX_CONF.format(work=work, host=HOST, listen=ports["nginx"], svc=ports["svc"],
                                           svc_decided=ports["svc_decided"], svc_granian=ports["svc_granian"],
@@ -248,7 +271,7 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
         procs["nginx"] = start("nginx", [
             nginx_binary, "-p", str(work), "-c", str(conf), "-e", str(work / "nginx-error.log"), "-g", "daemon off;"])
         base = f"http://{HOST}:{ports['nginx']}"
-        urls = {name: f"{base}/{name}/" for name in ("bound", *AUTHS, *PROBES)}
+        urls = {name: f"{base}/{name}/" for name in ("bound", *AUTHS, *PROBES, *CLOSED)}
         urls["direct"] = f"http://{HOST}:{ports['svc']}/verify"
         urls["direct_decided"] = f"http://{HOST}:{ports['svc_decided']}/verify"
         urls["hung"] = f"http://{HOST}:{ports['svc_hung']}/verify"
@@ -274,7 +297,7 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
 def sanity(urls: dict[str, str], cookie: dict[str, str], base: str) -> list[str]:
     """Each gate verifies for real: a session gets 200 and its user passed on, a garbage token 401."""
     garbage = {"Cookie": "sAccessToken=garbage.not.atoken"}
-    for name in AUTHS:
+    for name in [*AUTHS, *(name for name in CLOSED if name != "close_noop")]:
         got = expect_status(urls[name], cookie, 200, f"nginx -> {name} with a session")
         if got.get("X-Auth-User") != "bench-user":
             raise SystemExit(f"edge_bench: nginx -> {name} did not pass the user on: {got}")
@@ -284,7 +307,7 @@ def sanity(urls: dict[str, str], cookie: dict[str, str], base: str) -> list[str]
         expect_status(urls[name], cookie, 200, f"service {name} with a session")
         expect_status(urls[name], garbage, 401, f"service {name} with a garbage token")
     expect_status(urls["const"], {}, 200, "constant app")
-    for name in PROBES:
+    for name in [*PROBES, "close_noop"]:
         expect_status(urls[name], {}, 200, f"nginx -> {name}")
     notes = []
     status, _ = http_get(f"{base}/return/", garbage)
