@@ -40,8 +40,7 @@ AUTHS = {"svc": ("svc", "/verify"), "svc_decided": ("svc_decided", "/verify"), "
 #: How long the service with the nginx cache lets nginx reuse an allowed answer (``proxy_cache_seconds``).
 PROXY_CACHE_SECONDS = 30
 #: The directives of nginx.conf.example's optional cache block that go in its auth location.
-SHIPPED_CACHE_LINES = ("proxy_cache ", "proxy_cache_key ", "proxy_cache_lock ", "open_file_cache ",
-                       "open_file_cache_valid ")
+SHIPPED_CACHE_LINES = ("proxy_cache ", "proxy_cache_key ", "open_file_cache ", "open_file_cache_valid ")
 #: The same gates, and the second nginx, behind nginx's own documented auth_request (no upstream
 #: block, so no keep-alive: a connection per auth request, HTTP/1.0), by location name: their port.
 CLOSED = {"close_svc": "svc", "close_node": "node", "close_pysdk": "pysdk", "close_noop": "noop"}
@@ -177,7 +176,7 @@ def service_settings(s: Settings) -> str:
 def shipped_cache() -> str:
     """The auth location's part of nginx.conf.example's optional cache block (commented out there), as
     written: the zone, the key of what a decision reads (the policy location, method, host, URI,
-    cookies, bearer, rid, anti-csrf, preflight), the lock and the open-file cache."""
+    cookies, bearer, rid, anti-csrf, preflight) and the open-file cache."""
     lines = [line.strip().removeprefix("#") for line in (BENCH.parent / "nginx.conf.example").read_text().splitlines()
              if line.strip().startswith(tuple(f"#{name}" for name in SHIPPED_CACHE_LINES))]
     if len(lines) != len(SHIPPED_CACHE_LINES):
