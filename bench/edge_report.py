@@ -180,7 +180,7 @@ def report(args: argparse.Namespace, configs: dict[str, Config], stress: Stress,
               f"{m.core_other / max(1, m.requests):6.4f} {m.foreign:5.0%}")
     print()
     print(f"latency paced at ~50% of the median peak behind nginx ({pace:,.0f} req/s; wrk + bench/http_bench.lua's "
-          "delay() pacing, latency from each request's write, no coordinated-omission correction; steal = the "
+          "delay() pacing, latency from each request's write, with wrk's coordinated-omission correction; steal = the "
           "share of the machine's CPU its host took, median/worst round):")
     own = own_pace(c)
     for key, rate in [*((key, pace) for key in PACED), (PACED_OWN, own)]:

@@ -9,11 +9,13 @@
 --                        second for the thread (one slot after another, whichever connection is
 --                        free; a slot missed by less than 1 ms is still taken, since wrk's timers
 --                        are that coarse, but no older one: no catch-up burst when the server falls
---                        behind, and no coordinated-omission correction); through wrk's delay()
---                        hook, which waits whole milliseconds; wrk measures latency from the
---                        write, so the wait is not counted. Needs LuaJIT's ffi (clock_gettime);
---                        without it, each connection waits BENCH_CONNECTIONS / r seconds after
---                        each answer.
+--                        behind); through wrk's delay() hook, which waits whole milliseconds;
+--                        wrk measures latency from the write, so the wait is not counted. Needs
+--                        LuaJIT's ffi (clock_gettime); without it, each connection waits
+--                        BENCH_CONNECTIONS / r seconds after each answer.
+-- wrk corrects every latency for coordinated omission before done() reads it (stats_correct): a
+-- request slower than a connection's mean interval (run time over its requests) adds a sample at
+-- each interval below its latency, so a stall weighs as the requests it held up, paced or not.
 -- At the end it prints one line "BENCH_JSON {...}" with counts, errors and latency percentiles (us).
 
 local tokens_file = os.getenv("BENCH_TOKENS")

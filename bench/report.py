@@ -115,7 +115,7 @@ def notes(args: argparse.Namespace, shared: Shared, res: Results) -> None:
     if res.lat:
         lat = res.lat.median
         print(f"3: plain wrk has no -R: request starts paced by wrk's Lua delay() hook at {fmt_rate(res.pace)} req/s "
-              f"= 50% of the {fmt_rate(peak)} req/s peak of row 1, over {res.lat.connections} connections (no "
+              f"= 50% of the {fmt_rate(peak)} req/s peak of row 1, over {res.lat.connections} connections (wrk's "
               f"coordinated-omission correction); got {fmt_rate(res.lat.rate)} req/s; p50 {fmt_ms(lat.p50_ms)} / "
               f"p90 {fmt_ms(lat.p90_ms)} / p99 {fmt_ms(lat.p99_ms)} / p99.9 {fmt_ms(lat.p999_ms)} / "
               f"max {fmt_ms(lat.max_ms)} ms")

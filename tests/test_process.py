@@ -704,8 +704,7 @@ def test_a_connection_per_request_is_not_kept_waiting_by_turns(core_url: str) ->
                 answer = b""
                 while chunk := conn.recv(4096):
                     answer += chunk
-            assert answer.startswith(b"HTTP/1.1 200"), answer
-            took.append(time.monotonic() - started)
+            took.append(time.monotonic() - started if answer.startswith(b"HTTP/1.1 200") else float("inf"))
 
     with default_service(core_url) as (port, _):
         clients = [threading.Thread(target=client) for _ in range(4)]
@@ -714,7 +713,7 @@ def test_a_connection_per_request_is_not_kept_waiting_by_turns(core_url: str) ->
         for each in clients:
             each.join()
     took.sort()
-    assert len(took) == 400
+    assert len(took) == 400 and took[-1] < float("inf"), "a request was not answered 200"
     assert took[len(took) // 2] < DEFER_SECONDS, took[len(took) // 2]
 
 

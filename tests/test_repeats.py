@@ -128,6 +128,23 @@ def test_only_a_read_that_is_one_whole_request_is_learned(server: Server, key: S
     assert server.repeats.get("127.0.0.1", same, server.clock.now) is None
 
 
+def test_a_request_answered_as_its_connection_retires_is_learned_as_sent(server: Server, key: SigningKey) -> None:
+    """A worker handing connections back closes one after its next answer; the request itself asked
+    to be kept alive, so its repeat on the client's next connection is answered and kept open."""
+    same = request(v5(key))
+    first, _, _ = server.connect()
+    first.data_received(same)  # decided
+    retiring, retiring_transport, _ = server.connect()
+    retiring.retire()
+    retiring.data_received(same)  # replayed, learned, then closed
+    assert retiring_transport.closed
+    fresh, fresh_transport, fresh_parser = server.connect()
+    fresh.data_received(same)
+    assert fresh_parser.fed == 0 and not fresh_transport.closed
+    got = answers(fresh_transport.written)
+    assert len(got) == 1 and got[0].startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close" not in got[0]
+
+
 def test_a_request_that_closes_its_connection_is_learned_and_its_repeat_closes_too(server: Server,
                                                                                  key: SigningKey) -> None:
     """A connection per request (nginx with no upstream keepalive sends each with ``Connection:
