@@ -179,6 +179,7 @@ def _ws_frame(opcode: int, data: bytes) -> bytes:
 
 class _EchoServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # socketserver's 5 dropped the SYNs of a burst: answers a second late
 
     def __init__(self, port: int) -> None:
         super().__init__(("127.0.0.1", port), _EchoHandler)
