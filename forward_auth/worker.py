@@ -12,10 +12,10 @@ evenly, not taken by whichever worker is awake, and a client that opens a connec
 (nginx with no upstream ``keepalive``, ingress-nginx without ``auth-keepalive``) is not kept
 waiting by a worker that has nothing left to answer; a worker holding more than its share hands
 some back (``connection: close`` on their next answer). Once a second it tells the master it is
-alive, renews the ``Date`` header, and closes connections whose headers are late or that have been
-idle too long. SIGTERM (from the master) stops it gracefully: it accepts no more, closes its idle
-connections, lets every request in hand be answered (each with ``connection: close``) for up to
-``graceful_timeout``, then exits.
+alive, renews its count and the ``Date`` header, and closes connections whose headers are late or
+that have been idle too long. SIGTERM (from the master) stops it gracefully: it accepts no more,
+closes its idle connections, lets every request in hand be answered (each with ``connection:
+close``) for up to ``graceful_timeout``, then exits.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import multiprocessing
 import os
 import signal
 import socket
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import uvloop
@@ -49,16 +50,23 @@ DEFER_SECONDS = 0.001
 TURNS = 2
 #: A turn that ended longer ago than this was followed by no wake-up: the others took its connection.
 TURN_GAP = 0.005
+#: A worker whose count was not renewed for this long (its loop missed three ticks: stopped, or
+#: hung until the master kills it) is left out: none leaves connections or hands them back to it.
+STALE_SECONDS = 3.0
 
 
 class Shares:
     """How many connections each worker holds, in memory the master shares with the workers it
     forks: one slot per worker, claimed by the master before the fork (gunicorn's ``pre_fork``)
     and freed when the worker exits (``child_exit``); -1 until the worker first listens and once it
-    is stopping, so no sibling leaves or hands connections back for it to take."""
+    is stopping, so no sibling leaves or hands connections back for it to take. Each count is
+    renewed at least once a second (the worker's tick); one older than :data:`STALE_SECONDS` is
+    left out the same way. ``clock`` is the system's monotonic clock, which every process reads alike."""
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._counts = multiprocessing.RawArray("i", [-1] * slots)
+        self._renewed = multiprocessing.RawArray("d", [0.0] * slots)
+        self._clock = clock
 
     def claim(self, taken: Iterable[int | None]) -> int | None:
         """A free slot for a worker about to be forked (None when all are taken: it then accepts freely)."""
@@ -72,12 +80,15 @@ class Shares:
     def hold(self, slot: int | None, count: int) -> None:
         if slot is not None:
             self._counts[slot] = count
+            self._renewed[slot] = self._clock()
 
     def _fewest(self, slot: int | None) -> int | None:
         """The fewest connections another live worker holds (None: no other, or no slot)."""
         if slot is None:
             return None
-        others = [held for index, held in enumerate(self._counts) if index != slot and held >= 0]
+        since = self._clock() - STALE_SECONDS
+        others = [held for index, held in enumerate(self._counts)
+                  if index != slot and held >= 0 and self._renewed[index] >= since]
         return min(others) if others else None
 
     def yields(self, slot: int | None, count: int) -> bool:
@@ -224,6 +235,7 @@ class Worker(BaseWorker):  # type: ignore[misc]
             now = loop.time()
             clock.tick(now)
             self.notify()
+            hold(0)  # renewed: a sibling whose count is not is left out (Shares)
             if not self.alive or self.ppid != os.getppid():
                 stop()
             for each in list(connections):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -22,7 +23,7 @@ import pytest
 from proxy_harness import HungCore, free_port, wait_http
 
 from forward_auth.metrics import FLUSH_SECONDS
-from forward_auth.worker import DEFER_SECONDS
+from forward_auth.worker import DEFER_SECONDS, STALE_SECONDS
 
 CLI = [sys.executable, "-m", "forward_auth"]
 SERVERS = pytest.mark.parametrize("server", ["builtin", "gunicorn", "granian"])
@@ -595,8 +596,6 @@ def test_a_worker_that_comes_late_gets_its_share_of_kept_alive_connections(core_
     """8 keep-alive connections opened while one worker is stopped all go to the other; once
     both run, the busy one hands some back (``connection: close`` on their next answer) and the
     clients' new connections go to the other."""
-    import http.client
-
     with default_service(core_url) as (port, master):
         workers = workers_of(master)
         clients = [http.client.HTTPConnection("127.0.0.1", port, timeout=5) for _ in range(8)]
@@ -687,6 +686,33 @@ def test_no_new_connection_waits_long_for_a_sibling_that_holds_fewer(core_url: s
             for conn in kept:
                 conn.close()
     assert max(took) < 0.04, sorted(took)[-3:]
+
+
+def test_a_sibling_that_stops_ticking_is_left_out(core_url: str) -> None:
+    """A worker whose sibling stopped (SIGSTOP: as a hung one until the master kills it) leaves it
+    out once it has missed three ticks: it hands none of its keep-alive connections back for the
+    sibling to take. It used to retire half its surplus every second, and its clients reconnected
+    to it, for as long as the sibling was stopped."""
+    with default_service(core_url) as (port, master):
+        workers = workers_of(master)
+        os.kill(workers[1], signal.SIGSTOP)
+        closes = 0
+        try:
+            time.sleep(STALE_SECONDS + 1)
+            clients = [http.client.HTTPConnection("127.0.0.1", port, timeout=5) for _ in range(10)]
+            deadline = time.monotonic() + 3.5  # three ticks of the hand-back
+            while time.monotonic() < deadline:
+                for client in clients:  # http.client connects again after a `connection: close`
+                    client.request("GET", "/healthz")
+                    answer = client.getresponse()
+                    answer.read()
+                    closes += answer.getheader("connection") == "close"
+                time.sleep(0.05)
+            for client in clients:
+                client.close()
+        finally:
+            os.kill(workers[1], signal.SIGCONT)
+    assert closes == 0
 
 
 def test_a_connection_per_request_is_not_kept_waiting_by_turns(core_url: str) -> None:
