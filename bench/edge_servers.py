@@ -98,6 +98,8 @@ http {{
 }}
 """
 
+#: A protected location and its auth location: nginx's documented example (ngx_http_auth_request_module),
+#: to ``upstream`` (an upstream block's name, or host:port), with ``keepalive`` and ``cache`` lines.
 PROTECTED = """\
         location /{name}/ {{
             auth_request /_auth/{name};
@@ -107,31 +109,16 @@ PROTECTED = """\
         location = /_auth/{name} {{
             internal;
             proxy_pass http://{upstream}{path};
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_pass_request_body off;
+{keepalive}            proxy_pass_request_body off;
             proxy_set_header Content-Length "";
             proxy_set_header X-Original-URI $request_uri;
             proxy_set_header X-Original-Method $request_method;
 {cache}        }}
 """
-
-
-#: nginx's documented example (ngx_http_auth_request_module), as a location of the front nginx.
-CLOSED_PROTECTED = """\
-        location /{name}/ {{
-            auth_request /_auth/{name};
-            auth_request_set $auth_user $upstream_http_x_user_id;
-            try_files /.none @ok;
-        }}
-        location = /_auth/{name} {{
-            internal;
-            proxy_pass http://{host}:{port}/verify;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_set_header X-Original-URI $request_uri;
-            proxy_set_header X-Original-Method $request_method;
-        }}
+#: What an upstream block's keep-alive needs in the location as well.
+KEEPALIVE = """\
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
 """
 
 
@@ -257,10 +244,11 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
         procs["nginx-noop"] = start("nginx-noop", [nginx_binary, "-p", str(noop), "-c", str(noop / "nginx.conf"),
                                                    "-e", str(noop / "error.log"), "-g", "daemon off;"])
         cache = shipped_cache()
-        protected = "".join(PROTECTED.format(name=name, upstream=upstream, path=path,
+        protected = "".join(PROTECTED.format(name=name, upstream=upstream, path=path, keepalive=KEEPALIVE,
                                              cache=cache if name == "svc_cache" else "")
                             for name, (upstream, path) in {**AUTHS, **PROBES}.items())
-        protected += "".join(CLOSED_PROTECTED.format(name=name, host=HOST, port=ports[port])
+        protected += "".join(PROTECTED.format(name=name, upstream=f"{HOST}:{ports[port]}", path="/verify",
+                                              keepalive="", cache="")
                              for name, port in CLOSED.items())
         conf = work / "nginx.conf"
         conf.write_text(NGINX_CONF.format(work=work, host=HOST, listen=ports["nginx"], svc=ports["svc"],
