@@ -50,8 +50,8 @@ DEFER_SECONDS = 0.001
 TURNS = 2
 #: A turn that ended longer ago than this was followed by no wake-up: the others took its connection.
 TURN_GAP = 0.005
-#: A worker whose count was not renewed for this long (its loop missed three ticks: stopped, or
-#: hung until the master kills it) is left out: none leaves connections or hands them back to it.
+#: A worker whose count was not renewed for this long (its loop missed about three ticks: stopped,
+#: or hung until the master kills it) is left out: none leaves connections or hands them back to it.
 STALE_SECONDS = 3.0
 
 
@@ -60,7 +60,7 @@ class Shares:
     forks: one slot per worker, claimed by the master before the fork (gunicorn's ``pre_fork``)
     and freed when the worker exits (``child_exit``); -1 until the worker first listens and once it
     is stopping, so no sibling leaves or hands connections back for it to take. Each count is
-    renewed at least once a second (the worker's tick); one older than :data:`STALE_SECONDS` is
+    renewed about once a second (the worker's tick); one older than :data:`STALE_SECONDS` is
     left out the same way. ``clock`` is the system's monotonic clock, which every process reads alike."""
 
     def __init__(self, slots: int, clock: Callable[[], float] = time.monotonic) -> None:

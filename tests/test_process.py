@@ -595,9 +595,11 @@ def held_by(pid: int, port: int) -> int:
 def test_a_worker_that_comes_late_gets_its_share_of_kept_alive_connections(core_url: str) -> None:
     """8 keep-alive connections opened while one worker is stopped all go to the other; once
     both run, the busy one hands some back (``connection: close`` on their next answer) and the
-    clients' new connections go to the other."""
+    clients' new connections go to the other. Both idle first for longer than a count stays
+    fresh unrenewed: the idle sibling is still one (each tick renews its count)."""
     with default_service(core_url) as (port, master):
         workers = workers_of(master)
+        time.sleep(STALE_SECONDS + 1)
         clients = [http.client.HTTPConnection("127.0.0.1", port, timeout=5) for _ in range(8)]
         os.kill(workers[1], signal.SIGSTOP)
         try:
