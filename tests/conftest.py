@@ -39,6 +39,16 @@ def foreign_key() -> SigningKey:
 Handler = Callable[[str, str, dict[str, str], bytes | None], Reply]
 
 
+class ManualClock:
+    """A clock the test moves by hand (``now``), called as ``time.time`` and ``time.monotonic`` are."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @dataclass
 class FakeCore:
     """Answers the JWKS and ``/recipe/session/verify``; records every request."""

@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from conftest import CORE, FakeCore
+from conftest import CORE, FakeCore, ManualClock
 
 from forward_auth.core import CoreClient
 from forward_auth.errors import CoreError, CoreUnavailable, TryRefreshToken, Unauthorised
@@ -89,17 +89,10 @@ def test_unreachable_cores_are_unavailable(fake_core: FakeCore) -> None:
     assert len(fake_core.requests) == 2
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def test_revocation_cache_is_bounded_by_time_and_token_expiry(fake_core: FakeCore) -> None:
     fake_core.verify_answer = OK
-    clock = Clock()
+    clock = ManualClock(1_000_000.0)
     client = CoreClient([CORE], fake_core, revocation_cache_seconds=30, clock=clock)
     verify(client, token_expiry_ms=(clock.now + 3600) * 1000)
     clock.now += 29

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import CORE, FakeCore, v5
+from conftest import CORE, FakeCore, ManualClock, v5
 from prometheus_client import REGISTRY
 
 from forward_auth import credentials, settings, signature, token, verifier
@@ -15,15 +15,7 @@ from forward_auth.errors import TryRefreshToken
 from forward_auth.gate import VERIFIED_TTL_CAP, Gate
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def gate(fake_core: FakeCore, clock: Clock, **overrides: str) -> Gate:
+def gate(fake_core: FakeCore, clock: ManualClock, **overrides: str) -> Gate:
     built = build_gate(settings.load({"core_url": CORE, **overrides}, environ={}), transport=fake_core)
     return Gate(built.settings, built.keys, built.core, now=clock)
 
@@ -46,7 +38,7 @@ def creds(raw: str) -> credentials.Credentials:
 
 
 def test_a_token_is_verified_once(fake_core: FakeCore, key: SigningKey, counted: list[str]) -> None:
-    clock = Clock()
+    clock = ManualClock(time.time())
     subject = gate(fake_core, clock)
     raw = v5(key)
     for _ in range(3):
@@ -55,7 +47,7 @@ def test_a_token_is_verified_once(fake_core: FakeCore, key: SigningKey, counted:
 
 
 def test_a_remembered_token_still_expires(fake_core: FakeCore, key: SigningKey, counted: list[str]) -> None:
-    clock = Clock()
+    clock = ManualClock(time.time())
     subject = gate(fake_core, clock)
     raw = v5(key, exp=int(clock.now) + 60)
     subject.verify(creds(raw), verifier.Policy())
@@ -65,7 +57,7 @@ def test_a_remembered_token_still_expires(fake_core: FakeCore, key: SigningKey, 
 
 
 def test_bad_signatures_are_never_remembered(fake_core: FakeCore, foreign_key: SigningKey, counted: list[str]) -> None:
-    subject = gate(fake_core, Clock(), jwks_refetch_cooldown_seconds="3600")
+    subject = gate(fake_core, ManualClock(time.time()), jwks_refetch_cooldown_seconds="3600")
     for _ in range(2):
         with pytest.raises(TryRefreshToken):
             subject.verify(creds(v5(foreign_key)), verifier.Policy())
@@ -73,7 +65,7 @@ def test_bad_signatures_are_never_remembered(fake_core: FakeCore, foreign_key: S
 
 
 def test_the_cache_can_be_turned_off(fake_core: FakeCore, key: SigningKey, counted: list[str]) -> None:
-    subject = gate(fake_core, Clock(), verified_cache_size="0")
+    subject = gate(fake_core, ManualClock(time.time()), verified_cache_size="0")
     raw = v5(key)
     subject.verify(creds(raw), verifier.Policy())
     subject.verify(creds(raw), verifier.Policy())
@@ -82,7 +74,7 @@ def test_the_cache_can_be_turned_off(fake_core: FakeCore, key: SigningKey, count
 
 def test_a_remembered_signature_is_checked_again_after_the_cap(
         fake_core: FakeCore, key: SigningKey, counted: list[str]) -> None:
-    clock = Clock()
+    clock = ManualClock(time.time())
     subject = gate(fake_core, clock)
     raw = v5(key, exp=int(clock.now) + 3600)
     subject.verify(creds(raw), verifier.Policy())
@@ -95,7 +87,7 @@ def test_a_remembered_signature_is_checked_again_after_the_cap(
 
 
 def test_the_memory_is_bounded(fake_core: FakeCore, key: SigningKey, counted: list[str]) -> None:
-    subject = gate(fake_core, Clock(), verified_cache_size="2")
+    subject = gate(fake_core, ManualClock(time.time()), verified_cache_size="2")
     first, second, third = (v5(key, sub=f"user-{n}") for n in range(3))
     for raw in (first, second, third, third, first):
         subject.verify(creds(raw), verifier.Policy())
@@ -103,7 +95,7 @@ def test_the_memory_is_bounded(fake_core: FakeCore, key: SigningKey, counted: li
 
 
 def test_a_signature_hit_is_counted_once_for_the_token_used(fake_core: FakeCore, key: SigningKey) -> None:
-    subject = gate(fake_core, Clock())
+    subject = gate(fake_core, ManualClock(time.time()))
     bearer, cookie = v5(key, sub="user-b"), v5(key, sub="user-c")
     subject.verify(credentials.Credentials(method="GET", uri="/", authorization=f"Bearer {bearer}"), verifier.Policy())
     subject.verify(creds(cookie), verifier.Policy())

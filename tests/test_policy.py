@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import ManualClock
 
 from forward_auth.claims import Validator
 from forward_auth.paths import AmbiguousPath
@@ -123,16 +124,9 @@ def test_empty_policy_requires_a_session_everywhere() -> None:
     assert parse_policy(None).select("h", "/x", "GET").session == "required"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def test_changes_are_picked_up_and_bad_edits_keep_the_policy(example: Path) -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     watched = PolicyFile(str(example), every=2.0, clock=clock)
     assert watched.current().select("h", "/public/a", "GET").name == "public"
     example.write_text("rules: [{name: everything-public, session: public}]\n")
@@ -150,7 +144,7 @@ def test_changes_are_picked_up_and_bad_edits_keep_the_policy(example: Path) -> N
 
 def test_an_inherited_policy_is_checked_against_the_file_at_the_first_look(example: Path) -> None:
     """A worker started after the file changed must not keep the master's older policy."""
-    clock = Clock()
+    clock = ManualClock(100.0)
     old = read_policy(str(example))
     example.write_text("rules: [{name: newer, session: public}]\n")
     watched = PolicyFile(str(example), every=2.0, clock=clock, initial=old)
@@ -159,7 +153,7 @@ def test_an_inherited_policy_is_checked_against_the_file_at_the_first_look(examp
 
 
 def test_watching_can_be_off(example: Path) -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     watched = PolicyFile(str(example), every=0, clock=clock)
     example.write_text("rules: []\n")
     clock.now += 100

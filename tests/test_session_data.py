@@ -11,7 +11,7 @@ from typing import Any
 
 import falcon.testing
 import pytest
-from conftest import FakeCore, v5
+from conftest import FakeCore, ManualClock, v5
 
 from forward_auth import verifier
 from forward_auth.app import create_app
@@ -143,13 +143,6 @@ def test_a_core_that_cannot_answer_is_503_never_a_401_nor_a_missing_header(
     assert nginx.headers["X-Forward-Auth-Status"] == "503"
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def test_the_cache_keeps_an_entry_for_its_seconds_and_never_past_the_tokens_exp() -> None:
     answers = [{"status": "OK", "sessionHandle": "h", "userId": "u", "timeCreated": 1, "expiry": 2,
@@ -161,7 +154,7 @@ def test_the_cache_keeps_an_entry_for_its_seconds_and_never_past_the_tokens_exp(
             sent.append(url)
             return Reply(200, {}, json.dumps(answers[len(sent) - 1]).encode())
 
-    clock = _Clock()
+    clock = ManualClock()
     data = SessionData(CoreClient(["http://core"], Transport()), 30, clock=clock)
 
     def seen(exp_s: float) -> Any:

@@ -3,19 +3,13 @@ when each was last renewed; a clock of the test's own stands in for the system's
 
 from __future__ import annotations
 
+from conftest import ManualClock
+
 from forward_auth.worker import STALE_SECONDS, Shares
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_sibling_is_left_out_once_its_count_is_stale_and_counts_again_when_renewed() -> None:
-    clock = Clock()
+    clock = ManualClock()
     shares = Shares(3, clock)
     shares.hold(0, 4)
     shares.hold(1, 1)
@@ -29,7 +23,7 @@ def test_a_sibling_is_left_out_once_its_count_is_stale_and_counts_again_when_ren
 
 
 def test_a_slot_never_held_or_released_is_no_sibling() -> None:
-    shares = Shares(3, Clock())
+    shares = Shares(3, ManualClock())
     shares.hold(0, 4)
     assert not shares.yields(0, 4)  # slots 1 and 2: -1 since the start
     shares.hold(1, 0)
