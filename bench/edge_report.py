@@ -94,10 +94,8 @@ def ratio_cell(key: str, configs: dict[str, Config]) -> str:
         return f"{median / c['const'].median:.2f} of constant"
     if key.startswith("hung"):
         return f"{median / c['hung_idle'].median:.2f} of nothing waiting"
-    if key.startswith("close"):  # to the SDKs behind the same config
-        return (f"{median / c['bound'].median:.2f} bound {median / c['close_node'].median:.2f}x node "
-                f"{median / c['close_pysdk'].median:.2f}x py")
-    return f"{median / c['bound'].median:.2f} bound {median / c['node'].median:.2f}x node {median / c['pysdk'].median:.2f}x py"
+    node, py = ("close_node", "close_pysdk") if key.startswith("close") else ("node", "pysdk")  # behind the same config
+    return f"{median / c['bound'].median:.2f} bound {median / c[node].median:.2f}x node {median / c[py].median:.2f}x py"
 
 
 def probe_cell(probes: list[tuple[int, float]]) -> str:

@@ -43,7 +43,8 @@ PROXY_CACHE_SECONDS = 30
 SHIPPED_CACHE_LINES = ("proxy_cache ", "proxy_cache_key ", "open_file_cache ", "open_file_cache_valid ")
 #: The same gates, and the second nginx, behind nginx's own documented auth_request (no upstream
 #: block, so no keep-alive: a connection per auth request, HTTP/1.0), by location name: their port.
-CLOSED = {"close_svc": "svc", "close_node": "node", "close_pysdk": "pysdk", "close_noop": "noop"}
+CLOSED = {"close_svc": "svc", "close_node": "node", "close_pysdk": "pysdk"}
+CLOSED_PROBES = {"close_noop": "noop"}
 #: Upstreams that answer 200 to anything: the constant app with a JSON body or an empty one (the keep-alive
 #: probe), and the second nginx (no Python: the floor of any upstream's hop).
 PROBES = {"const_body": ("const", "/verify"), "const_empty": ("const", "/empty"), "noop": ("noop", "/verify")}
@@ -249,7 +250,7 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
                             for name, (upstream, path) in {**AUTHS, **PROBES}.items())
         protected += "".join(PROTECTED.format(name=name, upstream=f"{HOST}:{ports[port]}", path="/verify",
                                               keepalive="", cache="")
-                             for name, port in CLOSED.items())
+                             for name, port in {**CLOSED, **CLOSED_PROBES}.items())
         conf = work / "nginx.conf"
         conf.write_text(NGINX_CONF.format(work=work, host=HOST, listen=ports["nginx"], svc=ports["svc"],
                                           svc_decided=ports["svc_decided"], svc_granian=ports["svc_granian"],
@@ -258,7 +259,7 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
         procs["nginx"] = start("nginx", [
             nginx_binary, "-p", str(work), "-c", str(conf), "-e", str(work / "nginx-error.log"), "-g", "daemon off;"])
         base = f"http://{HOST}:{ports['nginx']}"
-        urls = {name: f"{base}/{name}/" for name in ("bound", *AUTHS, *PROBES, *CLOSED)}
+        urls = {name: f"{base}/{name}/" for name in ("bound", *AUTHS, *PROBES, *CLOSED, *CLOSED_PROBES)}
         urls["direct"] = f"http://{HOST}:{ports['svc']}/verify"
         urls["direct_decided"] = f"http://{HOST}:{ports['svc_decided']}/verify"
         urls["hung"] = f"http://{HOST}:{ports['svc_hung']}/verify"
@@ -284,7 +285,7 @@ def started_edge(args: argparse.Namespace, shared: Shared, nginx_binary: str) ->
 def sanity(urls: dict[str, str], cookie: dict[str, str], base: str) -> list[str]:
     """Each gate verifies for real: a session gets 200 and its user passed on, a garbage token 401."""
     garbage = {"Cookie": "sAccessToken=garbage.not.atoken"}
-    for name in [*AUTHS, *(name for name in CLOSED if name != "close_noop")]:
+    for name in [*AUTHS, *CLOSED]:
         got = expect_status(urls[name], cookie, 200, f"nginx -> {name} with a session")
         if got.get("X-Auth-User") != "bench-user":
             raise SystemExit(f"edge_bench: nginx -> {name} did not pass the user on: {got}")
@@ -294,7 +295,7 @@ def sanity(urls: dict[str, str], cookie: dict[str, str], base: str) -> list[str]
         expect_status(urls[name], cookie, 200, f"service {name} with a session")
         expect_status(urls[name], garbage, 401, f"service {name} with a garbage token")
     expect_status(urls["const"], {}, 200, "constant app")
-    for name in [*PROBES, "close_noop"]:
+    for name in [*PROBES, *CLOSED_PROBES]:
         expect_status(urls[name], {}, 200, f"nginx -> {name}")
     notes = []
     status, _ = http_get(f"{base}/return/", garbage)

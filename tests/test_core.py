@@ -89,7 +89,6 @@ def test_unreachable_cores_are_unavailable(fake_core: FakeCore) -> None:
     assert len(fake_core.requests) == 2
 
 
-
 def test_revocation_cache_is_bounded_by_time_and_token_expiry(fake_core: FakeCore) -> None:
     fake_core.verify_answer = OK
     clock = ManualClock(1_000_000.0)

@@ -124,7 +124,6 @@ def test_empty_policy_requires_a_session_everywhere() -> None:
     assert parse_policy(None).select("h", "/x", "GET").session == "required"
 
 
-
 def test_changes_are_picked_up_and_bad_edits_keep_the_policy(example: Path) -> None:
     clock = ManualClock(100.0)
     watched = PolicyFile(str(example), every=2.0, clock=clock)

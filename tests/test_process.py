@@ -592,6 +592,21 @@ def held_by(pid: int, port: int) -> int:
     return count
 
 
+def keep_asking(clients: list[http.client.HTTPConnection], seconds: float) -> int:
+    """/healthz on each client every 50 ms for ``seconds`` (http.client connects again after a
+    ``connection: close``): how many answers said ``connection: close``."""
+    closes = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for client in clients:
+            client.request("GET", "/healthz")
+            answer = client.getresponse()
+            answer.read()
+            closes += answer.getheader("connection") == "close"
+        time.sleep(0.05)
+    return closes
+
+
 def test_a_worker_that_comes_late_gets_its_share_of_kept_alive_connections(core_url: str) -> None:
     """8 keep-alive connections opened while one worker is stopped all go to the other; once
     both run, the busy one hands some back (``connection: close`` on their next answer) and the
@@ -609,12 +624,7 @@ def test_a_worker_that_comes_late_gets_its_share_of_kept_alive_connections(core_
             alone = [held_by(pid, port) for pid in workers]
         finally:
             os.kill(workers[1], signal.SIGCONT)
-        deadline = time.monotonic() + 3.5
-        while time.monotonic() < deadline:
-            for client in clients:  # http.client connects again after a `connection: close`
-                client.request("GET", "/healthz")
-                client.getresponse().read()
-            time.sleep(0.05)
+        keep_asking(clients, 3.5)
         shared = [held_by(pid, port) for pid in workers]
         for client in clients:
             client.close()
@@ -698,18 +708,10 @@ def test_a_sibling_that_stops_ticking_is_left_out(core_url: str) -> None:
     with default_service(core_url) as (port, master):
         workers = workers_of(master)
         os.kill(workers[1], signal.SIGSTOP)
-        closes = 0
         try:
             time.sleep(STALE_SECONDS + 1)
             clients = [http.client.HTTPConnection("127.0.0.1", port, timeout=5) for _ in range(10)]
-            deadline = time.monotonic() + 3.5  # three ticks of the hand-back
-            while time.monotonic() < deadline:
-                for client in clients:  # http.client connects again after a `connection: close`
-                    client.request("GET", "/healthz")
-                    answer = client.getresponse()
-                    answer.read()
-                    closes += answer.getheader("connection") == "close"
-                time.sleep(0.05)
+            closes = keep_asking(clients, 3.5)  # three ticks of the hand-back
             for client in clients:
                 client.close()
         finally:

@@ -143,7 +143,6 @@ def test_a_core_that_cannot_answer_is_503_never_a_401_nor_a_missing_header(
     assert nginx.headers["X-Forward-Auth-Status"] == "503"
 
 
-
 def test_the_cache_keeps_an_entry_for_its_seconds_and_never_past_the_tokens_exp() -> None:
     answers = [{"status": "OK", "sessionHandle": "h", "userId": "u", "timeCreated": 1, "expiry": 2,
                 "userDataInJWT": {}, "userDataInDatabase": {"n": n}} for n in range(10)]
